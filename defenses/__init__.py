@@ -1,0 +1,1 @@
+"""Defensive methods: unlearning, backdoor exposure, data protection, prompt guards."""

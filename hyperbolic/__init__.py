@@ -1,0 +1,1 @@
+"""Lorentz-model hyperbolic geometry and HySAC (comes with its own issue)."""

@@ -1,0 +1,197 @@
+"""The ``redteam`` command line. Commands only parse arguments and call importable functions.
+
+Exit codes (DESIGN.md): 0 no finding at or above --fail-on, 1 such findings, 2 bad usage or bad
+input (one line, no traceback), 3 no probe applied to the target.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from redteam import __version__
+from redteam.errors import InputError
+from redteam.findings import SEVERITIES
+
+EXISTING = click.Path(path_type=Path)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="redteam")
+def cli() -> None:
+    """Red-team ML models for safety and robustness; write HTML risk reports.
+
+    \b
+    Example:
+      redteam audit ./unlearned-llm --suite unlearning --data audit.jsonl \\
+          --reference ./original --retrain ./gold --out reports/x
+    """
+
+
+@cli.command("list")
+@click.option("--suite", help="Only the probes of this suite.")
+def list_probes(suite: str | None) -> None:
+    """List every probe with its suite, target kinds and reference.
+
+    \b
+    Example:
+      redteam list --suite unlearning
+    """
+    from redteam.probes import REGISTRY, SUITES, load_plugins
+
+    load_plugins()
+    if suite is not None and suite not in SUITES:
+        raise InputError(f"--suite {suite}: unknown suite (known: {', '.join(SUITES)})")
+    for name in SUITES:
+        if suite is not None and name != suite:
+            continue
+        members = SUITES[name]
+        click.echo(f"{name} ({len(members)} probes{'' if members else ', none in this release'})")
+        for probe_name in members:
+            info = REGISTRY[probe_name].describe()
+            needs = "; ".join(f"{split}: {', '.join(f)}" for split, f in info["needs"].items())
+            click.echo(f"  {probe_name:36} kinds: {', '.join(info['kinds'])}")
+            click.echo(f"  {'':36} goal: {info['goal']}")
+            click.echo(f"  {'':36} needs: {needs or '-'}; ref: {'; '.join(info['references'])}")
+
+
+@cli.command()
+@click.argument("model", type=EXISTING)
+@click.option("--suite", required=True, help="Suite to run (see `redteam list`).")
+@click.option("--data", type=EXISTING, help="Audit data: JSONL for LLMs (see README).")
+@click.option("--reference", type=EXISTING, help="The original model, before unlearning.")
+@click.option("--retrain", type=EXISTING, help="Gold model retrained without the forget set.")
+@click.option("--out", type=EXISTING, help="Run folder [default: reports/<model>-<UTC time>].")
+@click.option("--probe", "probes", multiple=True, help="Run only this probe (repeatable).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--fail-on", type=click.Choice(SEVERITIES), default="high", show_default=True,
+              help="Exit 1 when a finding reaches this severity.")
+@click.option("--config", type=EXISTING, help="audit.toml with per-probe thresholds.")
+@click.option("--kind", help="Force the target kind instead of detecting it.")
+@click.option("--allow-pickle", is_flag=True,
+              help="Accept pickle weights, loaded with torch.load(weights_only=True).")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier run in --out.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def audit(model: Path, suite: str, data, reference, retrain, out, probes, device, seed, fail_on,
+          config, kind, allow_pickle, overwrite, quiet) -> None:
+    """Audit MODEL with a suite of probes and write an HTML risk report.
+
+    \b
+    Example:
+      redteam audit ./my-unlearned-llm --suite unlearning --data audit.jsonl \\
+          --reference ./original --retrain ./gold --out reports/x
+    """
+    from redteam.engine import AuditRequest, run_audit
+
+    result = run_audit(AuditRequest(
+        model=model, suite=suite, data=data, reference=reference, retrain=retrain, out=out,
+        probes=list(probes) or None, device=device, seed=seed, fail_on=fail_on, config=config,
+        kind=kind, allow_pickle=allow_pickle, overwrite=overwrite, quiet=quiet,
+        command=["redteam", *sys.argv[1:]],
+    ))
+    counts: dict[str, int] = {}
+    for finding in result.findings:
+        counts[finding.status] = counts.get(finding.status, 0) + 1
+    click.echo(f"{', '.join(f'{n} {s}' for s, n in sorted(counts.items())) or 'no findings'}; "
+               f"report: {result.out_dir / 'report.html'}")
+    sys.exit(result.exit_code)
+
+
+@cli.command()
+@click.argument("run_dir", type=EXISTING)
+def report(run_dir: Path) -> None:
+    """Re-render RUN_DIR/report.html from RUN_DIR/findings.json.
+
+    \b
+    Example:
+      redteam report reports/x
+    """
+    from reports.html import write_report
+
+    click.echo(write_report(run_dir))
+
+
+@cli.command()
+@click.argument("model", type=EXISTING)
+@click.option("--method", required=True, type=click.Choice(["ga", "graddiff", "npo"]))
+@click.option("--data", required=True, type=EXISTING, help="Audit JSONL (forget/retain items).")
+@click.option("--out", required=True, type=EXISTING, help="New folder for the unlearned model.")
+@click.option("--epochs", type=int, default=5, show_default=True)
+@click.option("--lr", type=float, default=1e-4, show_default=True)
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--beta", type=float, default=0.1, show_default=True, help="NPO inverse temperature.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True)
+@click.option("--allow-pickle", is_flag=True)
+@click.option("--quiet", is_flag=True)
+def unlearn(model: Path, method: str, data: Path, out: Path, epochs: int, lr: float,
+            batch_size: int, beta: float, seed: int, device: str, allow_pickle: bool,
+            quiet: bool) -> None:
+    """Unlearn the forget items of DATA from MODEL; write the result to OUT.
+
+    \b
+    Example:
+      redteam unlearn ./original --method npo --data audit.jsonl --out ./original-npo
+    """
+    from redteam.unlearn import unlearn_model
+
+    path = unlearn_model(model, method=method, data=data, out=out, epochs=epochs, lr=lr,
+                         batch_size=batch_size, beta=beta, seed=seed, device=device,
+                         allow_pickle=allow_pickle, quiet=quiet)
+    click.echo(f"unlearned model ({method}): {path}")
+
+
+@cli.command()
+@click.option("--out", type=EXISTING, default=Path("reports/demo"), show_default=True)
+@click.option("--size", type=click.Choice(["demo", "test"]), default="demo", show_default=True,
+              help="`test` builds a smaller, faster zoo.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--quiet", is_flag=True)
+def demo(out: Path, size: str, seed: int, quiet: bool) -> None:
+    """Build the embedded demo targets (cached) and audit every one of them.
+
+    \b
+    Example:
+      redteam demo && open reports/demo/index.html
+    """
+    from redteam.demo import run_demo
+
+    index = run_demo(out=out, size=size, seed=seed, quiet=quiet)
+    click.echo(f"demo report: {index}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: bad input and usage errors become one line on stderr and exit code 2."""
+    try:
+        cli.main(args=argv, prog_name="redteam", standalone_mode=False)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 0
+    except click.exceptions.Abort:
+        click.echo("error: interrupted", err=True)
+        return 130
+    except click.UsageError as exc:
+        hint = f"see `redteam {_command(argv)}--help`"
+        click.echo(f"error: {exc.format_message()} ({hint})", err=True)
+        return 2
+    except InputError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 2
+    except KeyboardInterrupt:
+        click.echo("error: interrupted", err=True)
+        return 130
+    return 0
+
+
+def _command(argv: list[str] | None) -> str:
+    args = sys.argv[1:] if argv is None else argv
+    first = next((a for a in args if not a.startswith("-")), None)
+    return f"{first} " if first in cli.commands else ""
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,272 @@
+"""Run a suite of probes against a target and write the run directory.
+
+Steps of a run, in order: validate the request (suite, probe names, config, output folder), load
+the data and the models, select the probes that apply, run each with error isolation while
+appending to ``events.jsonl``, then write ``findings.json`` and ``report.html`` atomically and
+compute the exit code (DESIGN.md, "A run").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import random
+import sys
+import time
+import tomllib
+import traceback
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+
+from redteam import __version__
+from redteam.data import AuditData, load_audit_jsonl
+from redteam.errors import InputError
+from redteam.fileio import atomic_write_json, hash_tree
+from redteam.findings import (
+    SEVERITIES,
+    Finding,
+    RunRecord,
+    findings_document,
+    severity_rank,
+)
+from redteam.probes import REGISTRY, SUITES, Probe, ProbeContext, load_plugins
+from redteam.scoring import CausalLMScorer
+from redteam.targets import Target, load_target, resolve_device
+
+EXIT_OK, EXIT_FINDINGS, EXIT_BAD_INPUT, EXIT_NOTHING_APPLIED = 0, 1, 2, 3
+RUN_FILES = ("findings.json", "events.jsonl", "report.html")
+LIBRARIES = ("torch", "transformers", "tokenizers", "safetensors", "numpy", "scikit-learn",
+             "rouge-score", "accelerate", "peft")
+
+
+@dataclass
+class AuditRequest:
+    """Everything ``redteam audit`` was asked to do (plain data; the CLI fills it)."""
+
+    model: Path
+    suite: str
+    data: Path | None = None
+    reference: Path | None = None
+    retrain: Path | None = None
+    out: Path | None = None
+    probes: list[str] | None = None
+    device: str = "auto"
+    seed: int = 0
+    fail_on: str = "high"
+    config: Path | None = None
+    kind: str | None = None
+    allow_pickle: bool = False
+    overwrite: bool = False
+    quiet: bool = False
+    command: list[str] = field(default_factory=lambda: list(sys.argv))
+
+
+@dataclass
+class AuditResult:
+    exit_code: int
+    out_dir: Path
+    findings: list[Finding]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def select_probes(suite: str, names: list[str] | None) -> list[type[Probe]]:
+    """Probes of ``suite`` (optionally narrowed to ``names``); unknown names are bad input."""
+    load_plugins()
+    if suite not in SUITES:
+        raise InputError(f"--suite {suite}: unknown suite (known: {', '.join(SUITES)})")
+    chosen = names or SUITES[suite]
+    for name in chosen:
+        if name not in REGISTRY:
+            raise InputError(f"--probe {name}: unknown probe (see `redteam list`)")
+        if REGISTRY[name].suite != suite:
+            owner = REGISTRY[name].suite
+            raise InputError(f"--probe {name}: belongs to suite {owner}, not {suite}")
+    return [REGISTRY[name] for name in chosen]
+
+
+def load_config(path: Path | None) -> dict:
+    """Read ``audit.toml``: ``[probes."family.name"]`` tables of thresholds, ``[scoring]``."""
+    if path is None:
+        return {}
+    try:
+        config = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: config file not found") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not valid TOML ({exc})") from None
+    unknown = sorted(set(config) - {"probes", "scoring"})
+    if unknown:
+        raise InputError(f"{path}: {unknown[0]}: unknown section (known: probes, scoring)")
+    for name in config.get("probes", {}):
+        if name not in REGISTRY:
+            raise InputError(f"{path}: probes.{name}: unknown probe")
+    return config
+
+
+def prepare_out_dir(out: Path, overwrite: bool) -> Path:
+    """Create the run folder; never clobber an earlier run unless asked to."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: --out exists and is not a folder")
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise InputError(f"{out}: output folder is not empty (pass --overwrite to replace "
+                             "an earlier run there)")
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version(), "redteam": __version__}
+    for name in LIBRARIES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return versions
+
+
+class EventLog:
+    """``events.jsonl``: one line per event, flushed as the run goes, so it survives a crash."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def write(self, event: str, **fields) -> None:
+        line = json.dumps({"time": _now(), "event": event, **fields}, ensure_ascii=False)
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+            handle.flush()
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def run_probe(probe: Probe, target: Target, data: AuditData | None, ctx: ProbeContext,
+              events: EventLog) -> list[Finding]:
+    """Run one probe; a crash becomes an ``error`` finding and the run goes on."""
+    events.write("probe_start", probe=probe.name)
+    started = time.perf_counter()
+    reason = probe.missing_data(data)
+    if reason:
+        findings = [probe.skipped(reason)]
+    else:
+        try:
+            findings = probe.run(target, data, ctx)
+        except Exception as exc:  # noqa: BLE001  (isolation is the point)
+            findings = [probe.finding(
+                "error", "high",
+                f"The probe crashed, so this property was not checked: "
+                f"{type(exc).__name__}: {exc}",
+                details={"traceback": traceback.format_exc(limit=8)},
+                remediation="Fix the input or report the bug; re-run before relying on the audit.",
+            )]
+    duration = round(time.perf_counter() - started, 3)
+    for finding in findings:
+        finding.duration_s = duration
+        events.write("probe_end", probe=probe.name, status=finding.status,
+                     severity=finding.severity, duration_s=duration)
+    return findings
+
+
+def exit_code_for(findings: list[Finding], fail_on: str) -> int:
+    if not findings or all(f.status == "skipped" for f in findings):
+        return EXIT_NOTHING_APPLIED
+    gate = severity_rank(fail_on)
+    failing = [f for f in findings
+               if f.status in ("fail", "error") and severity_rank(f.severity) >= gate]
+    return EXIT_FINDINGS if failing else EXIT_OK
+
+
+def default_out_dir(model: Path) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return Path("reports") / f"{model.resolve().name}-{stamp}"
+
+
+def run_audit(request: AuditRequest) -> AuditResult:
+    """Run ``request`` end to end; returns the exit code and the run folder."""
+    if request.fail_on not in SEVERITIES:
+        raise InputError(f"--fail-on {request.fail_on}: must be one of {', '.join(SEVERITIES)}")
+    probe_classes = select_probes(request.suite, request.probes)
+    config = load_config(request.config)
+    probe_settings = config.get("probes", {})
+    try:
+        probes = [cls(probe_settings.get(cls.name)) for cls in probe_classes]
+    except ValueError as exc:
+        raise InputError(f"{request.config}: {exc}") from None
+    device = resolve_device(request.device)
+    data = load_audit_jsonl(request.data) if request.data else None
+    out = prepare_out_dir(request.out or default_out_dir(request.model), request.overwrite)
+    started = _now()
+    seed_everything(request.seed)
+
+    def load(path: Path | None) -> Target | None:
+        if path is None:
+            return None
+        return load_target(path, kind=request.kind, device=device,
+                           allow_pickle=request.allow_pickle)
+
+    target = load(request.model)
+    reference, retrain = load(request.reference), load(request.retrain)
+    scoring = config.get("scoring", {})
+    scorers: dict[int, CausalLMScorer] = {}
+
+    def scorer_for(model: Target) -> CausalLMScorer:
+        if id(model) not in scorers:
+            scorers[id(model)] = CausalLMScorer(
+                model.model, model.tokenizer, batch_size=int(scoring.get("batch_size", 16)),
+                max_length=int(scoring.get("max_length", 512)), quiet=request.quiet)
+        return scorers[id(model)]
+
+    events = EventLog(out / "events.jsonl")
+    events.write("run_start", suite=request.suite, target=str(request.model))
+    artifacts = out / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    findings: list[Finding] = []
+    not_applicable: dict[str, str] = {}
+    for probe in probes:
+        if target.kind not in probe.kinds:
+            not_applicable[probe.name] = f"does not apply to kind {target.kind}"
+            continue
+        ctx = ProbeContext(config=probe.config, seed=request.seed, device=device,
+                           artifacts_dir=artifacts, quiet=request.quiet, reference=reference,
+                           retrain=retrain, scorer_for=scorer_for)
+        seed_everything(request.seed)
+        findings.extend(run_probe(probe, target, data, ctx, events))
+
+    inputs = {label: model.files for label, model in
+              (("reference", reference), ("retrain", retrain)) if model is not None}
+    if request.data:
+        inputs["data"] = hash_tree(request.data)
+    run = RunRecord(
+        tool_version=__version__, command=request.command, suite=request.suite,
+        target={"path": str(request.model), "name": target.name, "kind": target.kind,
+                "files": target.files},
+        config=config,
+        config_sha256=hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest(),
+        seed=request.seed, device=device, libraries=library_versions(), started=started,
+        inputs=inputs, probes_skipped=not_applicable,
+    )
+    exit_code = exit_code_for(findings, request.fail_on)
+    run.finished, run.exit_code = _now(), exit_code
+    document = findings_document(run, findings)
+    atomic_write_json(out / "findings.json", document)
+    from reports.html import write_report
+
+    write_report(out, document)
+    events.write("run_end", exit_code=exit_code)
+    return AuditResult(exit_code=exit_code, out_dir=out, findings=findings)

@@ -1,0 +1,125 @@
+"""Metrics shared by the probes: ROUGE-L, answer containment, MIA scores, AUC, bootstrap CIs.
+
+Definitions follow REFERENCES.md (MUSE, RWKU, Min-K%++, open-unlearning).
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+
+import numpy as np
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from redteam.scoring import TokenScores
+
+
+@lru_cache(maxsize=1)
+def _rouge_scorer():
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+
+
+def rouge_l(prediction: str, reference: str) -> tuple[float, float]:
+    """(recall, F1) of ROUGE-L with stemming, as MUSE and RWKU compute it."""
+    score = _rouge_scorer().score(reference, prediction)["rougeL"]
+    return float(score.recall), float(score.fmeasure)
+
+
+def _normalise(text: str) -> str:
+    return " ".join(re.findall(r"\w+", text.lower()))
+
+
+def contains_answer(output: str, answers: Sequence[str]) -> bool:
+    """True when any accepted answer appears in the output (case and punctuation ignored)."""
+    padded = f" {_normalise(output)} "
+    return any(f" {_normalise(a)} " in padded for a in answers if _normalise(a))
+
+
+# ---------------------------------------------------------------- membership inference scores
+def loss_score(scores: TokenScores) -> float:
+    """LOSS attack: negative mean token NLL (higher = more member-like)."""
+    return float(scores.logprobs.mean())
+
+
+def zlib_score(scores: TokenScores, text: str) -> float:
+    """ZLib attack: NLL sum over zlib-compressed length, sign-flipped."""
+    return float(scores.logprobs.sum() / len(zlib.compress(text.encode("utf-8"))))
+
+
+def min_k_score(scores: TokenScores, k: float = 0.4) -> float:
+    """Min-K%: mean of the lowest k fraction of token log-probs (MUSE uses k = 0.4)."""
+    values = np.sort(scores.logprobs)
+    count = max(1, int(len(values) * k))
+    return float(values[:count].mean())
+
+
+def min_k_plus_plus_score(scores: TokenScores, k: float = 0.4) -> float:
+    """Min-K%++: Min-K% over z-scores (log p(x_t) - mu_t) / sigma_t."""
+    z = (scores.logprobs - scores.mu) / scores.sigma
+    values = np.sort(z)
+    count = max(1, int(len(values) * k))
+    return float(values[:count].mean())
+
+
+# ---------------------------------------------------------------- memorization
+def exact_memorization(scores: TokenScores) -> float:
+    """Share of teacher-forced argmax tokens equal to the label."""
+    return float(scores.argmax_match.mean()) if len(scores.argmax_match) else 0.0
+
+
+def extraction_strength(scores: TokenScores) -> float:
+    """1 - k*/|y|, k* the shortest prefix after which every argmax matches the label."""
+    match = scores.argmax_match
+    length = len(match)
+    if length == 0:
+        return 0.0
+    mismatches = np.flatnonzero(~match)
+    k_star = 0 if len(mismatches) == 0 else int(mismatches[-1]) + 1
+    return 1.0 - k_star / length
+
+
+# ---------------------------------------------------------------- statistics
+def auc(member_scores: Sequence[float], nonmember_scores: Sequence[float]) -> float:
+    """AUC of telling members (label 1) from non-members by a higher-is-member score."""
+    labels = np.r_[np.ones(len(member_scores)), np.zeros(len(nonmember_scores))]
+    return float(roc_auc_score(labels, np.r_[member_scores, nonmember_scores]))
+
+
+def roc_points(member_scores: Sequence[float], nonmember_scores: Sequence[float],
+               max_points: int = 60) -> dict[str, list[float]]:
+    """ROC curve as lists (thinned to ``max_points``) for the report."""
+    labels = np.r_[np.ones(len(member_scores)), np.zeros(len(nonmember_scores))]
+    fpr, tpr, _ = roc_curve(labels, np.r_[member_scores, nonmember_scores])
+    if len(fpr) > max_points:
+        keep = np.unique(np.linspace(0, len(fpr) - 1, max_points).round().astype(int))
+        fpr, tpr = fpr[keep], tpr[keep]
+    return {"fpr": [round(float(x), 4) for x in fpr], "tpr": [round(float(y), 4) for y in tpr]}
+
+
+def bootstrap_ci(values: Sequence[float], statistic: Callable = np.mean, n_resamples: int = 1000,
+                 seed: int = 0) -> list[float]:
+    """Percentile bootstrap 95% interval of ``statistic`` over ``values``."""
+    values = np.asarray(values, dtype=float)
+    if len(values) == 0:
+        return [float("nan"), float("nan")]
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(values), size=(n_resamples, len(values)))
+    stats = np.array([statistic(values[row]) for row in picks])
+    return [round(float(np.percentile(stats, 2.5)), 4), round(float(np.percentile(stats, 97.5)), 4)]
+
+
+def bootstrap_auc_ci(member_scores: Sequence[float], nonmember_scores: Sequence[float],
+                     n_resamples: int = 1000, seed: int = 0) -> list[float]:
+    """Bootstrap 95% interval of the AUC, resampling members and non-members separately."""
+    members, others = np.asarray(member_scores), np.asarray(nonmember_scores)
+    rng = np.random.default_rng(seed)
+    stats = []
+    for _ in range(n_resamples):
+        m = members[rng.integers(0, len(members), len(members))]
+        o = others[rng.integers(0, len(others), len(others))]
+        stats.append(auc(m, o))
+    return [round(float(np.percentile(stats, 2.5)), 4), round(float(np.percentile(stats, 97.5)), 4)]

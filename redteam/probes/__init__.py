@@ -1,0 +1,35 @@
+"""Probe families. Importing this package registers the built-in probes; third-party probes
+register through the ``redteam.probes`` entry-point group (see ``load_plugins``)."""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+
+from redteam.probes import knowledge, membership, memorization  # noqa: F401  (registers)
+from redteam.probes.base import REGISTRY, Probe, ProbeContext, register
+
+SUITES: dict[str, list[str]] = {
+    "unlearning": [
+        "unlearning.knowledge_qa",
+        "unlearning.verbatim",
+        "unlearning.membership_inference",
+        "unlearning.exact_memorization",
+        "unlearning.utility",
+    ],
+    "backdoor": [],
+    "adversarial": [],
+    "concept": [],
+    "safety": [],
+}
+
+
+def load_plugins() -> None:
+    """Import third-party probe modules declared under the ``redteam.probes`` entry points."""
+    for entry in entry_points(group="redteam.probes"):
+        probe = entry.load()
+        if isinstance(probe, type) and issubclass(probe, Probe) and probe.name not in REGISTRY:
+            register(probe)
+            SUITES.setdefault(probe.suite, []).append(probe.name)
+
+
+__all__ = ["REGISTRY", "SUITES", "Probe", "ProbeContext", "load_plugins", "register"]

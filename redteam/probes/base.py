@@ -1,0 +1,112 @@
+"""The probe base class, the registry and the context a probe runs in.
+
+In the manner of garak: a probe is a small class that declares its goal, the target kinds it
+applies to, the data it needs, its thresholds and its paper; adding a probe is adding a class
+decorated with ``@register``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from redteam.data import AuditData
+from redteam.findings import Evidence, Finding, Metric
+from redteam.targets import Target
+
+REGISTRY: dict[str, type[Probe]] = {}
+
+
+def register(cls: type[Probe]) -> type[Probe]:
+    """Class decorator: make a probe selectable by its name."""
+    if cls.name in REGISTRY:
+        raise ValueError(f"probe {cls.name} registered twice")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+@dataclass
+class ProbeContext:
+    """What a probe may use besides the target and the data."""
+
+    config: dict[str, Any]
+    seed: int = 0
+    device: str = "cpu"
+    artifacts_dir: Path | None = None
+    quiet: bool = True
+    reference: Target | None = None
+    retrain: Target | None = None
+    scorer_for: Callable[[Target], Any] | None = None
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    def scorer(self, target: Target):
+        """The shared, memoising scorer of ``target`` (see redteam.scoring)."""
+        return self.scorer_for(target)
+
+    def baselines(self) -> dict[str, Target]:
+        """The comparison models given on the command line, by label."""
+        models = {"reference": self.reference, "retrain": self.retrain}
+        return {label: model for label, model in models.items() if model is not None}
+
+
+class Probe:
+    """Base class. Subclasses set the class attributes and implement ``run``."""
+
+    name: ClassVar[str]
+    suite: ClassVar[str]
+    title: ClassVar[str]
+    goal: ClassVar[str]
+    kinds: ClassVar[tuple[str, ...]] = ("causal-lm",)
+    needs: ClassVar[dict[str, tuple[str, ...]]] = {}
+    references: ClassVar[tuple[str, ...]] = ()
+    tags: ClassVar[tuple[str, ...]] = ()
+    defaults: ClassVar[dict[str, Any]] = {}
+    remediation: ClassVar[str] = ""
+
+    def __init__(self, config: dict[str, Any] | None = None) -> None:
+        unknown = sorted(set(config or {}) - set(self.defaults))
+        if unknown:
+            raise ValueError(
+                f"{self.name}: unknown setting {unknown[0]!r} "
+                f"(known: {', '.join(sorted(self.defaults)) or 'none'})"
+            )
+        self.config = {**self.defaults, **(config or {})}
+
+    def missing_data(self, data: AuditData | None) -> str | None:
+        """Why this probe cannot run on ``data``, or None when every needed field is there."""
+        for split, fields in self.needs.items():
+            if data is None:
+                return f"needs audit data (--data) with {split} items"
+            if not data.with_fields(split, *fields):
+                return f"needs {split} items with {', '.join(fields)}; {data.path.name} has none"
+        return None
+
+    def run(self, target: Target, data: AuditData, ctx: ProbeContext) -> list[Finding]:
+        raise NotImplementedError
+
+    # Small constructors so every finding of this probe carries its name, suite and paper.
+    def finding(self, status: str, severity: str, summary: str, *, metric: Metric | None = None,
+                evidence: list[Evidence] | None = None, details: dict | None = None,
+                artifacts: list[str] | None = None, remediation: str | None = None) -> Finding:
+        return Finding(
+            probe=self.name, suite=self.suite, title=self.title, status=status,
+            severity=severity, metric=metric, summary=summary, evidence=evidence or [],
+            details=details or {}, artifacts=artifacts or [],
+            references=list(self.references),
+            remediation=self.remediation if remediation is None else remediation,
+        )
+
+    def skipped(self, reason: str) -> Finding:
+        return self.finding("skipped", "info", reason, remediation="")
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        """Plain-data description for ``redteam list``."""
+        return {
+            "name": cls.name, "suite": cls.suite, "title": cls.title, "goal": cls.goal,
+            "kinds": list(cls.kinds), "needs": {k: list(v) for k, v in cls.needs.items()},
+            "references": list(cls.references), "tags": list(cls.tags),
+            "defaults": dict(cls.defaults),
+        }

@@ -1,0 +1,201 @@
+"""Load a model directory as a Target, with the safety rules of DESIGN.md.
+
+Audited models come from untrusted parties, so: weights are read from ``*.safetensors`` only
+(pickle files can run code when loaded); ``--allow-pickle`` relaxes that to
+``torch.load(weights_only=True)``; ``trust_remote_code`` is never set; nothing is fetched from a
+hub; and every file is hashed into the run record.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from redteam.errors import InputError, UnsupportedKindError
+from redteam.fileio import hash_tree
+
+KINDS = ("causal-lm", "image-classifier", "text-classifier", "clip", "hysac", "diffusion")
+SUPPORTED_KINDS = ("causal-lm",)
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+HYSAC_CONFIG = "hysac_config.json"
+
+
+@dataclass
+class Target:
+    """A loaded model with what the probes and the run record need to know about it."""
+
+    path: Path
+    kind: str
+    model: Any
+    tokenizer: Any = None
+    device: str = "cpu"
+    files: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` picks CUDA when present; ``cuda`` without a GPU is a usage error."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is available on this machine")
+    if device not in ("cpu", "cuda"):
+        raise InputError(f"--device {device}: must be auto, cpu or cuda")
+    return device
+
+
+def _read_config(path: Path) -> dict:
+    config_path = path / "config.json"
+    try:
+        return json.loads(config_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{config_path}: not valid JSON ({exc.msg})") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{config_path}: not UTF-8 text") from None
+
+
+def detect_kind(path: str | Path) -> str:
+    """The target kind of a model directory, from its files (DESIGN.md, "Targets")."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: model path does not exist")
+    if not path.is_dir():
+        raise InputError(f"{path}: not a model directory (expected a folder with config.json)")
+    if (path / "model_index.json").is_file():
+        return "diffusion"
+    if not (path / "config.json").is_file():
+        raise InputError(f"{path}: not a model directory (no config.json or model_index.json)")
+    config = _read_config(path)
+    architectures = config.get("architectures") or []
+    if not isinstance(architectures, list) or not architectures:
+        raise InputError(f"{path / 'config.json'}: architectures: missing, cannot tell the kind")
+    arch = str(architectures[0])
+    if arch == "CLIPModel":
+        return "hysac" if (path / HYSAC_CONFIG).is_file() else "clip"
+    if arch.endswith("ForCausalLM") or arch.endswith("LMHeadModel"):
+        return "causal-lm"
+    if arch.endswith("ForImageClassification"):
+        if not (path / "preprocessor_config.json").is_file():
+            raise InputError(f"{path}: image classifier without preprocessor_config.json")
+        return "image-classifier"
+    if arch.endswith("ForSequenceClassification"):
+        return "text-classifier"
+    raise InputError(f"{path / 'config.json'}: architecture {arch} is not a kind redteam audits")
+
+
+def weight_files(path: Path) -> tuple[list[Path], list[Path]]:
+    """(safetensors files, pickle files) directly in ``path``."""
+    files = sorted(p for p in path.iterdir() if p.is_file())
+    safe = [p for p in files if p.suffix == ".safetensors"]
+    pickled = [p for p in files if p.suffix in PICKLE_SUFFIXES]
+    return safe, pickled
+
+
+def check_weights(path: Path, allow_pickle: bool) -> bool:
+    """Return True when safetensors weights are present; refuse pickle-only directories."""
+    safe, pickled = weight_files(path)
+    if safe:
+        return True
+    if not pickled:
+        raise InputError(f"{path}: no weight files (*.safetensors)")
+    names = ", ".join(p.name for p in pickled)
+    if not allow_pickle:
+        raise InputError(
+            f"{path}: only pickle weights ({names}); refused because unpickling can run code. "
+            "Convert them to safetensors, or pass --allow-pickle (torch.load weights_only=True)"
+        )
+    return False
+
+
+def _load_pickle_state_dict(path: Path) -> dict:
+    """Read pickle weights with ``weights_only=True``: tensors only, no code objects."""
+    import pickle
+
+    import torch
+
+    _, pickled = weight_files(path)
+    state: dict = {}
+    for file in pickled:
+        try:
+            part = torch.load(file, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+            reason = _one_line(exc)
+            raise InputError(f"{file}: refused by the weights-only unpickler ({reason})") from None
+        if not isinstance(part, dict):
+            raise InputError(f"{file}: not a state dict")
+        state.update(part)
+    return state
+
+
+def load_causal_lm(path: Path, device: str, allow_pickle: bool) -> tuple[Any, Any]:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    has_safetensors = check_weights(path, allow_pickle)
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    common = {"local_files_only": True, "trust_remote_code": False}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, **common)
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"{path}: tokenizer could not be loaded ({_one_line(exc)})") from None
+    try:
+        if has_safetensors:
+            model = AutoModelForCausalLM.from_pretrained(
+                path,
+                use_safetensors=True,
+                torch_dtype=dtype,
+                device_map="auto" if device == "cuda" else None,
+                **common,
+            )
+        else:
+            config = AutoConfig.from_pretrained(path, **common)
+            model = AutoModelForCausalLM.from_config(config, torch_dtype=dtype)
+            _, unexpected = model.load_state_dict(_load_pickle_state_dict(path), strict=False)
+            if unexpected:
+                raise InputError(f"{path}: weights do not match config ({unexpected[0]} ...)")
+            model.tie_weights()
+    except InputError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise InputError(f"{path}: model could not be loaded ({_one_line(exc)})") from None
+    if device == "cpu" or not has_safetensors:
+        model.to(device)
+    model.eval()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def load_target(
+    path: str | Path,
+    kind: str | None = None,
+    device: str = "cpu",
+    allow_pickle: bool = False,
+) -> Target:
+    """Detect (or check) the kind of ``path``, load it safely, and hash every file."""
+    path = Path(path)
+    detected = detect_kind(path)
+    kind = kind or detected
+    if kind not in KINDS:
+        raise InputError(f"--kind {kind}: unknown kind (known: {', '.join(KINDS)})")
+    if kind not in SUPPORTED_KINDS:
+        raise UnsupportedKindError(
+            f"{path}: kind {kind} is not supported yet in this release "
+            f"(supported: {', '.join(SUPPORTED_KINDS)})"
+        )
+    files = hash_tree(path)
+    model, tokenizer = load_causal_lm(path, device, allow_pickle)
+    return Target(path=path, kind=kind, model=model, tokenizer=tokenizer, device=device,
+                  files=files)

@@ -1,0 +1,54 @@
+"""``redteam unlearn``: load a user's model safely, unlearn its forget items, save a new folder.
+
+The unlearning methods themselves live in ``defenses.unlearning``; this module is the boundary:
+it validates the paths, loads with the same safety rules as an audit, and writes the result
+atomically into a new folder so the user's model is never touched.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+from redteam.data import load_audit_jsonl
+from redteam.errors import InputError
+from redteam.targets import load_target, resolve_device
+
+
+def check_new_folder(out: Path, source: Path) -> None:
+    """Refuse an output that exists with content or that lies inside the source model."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputError(f"{out}: output folder exists and is not empty")
+    if out.resolve() == source.resolve() or source.resolve() in out.resolve().parents:
+        raise InputError(f"{out}: output folder must not be inside the model folder {source}")
+
+
+def unlearn_model(model: Path, method: str, data: Path, out: Path, *, epochs: int = 5,
+                  lr: float = 1e-4, batch_size: int = 8, beta: float = 0.1, seed: int = 0,
+                  device: str = "auto", allow_pickle: bool = False, quiet: bool = False) -> Path:
+    """Unlearn the ``forget`` items of ``data`` from ``model`` into the new folder ``out``."""
+    from defenses.unlearning import METHODS, unlearn_directory
+
+    if method not in METHODS:
+        raise InputError(f"--method {method}: unknown method (known: {', '.join(METHODS)})")
+    check_new_folder(out, model)
+    audit_data = load_audit_jsonl(data)
+    if not audit_data.split("forget"):
+        raise InputError(f"{data}: no forget items to unlearn")
+    target = load_target(model, kind="causal-lm", device=resolve_device(device),
+                         allow_pickle=allow_pickle)
+    target.model.train()
+    items = [asdict(item) for item in audit_data.items]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        unlearn_directory(target.model, target.tokenizer, items, method, staging, epochs=epochs,
+                          lr=lr, batch_size=batch_size, beta=beta, seed=seed, quiet=quiet)
+        if out.exists():
+            out.rmdir()
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out

@@ -1,0 +1,1 @@
+"""Rendering of run results: HTML report, inline SVG charts, demo index."""

@@ -1,0 +1,1 @@
+"""Jinja templates of the HTML reports (shipped inside the wheel)."""
