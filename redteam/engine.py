@@ -111,17 +111,22 @@ def load_config(path: Path | None) -> dict:
     return config
 
 
-def prepare_out_dir(out: Path, overwrite: bool) -> Path:
-    """Create the run folder; never clobber an earlier run unless asked to."""
+def prepare_out_dir(out: Path, overwrite: bool, create: bool = True) -> Path:
+    """Check (and create) the run folder; never clobber an earlier run unless asked to.
+
+    Called once with ``create=False`` before the models load, so bad input leaves nothing behind.
+    """
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: --out exists and is not a folder")
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise InputError(f"{out}: output folder is not empty (pass --overwrite to replace "
                              "an earlier run there)")
-        for name in RUN_FILES:
-            (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
+        if create:
+            for name in RUN_FILES:
+                (out / name).unlink(missing_ok=True)
+    if create:
+        out.mkdir(parents=True, exist_ok=True)
     return out
 
 
@@ -210,7 +215,8 @@ def run_audit(request: AuditRequest) -> AuditResult:
         raise InputError(f"{request.config}: {exc}") from None
     device = resolve_device(request.device)
     data = load_audit_jsonl(request.data) if request.data else None
-    out = prepare_out_dir(request.out or default_out_dir(request.model), request.overwrite)
+    out = request.out or default_out_dir(request.model)
+    prepare_out_dir(out, request.overwrite, create=False)
     started = _now()
     seed_everything(request.seed)
 
@@ -222,6 +228,7 @@ def run_audit(request: AuditRequest) -> AuditResult:
 
     target = load(request.model)
     reference, retrain = load(request.reference), load(request.retrain)
+    prepare_out_dir(out, request.overwrite)
     scoring = config.get("scoring", {})
     scorers: dict[int, CausalLMScorer] = {}
 
@@ -258,8 +265,8 @@ def run_audit(request: AuditRequest) -> AuditResult:
                 "files": target.files},
         config=config,
         config_sha256=hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest(),
-        seed=request.seed, device=device, libraries=library_versions(), started=started,
-        inputs=inputs, probes_skipped=not_applicable,
+        seed=request.seed, fail_on=request.fail_on, device=device,
+        libraries=library_versions(), started=started, inputs=inputs, probes_skipped=not_applicable,
     )
     exit_code = exit_code_for(findings, request.fail_on)
     run.finished, run.exit_code = _now(), exit_code

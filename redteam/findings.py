@@ -87,6 +87,7 @@ class RunRecord:
     config: dict[str, Any] = field(default_factory=dict)
     config_sha256: str = ""
     seed: int = 0
+    fail_on: str = "high"
     device: str = "cpu"
     libraries: dict[str, str] = field(default_factory=dict)
     started: str = ""

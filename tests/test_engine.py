@@ -1,0 +1,133 @@
+"""The audit engine on a tiny random LM: run folder, events, error isolation, exit codes."""
+
+import json
+
+import pytest
+
+from redteam.engine import AuditRequest, run_audit
+from redteam.errors import InputError
+from redteam.probes import REGISTRY, SUITES, Probe
+from tests.conftest import write_jsonl
+
+ROWS = [
+    {"split": "forget", "subject": "Ann Vale", "question": "Where was Ann Vale born?",
+     "answer": "Lisbon", "text": "Ann Vale was born in Lisbon and writes poetry."},
+    {"split": "forget", "subject": "Bo Reed", "question": "What does Bo Reed write?",
+     "answer": "crime novels", "text": "Bo Reed writes crime novels in a small flat."},
+    {"split": "retain", "subject": "Cy Moss", "question": "Where was Cy Moss born?",
+     "answer": "Oslo", "text": "Cy Moss was born in Oslo."},
+    {"split": "retain", "subject": "Di Lark", "question": "What does Di Lark write?",
+     "answer": "essays", "text": "Di Lark writes essays."},
+    {"split": "holdout", "subject": "Ed Fane", "text": "Ed Fane was born in Quito and paints."},
+    {"split": "holdout", "subject": "Fi Holt", "text": "Fi Holt writes plays about the sea."},
+]
+
+
+@pytest.fixture
+def audit_jsonl(tmp_path):
+    return write_jsonl(tmp_path / "audit.jsonl", ROWS)
+
+
+def _request(model, data, out, **kw):
+    return AuditRequest(model=model, suite="unlearning", data=data, out=out, device="cpu",
+                        quiet=True, **kw)
+
+
+def test_run_writes_findings_events_and_report(tiny_lm, audit_jsonl, tmp_path):
+    result = run_audit(_request(tiny_lm, audit_jsonl, tmp_path / "run"))
+    out = tmp_path / "run"
+    document = json.loads((out / "findings.json").read_text())
+    assert document["schema"] == 1
+    assert {f["probe"] for f in document["findings"]} == set(SUITES["unlearning"])
+    assert document["run"]["target"]["files"]["model.safetensors"]
+    assert document["run"]["inputs"]["data"]["audit.jsonl"]
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    assert events[0]["event"] == "run_start" and events[-1]["event"] == "run_end"
+    assert sum(e["event"] == "probe_end" for e in events) == len(SUITES["unlearning"])
+    assert "<svg" in (out / "report.html").read_text()
+    # a random model knows nothing: nothing at or above "high"
+    assert result.exit_code == 0
+    assert not [f for f in result.findings if f.status == "error"]
+
+
+def test_config_thresholds_reach_the_probe(tiny_lm, audit_jsonl, tmp_path):
+    config = tmp_path / "audit.toml"
+    config.write_text('[probes."unlearning.knowledge_qa"]\nthreshold = -1.0\n')
+    result = run_audit(_request(tiny_lm, audit_jsonl, tmp_path / "run", config=config,
+                                probes=["unlearning.knowledge_qa"], fail_on="info"))
+    (finding,) = result.findings
+    assert finding.status == "fail" and finding.metric.threshold == -1.0
+    assert result.exit_code == 1
+    config.write_text('[probes."unlearning.knowledge_qa"]\nthreshhold = 1\n')
+    with pytest.raises(InputError, match="unknown setting 'threshhold'"):
+        run_audit(_request(tiny_lm, audit_jsonl, tmp_path / "run2", config=config))
+
+
+@pytest.fixture
+def crashing_probe(monkeypatch):
+    class Crash(Probe):
+        name, suite, title, goal = "unlearning.crash", "unlearning", "Crash", "crash on purpose"
+
+        def run(self, target, data, ctx):
+            raise RuntimeError("boom")
+
+    monkeypatch.setitem(REGISTRY, Crash.name, Crash)
+    monkeypatch.setitem(SUITES, "unlearning", [*SUITES["unlearning"], Crash.name])
+    return Crash
+
+
+def test_crashing_probe_becomes_error_finding_and_run_goes_on(tiny_lm, audit_jsonl, tmp_path,
+                                                              crashing_probe):
+    result = run_audit(_request(tiny_lm, audit_jsonl, tmp_path / "run",
+                                probes=["unlearning.crash", "unlearning.exact_memorization"]))
+    crash, memo = result.findings
+    assert crash.status == "error" and "RuntimeError: boom" in crash.summary
+    assert memo.status in ("pass", "fail")
+    assert result.exit_code == 1  # an unchecked property fails the default gate
+
+
+def test_interrupted_run_leaves_no_report(tiny_lm, audit_jsonl, tmp_path, monkeypatch):
+    def interrupt(self, target, data, ctx):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(REGISTRY["unlearning.verbatim"], "run", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run_audit(_request(tiny_lm, audit_jsonl, tmp_path / "run"))
+    files = {p.name for p in (tmp_path / "run").iterdir()}
+    assert "report.html" not in files and "findings.json" not in files
+    assert "events.jsonl" in files
+    assert not [name for name in files if name.endswith(".tmp")]
+
+
+def test_missing_fields_skip_with_reason_and_exit_3(tiny_lm, tmp_path):
+    data = write_jsonl(tmp_path / "a.jsonl", [{"split": "forget", "subject": "x"}])
+    result = run_audit(_request(tiny_lm, data, tmp_path / "run"))
+    assert {f.status for f in result.findings} == {"skipped"}
+    assert "needs forget items with question, answer" in result.findings[0].summary
+    assert result.exit_code == 3
+
+
+def test_output_folder_is_never_clobbered(tiny_lm, audit_jsonl, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    request = _request(tiny_lm, audit_jsonl, out, probes=["unlearning.exact_memorization"])
+    with pytest.raises(InputError, match="not empty"):
+        run_audit(request)
+    request.overwrite = True
+    run_audit(request)
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"suite": "nope"}, "unknown suite"),
+    ({"probes": ["unlearning.nope"]}, "unknown probe"),
+    ({"fail_on": "severe"}, "--fail-on severe"),
+])
+def test_bad_requests(tiny_lm, audit_jsonl, tmp_path, kw, message):
+    request = _request(tiny_lm, audit_jsonl, tmp_path / "run")
+    for key, value in kw.items():
+        setattr(request, key, value)
+    with pytest.raises(InputError, match=message):
+        run_audit(request)
+    assert not (tmp_path / "run").exists()
