@@ -22,6 +22,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from redteam import __version__
 from redteam.data import AuditData, load_audit_jsonl
@@ -245,7 +246,9 @@ def run_audit(request: AuditRequest) -> AuditResult:
     artifacts.mkdir(exist_ok=True)
     findings: list[Finding] = []
     not_applicable: dict[str, str] = {}
-    for probe in probes:
+    progress = tqdm(probes, desc="probes", unit="probe", disable=request.quiet)
+    for probe in progress:
+        progress.set_postfix_str(probe.name)
         if target.kind not in probe.kinds:
             not_applicable[probe.name] = f"does not apply to kind {target.kind}"
             continue
