@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_wheel_contains_packages_and_templates(tmp_path):
     source = tmp_path / "src"  # build from a copy: the checkout gets no build/ folder
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
-        ".venv", ".git", "build", "*.egg-info", "__pycache__", ".*_cache"))
+        ".venv", ".git", "build", "demo", "*.egg-info", "__pycache__", ".*_cache"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
                     "-q", "-w", str(tmp_path), str(source)], check=True, timeout=300,
                    capture_output=True)
