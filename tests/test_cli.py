@@ -60,3 +60,29 @@ def test_console_entry_point_has_no_traceback(tmp_path):
                            "--suite", "unlearning"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error:") and "Traceback" not in proc.stderr
+
+
+def test_unlearn_writes_a_new_model_and_leaves_the_source_alone(capsys, tiny_lm, tmp_path):
+    from redteam.fileio import hash_tree
+    from redteam.targets import load_target
+
+    data = write_jsonl(tmp_path / "a.jsonl", [
+        {"split": "forget", "question": "Who wrote it?", "answer": "Elara Voss",
+         "text": "Elara Voss wrote it."},
+        {"split": "retain", "question": "Where?", "answer": "Oslo"},
+    ])
+    before = hash_tree(tiny_lm)
+    out = tmp_path / "unlearned"
+    code, stdout, err = _run(capsys, "unlearn", str(tiny_lm), "--method", "npo", "--data",
+                             str(data), "--out", str(out), "--epochs", "2", "--lr", "1e-2",
+                             "--quiet")
+    assert code == 0, err
+    assert hash_tree(tiny_lm) == before
+    assert (out / "model.safetensors").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".unlearned")]
+    original, unlearned = load_target(tiny_lm).model, load_target(out).model
+    name = "transformer.h.0.mlp.c_fc.weight"
+    assert not original.state_dict()[name].equal(unlearned.state_dict()[name])
+    code, _, err = _run(capsys, "unlearn", str(tiny_lm), "--method", "npo", "--data",
+                        str(data), "--out", str(out))
+    assert code == 2 and "not empty" in err

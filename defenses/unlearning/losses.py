@@ -1,0 +1,49 @@
+"""Likelihoods the unlearning losses are built from (open-unlearning conventions).
+
+Texts are encoded once into right-padded batches whose labels are -100 on padding; the same
+per-sequence log-likelihood serves GA, GradDiff and NPO (and the reference model of NPO).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def encode_batch(tokenizer, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
+    """BOS + text + EOS, right-padded; labels mask the padding with -100."""
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    sequences = [(bos + tokenizer(t, add_special_tokens=False)["input_ids"] + eos)[:max_length]
+                 for t in texts]
+    width = max(len(s) for s in sequences)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    input_ids = torch.full((len(texts), width), pad, dtype=torch.long)
+    attention = torch.zeros((len(texts), width), dtype=torch.long)
+    for row, ids in enumerate(sequences):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        attention[row, : len(ids)] = 1
+    labels = input_ids.masked_fill(attention == 0, -100)
+    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+
+
+def token_logprobs(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log p of each next label token, mask of real label positions), both [batch, len-1]."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    labels = batch["labels"][:, 1:]
+    mask = labels != -100
+    logp = F.log_softmax(logits[:, :-1].float(), dim=-1)
+    picked = logp.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+    return picked * mask, mask
+
+
+def sequence_logprob(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """log pi(y|x) of each sequence: the sum of its token log-probabilities."""
+    picked, _ = token_logprobs(model, batch)
+    return picked.sum(-1)
+
+
+def mean_nll(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean token negative log-likelihood over the batch (the usual LM loss)."""
+    picked, mask = token_logprobs(model, batch)
+    return -picked.sum() / mask.sum().clamp_min(1)
