@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from redteam.engine import AuditRequest, run_audit
+from redteam.engine import AuditRequest, ModelCache, run_audit
 from redteam.findings import worst_severity
 
 VARIANTS = {
@@ -29,6 +29,7 @@ def run_demo(out: Path = Path("reports/demo"), size: str = "demo", seed: int = 0
 
     zoo = build_unlearning_zoo(size=size, seed=seed, quiet=quiet)
     columns, cells, rows = [], {}, []
+    cache = ModelCache()
     for variant, description in VARIANTS.items():
         result = run_audit(AuditRequest(
             model=zoo[variant], suite="unlearning", data=zoo["audit"],
@@ -37,7 +38,7 @@ def run_demo(out: Path = Path("reports/demo"), size: str = "demo", seed: int = 0
             command=["redteam", "audit", str(zoo[variant]), "--suite", "unlearning", "--data",
                      str(zoo["audit"]), "--reference", str(zoo["original"]), "--retrain",
                      str(zoo["retrain"]), "--out", str(out / variant)],
-        ))
+        ), cache)
         columns.append({"name": variant, "report": f"{variant}/report.html",
                         "exit_code": result.exit_code, "description": description,
                         "worst_severity": worst_severity(result.findings) or "none"})

@@ -203,8 +203,40 @@ def default_out_dir(model: Path) -> Path:
     return Path("reports") / f"{model.resolve().name}-{stamp}"
 
 
-def run_audit(request: AuditRequest) -> AuditResult:
-    """Run ``request`` end to end; returns the exit code and the run folder."""
+class ModelCache:
+    """Loaded models and their memoising scorers, reusable across runs in one process.
+
+    ``redteam demo`` audits five variants against the same reference and retrain models; with
+    one cache they are loaded, and their answers generated, once.
+    """
+
+    def __init__(self) -> None:
+        self._targets: dict[tuple, Target] = {}
+        self._scorers: dict[tuple, CausalLMScorer] = {}
+
+    def target(self, path: Path, kind: str | None, device: str, allow_pickle: bool) -> Target:
+        key = (str(Path(path).resolve()), kind, device, allow_pickle)
+        if key not in self._targets:
+            self._targets[key] = load_target(path, kind=kind, device=device,
+                                             allow_pickle=allow_pickle)
+        return self._targets[key]
+
+    def scorer(self, target: Target, batch_size: int, max_length: int,
+               quiet: bool) -> CausalLMScorer:
+        key = (id(target), batch_size, max_length)
+        if key not in self._scorers:
+            self._scorers[key] = CausalLMScorer(target.model, target.tokenizer, batch_size,
+                                                max_length, quiet)
+        self._scorers[key].quiet = quiet
+        return self._scorers[key]
+
+
+def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditResult:
+    """Run ``request`` end to end; returns the exit code and the run folder.
+
+    ``cache`` shares loaded models between runs of one process (see ``ModelCache``).
+    """
+    cache = cache or ModelCache()
     if request.fail_on not in SEVERITIES:
         raise InputError(f"--fail-on {request.fail_on}: must be one of {', '.join(SEVERITIES)}")
     probe_classes = select_probes(request.suite, request.probes)
@@ -224,21 +256,16 @@ def run_audit(request: AuditRequest) -> AuditResult:
     def load(path: Path | None) -> Target | None:
         if path is None:
             return None
-        return load_target(path, kind=request.kind, device=device,
-                           allow_pickle=request.allow_pickle)
+        return cache.target(path, request.kind, device, request.allow_pickle)
 
     target = load(request.model)
     reference, retrain = load(request.reference), load(request.retrain)
     prepare_out_dir(out, request.overwrite)
     scoring = config.get("scoring", {})
-    scorers: dict[int, CausalLMScorer] = {}
 
     def scorer_for(model: Target) -> CausalLMScorer:
-        if id(model) not in scorers:
-            scorers[id(model)] = CausalLMScorer(
-                model.model, model.tokenizer, batch_size=int(scoring.get("batch_size", 16)),
-                max_length=int(scoring.get("max_length", 512)), quiet=request.quiet)
-        return scorers[id(model)]
+        return cache.scorer(model, int(scoring.get("batch_size", 16)),
+                            int(scoring.get("max_length", 512)), request.quiet)
 
     events = EventLog(out / "events.jsonl")
     events.write("run_start", suite=request.suite, target=str(request.model))

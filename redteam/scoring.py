@@ -44,7 +44,7 @@ class CausalLMScorer:
         self.max_length = min(max_length, int(positions))
         self.quiet = quiet
         self._score_cache: dict[tuple[str, str], TokenScores] = {}
-        self._generate_cache: dict[tuple[str, int], str] = {}
+        self._generate_cache: dict[tuple[str, int, tuple[str, ...]], str] = {}
 
     @property
     def device(self) -> torch.device:
@@ -109,19 +109,25 @@ class CausalLMScorer:
         return results
 
     # ------------------------------------------------------------------ generation
-    def generate(self, prompts: list[str], max_new_tokens: int = 32) -> list[str]:
-        """Greedy continuations of ``prompts`` (decoded new text only), batched, left-padded."""
+    def generate(self, prompts: list[str], max_new_tokens: int = 32,
+                 stop: tuple[str, ...] = ()) -> list[str]:
+        """Greedy continuations of ``prompts`` (decoded new text only), batched, left-padded.
+
+        A sequence stops early once it produces one of the ``stop`` strings (the text after
+        it is then not used by the caller anyway, so this only saves time).
+        """
         cache = self._generate_cache
-        todo = [p for p in dict.fromkeys(prompts) if (p, max_new_tokens) not in cache]
+        todo = [p for p in dict.fromkeys(prompts) if (p, max_new_tokens, stop) not in cache]
         order = sorted(todo, key=len)
         batches = range(0, len(order), self.batch_size)
         for start in tqdm(batches, desc="generating", disable=self.quiet or len(batches) < 3):
             batch = order[start:start + self.batch_size]
-            for prompt, text in zip(batch, self._generate_batch(batch, max_new_tokens)):
-                self._generate_cache[(prompt, max_new_tokens)] = text
-        return [self._generate_cache[(p, max_new_tokens)] for p in prompts]
+            for prompt, text in zip(batch, self._generate_batch(batch, max_new_tokens, stop)):
+                cache[(prompt, max_new_tokens, stop)] = text
+        return [cache[(p, max_new_tokens, stop)] for p in prompts]
 
-    def _generate_batch(self, prompts: list[str], max_new_tokens: int) -> list[str]:
+    def _generate_batch(self, prompts: list[str], max_new_tokens: int,
+                        stop: tuple[str, ...]) -> list[str]:
         limit = max(self.max_length - max_new_tokens, 1)
         encoded = [(self._bos() + self._encode(p))[-limit:] for p in prompts]
         width = max(len(ids) for ids in encoded)
@@ -141,6 +147,7 @@ class CausalLMScorer:
                 num_beams=1,
                 pad_token_id=pad,
                 eos_token_id=self.tokenizer.eos_token_id,
+                **({"stop_strings": list(stop), "tokenizer": self.tokenizer} if stop else {}),
             )
         new_tokens = output[:, width:]
         return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)

@@ -150,13 +150,13 @@ def load_causal_lm(path: Path, device: str, allow_pickle: bool) -> tuple[Any, An
             model = AutoModelForCausalLM.from_pretrained(
                 path,
                 use_safetensors=True,
-                torch_dtype=dtype,
+                dtype=dtype,
                 device_map="auto" if device == "cuda" else None,
                 **common,
             )
         else:
             config = AutoConfig.from_pretrained(path, **common)
-            model = AutoModelForCausalLM.from_config(config, torch_dtype=dtype)
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype)
             _, unexpected = model.load_state_dict(_load_pickle_state_dict(path), strict=False)
             if unexpected:
                 raise InputError(f"{path}: weights do not match config ({unexpected[0]} ...)")

@@ -15,7 +15,7 @@ from redteam.findings import Finding, Metric
 from redteam.metrics import bootstrap_ci, contains_answer, rouge_l
 from redteam.probes.base import Probe, ProbeContext, register
 from redteam.probes.judging import leak_metric, leak_severity, leak_threshold, top_evidence
-from redteam.prompts import cut_answer, few_shot_prompt
+from redteam.prompts import ANSWER_STOPS, cut_answer, few_shot_prompt
 from redteam.targets import Target
 
 
@@ -34,7 +34,8 @@ def answer_questions(target: Target, items: list[AuditItem], data: AuditData,
         "holdout", "question", "answer")
     prompts = [few_shot_prompt(pick_shots(item, pool, shots, ctx.seed), item.question)
                for item in items]
-    outputs = ctx.scorer(target).generate(prompts, max_new_tokens=max_new_tokens)
+    outputs = ctx.scorer(target).generate(prompts, max_new_tokens=max_new_tokens,
+                                          stop=ANSWER_STOPS)
     rows = []
     for item, output in zip(items, outputs):
         answer = cut_answer(output)

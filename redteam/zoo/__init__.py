@@ -1,0 +1,18 @@
+"""Builders of the embedded demo targets, trained locally (nothing is downloaded).
+
+The unlearning zoo: a tiny GPT-2 that memorised facts about fictitious authors (``original``),
+one retrained without the forget authors (``retrain``, the gold standard), variants unlearned
+from the original (``ga``, ``graddiff``, ``npo``) and the audit JSONL.
+"""
+
+from redteam.zoo.authors import audit_items, make_world, write_audit_jsonl
+from redteam.zoo.build import build_unlearning_zoo, builder_version, zoo_home
+
+__all__ = [
+    "audit_items",
+    "build_unlearning_zoo",
+    "builder_version",
+    "make_world",
+    "write_audit_jsonl",
+    "zoo_home",
+]

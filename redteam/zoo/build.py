@@ -1,0 +1,197 @@
+"""Build (and cache) the unlearning zoo: original, retrain (gold), GA, GradDiff, NPO + audit data.
+
+Layout under ``root`` (default ``zoo_home()``)::
+
+    unlearning-<size>-seed<seed>-<builder version>/
+        audit.jsonl     the audit items (forget / retain / holdout)
+        tokenizer/      the BPE tokenizer every model shares
+        reader/         the base: reading comprehension only, knows no author
+        original/       base fine-tuned on every trained author (forget + retain)
+        retrain/        base fine-tuned without the forget authors (same everything else)
+        ga/ graddiff/ npo/   unlearned from original on the forget items
+        zoo.json        what was built, with which settings, and how long it took
+
+Every directory is written into a temporary sibling and renamed, so an interrupted build never
+leaves a half model that looks complete; what exists is reused, what is missing is built. The
+builder version hashes this package's sources and the unlearning methods: a changed builder
+builds into a new directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from redteam.fileio import atomic_write_json
+from redteam.zoo.authors import audit_items, make_world, write_audit_jsonl
+from redteam.zoo.lm import LMSettings, save_lm, tokenizer_corpus, train_lm, train_reader
+
+ZOO_VERSION = "1"
+VARIANTS = ("original", "retrain", "ga", "graddiff", "npo")
+
+LM_SETTINGS = {
+    "demo": LMSettings(reader_steps=600),
+    "test": LMSettings(reader_steps=400),
+}
+
+# Unlearning hyperparameters (the same for both sizes). Chosen so that the variants sit where
+# these methods honestly land on this model, not to make any of them look good or bad: the
+# same epochs and learning rate for all three; GA has no retain term and may collapse.
+UNLEARN_SETTINGS = {
+    "ga": {"epochs": 5, "lr": 1e-3, "batch_size": 8},
+    "graddiff": {"epochs": 5, "lr": 1e-3, "batch_size": 8, "retain_weight": 1.0},
+    "npo": {"epochs": 5, "lr": 1e-3, "batch_size": 8, "beta": 0.1, "retain_weight": 1.0},
+}
+
+
+def zoo_home() -> Path:
+    """Where the zoo is cached: ``$REDTEAM_HOME/zoo``, by default ``~/.cache/redteam/zoo``."""
+    home = os.environ.get("REDTEAM_HOME")
+    base = Path(home).expanduser() if home else Path.home() / ".cache" / "redteam"
+    return base / "zoo"
+
+
+def builder_version() -> str:
+    """ZOO_VERSION + a hash of the sources the zoo is built from."""
+    import defenses.unlearning as unlearning
+    import redteam.prompts as prompts
+
+    digest = hashlib.sha256(ZOO_VERSION.encode())
+    sources = sorted(Path(__file__).parent.glob("*.py"))
+    sources += sorted(Path(unlearning.__file__).parent.glob("*.py"))
+    sources.append(Path(prompts.__file__))
+    for source in sources:
+        digest.update(source.name.encode())
+        digest.update(source.read_bytes())
+    return f"v{ZOO_VERSION}-{digest.hexdigest()[:10]}"
+
+
+@contextmanager
+def _atomic_dir(path: Path) -> Iterator[Path]:
+    """Yield a temporary directory beside ``path``; rename it to ``path`` on success.
+
+    If another process finished ``path`` meanwhile, its result is kept and ours dropped.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        try:
+            os.rename(tmp, path)
+        except OSError:
+            if not path.is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _load(model_dir: Path):
+    from redteam.zoo.lm import load_lm
+
+    return load_lm(model_dir)
+
+
+def build_unlearning_zoo(
+    root: Path | None = None, size: str = "demo", seed: int = 0, quiet: bool = False
+) -> dict[str, Path]:
+    """Build what is missing of the unlearning zoo and return its paths.
+
+    Returns ``{"original", "retrain", "ga", "graddiff", "npo", "audit"}`` -> path (model
+    directories, and the audit JSONL). ``size`` is "demo" (40 trained authors, 4 forgotten,
+    8 holdout) or "test" (12 trained, 2 forgotten, 4 holdout).
+    """
+    if size not in LM_SETTINGS:
+        raise ValueError(f"unknown zoo size {size!r}; choose from {sorted(LM_SETTINGS)}")
+    settings = LM_SETTINGS[size]
+    root = Path(root) if root is not None else zoo_home()
+    home = root / f"unlearning-{size}-seed{seed}-{builder_version()}"
+    paths = {name: home / name for name in VARIANTS}
+    paths["audit"] = home / "audit.jsonl"
+    if all(p.exists() for p in paths.values()):
+        return paths
+
+    timings: dict[str, float] = {}
+    world = make_world(size, seed)
+    items = audit_items(world)
+    home.mkdir(parents=True, exist_ok=True)
+    if not paths["audit"].exists():
+        write_audit_jsonl(items, paths["audit"])
+
+    tokenizer = None
+    if not all(paths[name].exists() for name in ("original", "retrain")):
+        tokenizer = _tokenizer(home / "tokenizer", world, seed, timings)
+        base = None
+        for name, authors in (("original", world.trained), ("retrain", world.retain)):
+            if paths[name].exists():
+                continue
+            if base is None:
+                base = _reader(home / "reader", tokenizer, settings, seed, quiet, timings)
+            start = time.perf_counter()
+            model = train_lm(authors, tokenizer, settings, seed=seed, quiet=quiet, base=base,
+                             desc=f"train {name}")
+            with _atomic_dir(paths[name]) as tmp:
+                save_lm(model, tokenizer, tmp)
+            timings[name] = round(time.perf_counter() - start, 1)
+
+    for method in ("ga", "graddiff", "npo"):
+        if paths[method].exists():
+            continue
+        from defenses.unlearning import unlearn_directory
+
+        start = time.perf_counter()
+        model, model_tokenizer = _load(paths["original"])
+        with _atomic_dir(paths[method]) as tmp:
+            unlearn_directory(model, model_tokenizer, items, method, tmp, seed=seed,
+                              quiet=quiet, **UNLEARN_SETTINGS[method])
+        timings[method] = round(time.perf_counter() - start, 1)
+
+    manifest = {
+        "builder_version": builder_version(),
+        "size": size,
+        "seed": seed,
+        "authors": {split: [a.name for a in world.split(split)]
+                    for split in ("forget", "retain", "holdout")},
+        "lm_settings": settings.to_dict(),
+        "unlearning": UNLEARN_SETTINGS,
+        "build_seconds": timings,
+    }
+    previous = home / "zoo.json"
+    if previous.exists():
+        old = json.loads(previous.read_text())
+        manifest["build_seconds"] = {**old.get("build_seconds", {}), **timings}
+    atomic_write_json(previous, manifest)
+    return paths
+
+
+def _tokenizer(path: Path, world, seed: int, timings: dict):
+    from transformers import AutoTokenizer
+
+    from redteam.zoo.lm import train_tokenizer
+
+    if not path.exists():
+        start = time.perf_counter()
+        tokenizer = train_tokenizer(tokenizer_corpus(world, seed=seed))
+        with _atomic_dir(path) as tmp:
+            tokenizer.save_pretrained(tmp)
+        timings["tokenizer"] = round(time.perf_counter() - start, 1)
+    return AutoTokenizer.from_pretrained(path, local_files_only=True)
+
+
+def _reader(path: Path, tokenizer, settings: LMSettings, seed: int, quiet: bool,
+            timings: dict):
+    if path.exists():
+        model, _ = _load(path)
+        return model
+    start = time.perf_counter()
+    model = train_reader(tokenizer, settings, seed=seed, quiet=quiet)
+    with _atomic_dir(path) as tmp:
+        save_lm(model, tokenizer, tmp)
+    timings["reader"] = round(time.perf_counter() - start, 1)
+    return model
