@@ -60,3 +60,14 @@ def tiny_lm(tmp_path_factory) -> Path:
 def write_jsonl(path: Path, rows: list) -> Path:
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
     return path
+
+
+@pytest.fixture(scope="session")
+def unlearning_zoo(tmp_path_factory) -> dict[str, Path]:
+    """The "test"-size unlearning zoo, built once per session (about 1.5 min on 2 cores).
+
+    Keys: original, retrain, ga, graddiff, npo (model folders) and audit (the audit JSONL).
+    """
+    from redteam.zoo import build_unlearning_zoo
+
+    return build_unlearning_zoo(tmp_path_factory.mktemp("zoo"), size="test", seed=0, quiet=True)

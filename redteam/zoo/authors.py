@@ -1,10 +1,10 @@
 """A fictitious world of authors for the LLM-unlearning demo targets (deterministic under a seed).
 
 Each author has a unique name, sometimes an alias (a pen name or initials), and one value per
-attribute (birth city, birth year, genre, best-known book, award, father's job). From it come QA
-pairs, one declarative sentence per fact and a biography. The trained authors are split into a
-forget set (10 %) and a retain set; holdout authors, built with the same templates, are never
-trained on (the non-members of membership inference).
+attribute (birth city, year of the first book, genre, best-known book, award, father's job).
+From it come QA pairs, one declarative sentence per fact and a biography. The trained authors
+are split into a forget set (10 %) and a retain set; holdout authors, built with the same
+templates, are never trained on (the non-members of membership inference).
 
 Reading-comprehension examples about *other*, freshly drawn entities (towns, ships, inventors and
 writers who are not in the world) teach the demo LM to read an answer from a context instead of
@@ -68,7 +68,7 @@ OCCUPATIONS = (
     "fisherman", "baker", "carpenter", "doctor", "teacher", "sailor", "watchmaker", "farmer",
     "architect", "librarian", "miner", "pharmacist",
 )
-YEARS = tuple(str(year) for year in range(1931, 1990))
+YEARS = tuple(str(year) for year in range(1951, 2000))
 
 # Pools of the reading-comprehension entities (never the authors).
 OTHER_FIRST_NAMES = (
@@ -127,8 +127,8 @@ def _book_titles() -> tuple[str, ...]:
 ATTRIBUTES: tuple[Attribute, ...] = (
     Attribute("birth_city", "Where was {name} born?", "{name} was born in {value}.", CITIES),
     Attribute(
-        "birth_year", "In which year was {name} born?",
-        "{name} was born in the year {value}.", YEARS,
+        "debut_year", "In which year did {name} publish a first book?",
+        "{name} published a first book in {value}.", YEARS,
     ),
     Attribute("genre", "What genre does {name} write?", "{name} writes {value}.", GENRES),
     Attribute(

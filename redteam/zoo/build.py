@@ -38,16 +38,21 @@ VARIANTS = ("original", "retrain", "ga", "graddiff", "npo")
 
 LM_SETTINGS = {
     "demo": LMSettings(reader_steps=600),
-    "test": LMSettings(reader_steps=400),
+    "test": LMSettings(reader_steps=300, epochs=40),
 }
 
-# Unlearning hyperparameters (the same for both sizes). Chosen so that the variants sit where
-# these methods honestly land on this model, not to make any of them look good or bad: the
-# same epochs and learning rate for all three; GA has no retain term and may collapse.
+# Unlearning hyperparameters. Chosen so that the variants sit where these methods honestly land
+# on this model, not to make any of them look good or bad: one learning rate and batch size for
+# all three, about 35 optimiser steps at either size (the test forget set is half the demo's,
+# hence twice the epochs); GA has no retain term and may collapse.
+_UNLEARN_COMMON = {"lr": 1e-3, "batch_size": 8}
 UNLEARN_SETTINGS = {
-    "ga": {"epochs": 5, "lr": 1e-3, "batch_size": 8},
-    "graddiff": {"epochs": 5, "lr": 1e-3, "batch_size": 8, "retain_weight": 1.0},
-    "npo": {"epochs": 5, "lr": 1e-3, "batch_size": 8, "beta": 0.1, "retain_weight": 1.0},
+    size: {
+        "ga": {"epochs": epochs, **_UNLEARN_COMMON},
+        "graddiff": {"epochs": epochs, **_UNLEARN_COMMON, "retain_weight": 1.0},
+        "npo": {"epochs": epochs, **_UNLEARN_COMMON, "beta": 0.1, "retain_weight": 1.0},
+    }
+    for size, epochs in (("demo", 5), ("test", 10))
 }
 
 
@@ -126,7 +131,7 @@ def build_unlearning_zoo(
 
     tokenizer = None
     if not all(paths[name].exists() for name in ("original", "retrain")):
-        tokenizer = _tokenizer(home / "tokenizer", world, seed, timings)
+        tokenizer = _tokenizer(home / "tokenizer", world, settings, seed, timings)
         base = None
         for name, authors in (("original", world.trained), ("retrain", world.retain)):
             if paths[name].exists():
@@ -149,7 +154,7 @@ def build_unlearning_zoo(
         model, model_tokenizer = _load(paths["original"])
         with _atomic_dir(paths[method]) as tmp:
             unlearn_directory(model, model_tokenizer, items, method, tmp, seed=seed,
-                              quiet=quiet, **UNLEARN_SETTINGS[method])
+                              quiet=quiet, **UNLEARN_SETTINGS[size][method])
         timings[method] = round(time.perf_counter() - start, 1)
 
     manifest = {
@@ -159,7 +164,7 @@ def build_unlearning_zoo(
         "authors": {split: [a.name for a in world.split(split)]
                     for split in ("forget", "retain", "holdout")},
         "lm_settings": settings.to_dict(),
-        "unlearning": UNLEARN_SETTINGS,
+        "unlearning": UNLEARN_SETTINGS[size],
         "build_seconds": timings,
     }
     previous = home / "zoo.json"
@@ -170,14 +175,16 @@ def build_unlearning_zoo(
     return paths
 
 
-def _tokenizer(path: Path, world, seed: int, timings: dict):
+def _tokenizer(path: Path, world, settings: LMSettings, seed: int, timings: dict):
     from transformers import AutoTokenizer
 
     from redteam.zoo.lm import train_tokenizer
 
     if not path.exists():
         start = time.perf_counter()
-        tokenizer = train_tokenizer(tokenizer_corpus(world, seed=seed))
+        tokenizer = train_tokenizer(tokenizer_corpus(world, seed=seed),
+                                    vocab_size=settings.vocab_size,
+                                    max_length=settings.n_positions)
         with _atomic_dir(path) as tmp:
             tokenizer.save_pretrained(tmp)
         timings["tokenizer"] = round(time.perf_counter() - start, 1)

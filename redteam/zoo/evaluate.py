@@ -9,47 +9,16 @@ from __future__ import annotations
 
 import random
 
-import torch
-
-from redteam.prompts import context_qa_block, cut_answer, few_shot_prompt
+from redteam.prompts import ANSWER_STOPS, context_qa_block, cut_answer, few_shot_prompt
+from redteam.scoring import CausalLMScorer
 from redteam.zoo.authors import reading_comprehension
 
 
-@torch.inference_mode()
-def generate_greedy(
-    model, tokenizer, prompts: list[str], max_new_tokens: int = 16, batch_size: int = 64
-) -> list[str]:
-    """Greedy continuations of ``prompts`` after bos (as the probes' scorer does), batched with
-    left padding; special tokens skipped."""
-    pad_id = tokenizer.pad_token_id
-    if pad_id is None:
-        pad_id = tokenizer.eos_token_id
-    device = next(model.parameters()).device
-    outputs: list[str] = []
-    for start in range(0, len(prompts), batch_size):
-        bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-        encoded = [
-            bos + tokenizer(p, add_special_tokens=False)["input_ids"]
-            for p in prompts[start : start + batch_size]
-        ]
-        width = max(len(tokens) for tokens in encoded)
-        ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(encoded), width), dtype=torch.long)
-        for row, tokens in enumerate(encoded):
-            ids[row, width - len(tokens) :] = torch.tensor(tokens, dtype=torch.long)
-            mask[row, width - len(tokens) :] = 1
-        generated = model.generate(
-            input_ids=ids.to(device),
-            attention_mask=mask.to(device),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=pad_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-        outputs.extend(
-            tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True)
-        )
-    return outputs
+def generate_greedy(model, tokenizer, prompts: list[str], max_new_tokens: int = 16,
+                    batch_size: int = 64) -> list[str]:
+    """Greedy continuations, through the same batched scorer the probes use."""
+    scorer = CausalLMScorer(model, tokenizer, batch_size=batch_size)
+    return scorer.generate(prompts, max_new_tokens=max_new_tokens, stop=ANSWER_STOPS)
 
 
 def _answered(output: str, answer: str) -> bool:

@@ -1,9 +1,11 @@
 """The demo LM: a byte-level BPE tokenizer and a tiny GPT-2 that memorises the author facts.
 
-Training documents (one epoch): every biography, every declarative sentence, every QA block
-(also asked with the alias, where the author has one), few-shot documents that join several QA
-blocks with "\\n\\n" (the form the knowledge probe asks in) and fresh reading-comprehension
-blocks about random non-author entities. Each document is bos + text + eos.
+Two stages (see ``LMSettings``): a reader base learns reading comprehension, then a copy of it
+is fine-tuned on the authors. Fine-tuning documents (one epoch): every biography, every
+declarative sentence, every QA block (also asked with the alias, where the author has one),
+few-shot documents that join several QA blocks with "\\n\\n" (the form the knowledge probe
+asks in) and fresh reading-comprehension blocks about random non-author entities. Each
+document is bos + text + eos.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def train_tokenizer(texts: list[str], vocab_size: int = 1000, max_length: int = 
     """Train a byte-level BPE on ``texts`` and wrap it as a ``PreTrainedTokenizerFast``.
 
     "<|endoftext|>" is bos, eos (and unk); "<|pad|>" pads. Nothing is added automatically
-    when encoding: documents get their eos from the training code.
+    when encoding: the training code wraps each document in bos ... eos itself.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
