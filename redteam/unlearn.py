@@ -44,8 +44,12 @@ def unlearn_model(model: Path, method: str, data: Path, out: Path, *, epochs: in
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        unlearn_directory(target.model, target.tokenizer, items, method, staging, epochs=epochs,
-                          lr=lr, batch_size=batch_size, beta=beta, seed=seed, quiet=quiet)
+        try:
+            unlearn_directory(target.model, target.tokenizer, items, method, staging,
+                              epochs=epochs, lr=lr, batch_size=batch_size, beta=beta, seed=seed,
+                              quiet=quiet)
+        except ValueError as exc:
+            raise InputError(f"{data}: {exc}") from None
         if out.exists():
             out.rmdir()
         staging.rename(out)

@@ -47,5 +47,7 @@ def test_bad_arguments_and_training_texts():
         unlearn(None, None, FORGET, None, "rmu")
     with pytest.raises(ValueError, match="empty"):
         unlearn(None, None, [], None, "ga")
+    with pytest.raises(ValueError, match="graddiff needs retain texts"):
+        unlearn(None, None, FORGET, [], "graddiff")
     items = [{"question": "q", "answer": "a", "text": "t"}, {"text": "t"}]
     assert training_texts(items) == ["Question: q\nAnswer: a", "t"]

@@ -86,6 +86,8 @@ def unlearn(model, tokenizer, forget_texts: list[str], retain_texts: list[str] |
         raise ValueError(f"unknown unlearning method {method!r} (known: {', '.join(METHODS)})")
     if not forget_texts:
         raise ValueError("the forget set is empty: nothing to unlearn")
+    if method == "graddiff" and not retain_texts:
+        raise ValueError("graddiff needs retain texts (without them it is plain GA)")
     settings = {"beta": beta, "retain_weight": retain_weight}
     torch.manual_seed(seed)
     rng = random.Random(seed)
