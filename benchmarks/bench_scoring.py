@@ -9,6 +9,7 @@ Run: ``make bench`` (builds the demo zoo on first use).
 
 from __future__ import annotations
 
+import os
 import time
 
 import torch
@@ -20,7 +21,7 @@ from redteam.scoring import CausalLMScorer
 from redteam.targets import load_target
 from redteam.zoo import build_unlearning_zoo
 
-BATCH = 16
+BATCH = int(os.environ.get("BENCH_BATCH", 16))
 
 
 def timed(fn) -> float:
@@ -59,7 +60,7 @@ def main() -> None:
     a = tokens / timed(lambda: bare_forward(model, tokenizer, texts))
     b = tokens / timed(lambda: project_scores(model, tokenizer, texts, BATCH))
     c = tokens / timed(lambda: project_scores(model, tokenizer, texts, 1))
-    print(f"scoring on {len(texts)} audit texts ({tokens} tokens), torch threads "
+    print(f"scoring on {len(texts)} audit texts ({tokens} tokens), batch {BATCH}, torch threads "
           f"{torch.get_num_threads()}")
     print(f"  (a) bare batched forward        {a:10.0f} tokens/s")
     print(f"  (b) project scoring, batched    {b:10.0f} tokens/s   (b)/(a) = {b / a:.2f}  "
