@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from defenses.unlearning.losses import encode_batch, mean_nll, sequence_logprob
 from redteam.prompts import qa_block
+from redteam.training import finish_training, optimizer_step
 
 Batch = dict[str, torch.Tensor]
 
@@ -119,13 +120,5 @@ def unlearn(model, tokenizer, forget_texts: list[str], retain_texts: list[str] |
             retain_batch = to_device(next(retain_stream)) if retain_stream else None
             loss = METHODS[method](model, reference, to_device(forget_batch), retain_batch,
                                    settings)
-            accelerator.backward(loss)
-            accelerator.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            progress.update(1)
-            progress.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-    progress.close()
-    model = accelerator.unwrap_model(model)
-    model.eval()
-    return model
+            optimizer_step(accelerator, model.parameters(), optimizer, loss, progress)
+    return finish_training(accelerator, model, progress)

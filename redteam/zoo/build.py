@@ -67,11 +67,12 @@ def builder_version() -> str:
     """ZOO_VERSION + a hash of the sources the zoo is built from."""
     import defenses.unlearning as unlearning
     import redteam.prompts as prompts
+    import redteam.training as training
 
     digest = hashlib.sha256(ZOO_VERSION.encode())
     sources = sorted(Path(__file__).parent.glob("*.py"))
     sources += sorted(Path(unlearning.__file__).parent.glob("*.py"))
-    sources.append(Path(prompts.__file__))
+    sources += [Path(prompts.__file__), Path(training.__file__)]
     for source in sources:
         digest.update(source.name.encode())
         digest.update(source.read_bytes())

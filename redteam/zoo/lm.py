@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from redteam.prompts import QA_SEPARATOR, context_qa_block, qa_block
+from redteam.training import finish_training, optimizer_step
 from redteam.zoo.authors import (
     Author,
     World,
@@ -250,17 +251,8 @@ def _fit(model, tokenizer, epochs, batch_size: int, settings: LMSettings, rng: r
         for batch in _batches(encoded, batch_size, pad_id, rng):
             ids, mask, labels = (t.to(accelerator.device) for t in batch)
             loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-            accelerator.backward(loss)
-            accelerator.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            progress.update(1)
-            progress.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-    progress.close()
-    model = accelerator.unwrap_model(model)
-    model.eval()
-    return model
+            optimizer_step(accelerator, params, optimizer, loss, progress, scheduler)
+    return finish_training(accelerator, model, progress)
 
 
 def train_reader(tokenizer, settings: LMSettings | None = None, seed: int = 0,
