@@ -8,7 +8,7 @@ decorated with ``@register``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -39,7 +39,6 @@ class ProbeContext:
     reference: Target | None = None
     retrain: Target | None = None
     scorer_for: Callable[[Target], Any] | None = None
-    cache: dict[str, Any] = field(default_factory=dict)
 
     def scorer(self, target: Target):
         """The shared, memoising scorer of ``target`` (see redteam.scoring)."""
