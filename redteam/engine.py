@@ -281,7 +281,7 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
             continue
         ctx = ProbeContext(config=probe.config, seed=request.seed, device=device,
                            artifacts_dir=artifacts, quiet=request.quiet, reference=reference,
-                           retrain=retrain, scorer_for=scorer_for)
+                           retrain=retrain, scorer_for=scorer_for, findings=list(findings))
         seed_everything(request.seed)
         findings.extend(run_probe(probe, target, data, ctx, events))
 

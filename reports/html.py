@@ -28,10 +28,12 @@ from reports import charts
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:"
 EVIDENCE_ROWS = 10
 PER_ITEM_ROWS = 15
+TABLE_ROWS = 40
 TEXT_LIMIT = 800
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg")
 STATUS_ORDER = {"fail": 0, "error": 1, "pass": 2, "skipped": 3}
-CHART_KEYS = ("split_scores", "roc", "curves", "histograms", "per_item", "traceback")
+CHART_KEYS = ("chart_title", "split_scores", "roc", "curves", "histograms", "tables", "per_item",
+              "traceback")
 
 
 @lru_cache(maxsize=1)
@@ -114,10 +116,15 @@ def _metric(metric: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 
 def _charts(details: Mapping[str, Any], metric_name: str) -> list[Markup]:
-    """SVG for each chart convention present in ``details``; malformed data becomes a note."""
+    """SVG for each chart convention present in ``details``; malformed data becomes a note.
+
+    ``details["chart_title"]`` (optional) titles the ``split_scores`` bars.
+    """
+    chart_title = str(details.get("chart_title") or "")
     makers = {
         "split_scores": lambda d: charts.grouped_bar_chart(
-            d, f"Forget vs retain: {metric_name or 'score'}", metric_name or "score",
+            d, chart_title or f"Forget vs retain: {metric_name or 'score'}",
+            metric_name or "score",
             1.0 if all(0 <= (v or 0) <= 1 for g in d.values() for v in g.values()) else None),
         "roc": lambda d: charts.roc_chart(d, "ROC of membership scores"),
         "curves": lambda d: charts.line_chart(
@@ -146,6 +153,14 @@ def _table(rows: Any, limit: int) -> dict[str, Any] | None:
     return {"columns": columns, "rows": body, "total": len(dicts)}
 
 
+def _tables(tables: Any) -> list[tuple[str, dict[str, Any]]]:
+    """``details["tables"]``: {title: rows}, each rendered whole (up to TABLE_ROWS rows)."""
+    if not isinstance(tables, Mapping):
+        return []
+    rendered = [(str(title), _table(rows, TABLE_ROWS)) for title, rows in tables.items()]
+    return [(title, table) for title, table in rendered if table]
+
+
 def _artifact(path: Any) -> dict[str, Any]:
     href = safe_href(path)
     return {"path": str(path), "href": href,
@@ -171,6 +186,7 @@ def _finding(f: Mapping[str, Any], index: int) -> dict[str, Any]:
                      for e in evidence[:EVIDENCE_ROWS]],
         "evidence_total": len(evidence),
         "charts": _charts(details, metric["name"] if metric else ""),
+        "tables": _tables(details.get("tables")),
         "per_item": _table(details.get("per_item"), PER_ITEM_ROWS),
         "details": [(str(k), _clip(fmt_number(v), 200)) for k, v in details.items()
                     if k not in CHART_KEYS and (v is None or isinstance(v, str | int | float))],

@@ -8,7 +8,7 @@ decorated with ``@register``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -39,6 +39,7 @@ class ProbeContext:
     reference: Target | None = None
     retrain: Target | None = None
     scorer_for: Callable[[Target], Any] | None = None
+    findings: list[Finding] = field(default_factory=list)  # this run's findings so far
 
     def scorer(self, target: Target):
         """The shared, memoising scorer of ``target`` (see redteam.scoring)."""

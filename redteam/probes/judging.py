@@ -57,3 +57,19 @@ def top_evidence(rows: list[dict], score_key: str, limit: int = 8) -> list[Evide
     ranked = sorted(rows, key=lambda r: r[score_key], reverse=True)[:limit]
     return [Evidence(input=r["input"], output=r["output"], expected=r["expected"],
                      score=round(r[score_key], 4)) for r in ranked if r[score_key] > 0]
+
+
+def item_rows(rows: list[dict], leak_key: str | None = None) -> list[dict]:
+    """Per-item rows for ``details.per_item``, floats rounded.
+
+    With ``leak_key``, each row also gets ``leak``: that score, in [0, 1], higher meaning the
+    forget item leaked more. Rows keep ``line`` (the item's line in the audit JSONL), so
+    ``unlearning.worst_case_items`` can join every probe's results item by item.
+    """
+    out = []
+    for row in rows:
+        row = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
+        if leak_key is not None:
+            row["leak"] = round(float(np.clip(row[leak_key], 0.0, 1.0)), 4)
+        out.append(row)
+    return out

@@ -14,7 +14,13 @@ from redteam.data import AuditData, AuditItem
 from redteam.findings import Finding, Metric
 from redteam.metrics import bootstrap_ci, contains_answer, rouge_l
 from redteam.probes.base import Probe, ProbeContext, register
-from redteam.probes.judging import leak_metric, leak_severity, leak_threshold, top_evidence
+from redteam.probes.judging import (
+    item_rows,
+    leak_metric,
+    leak_severity,
+    leak_threshold,
+    top_evidence,
+)
 from redteam.prompts import ANSWER_STOPS, cut_answer, few_shot_prompt
 from redteam.targets import Target
 
@@ -41,7 +47,7 @@ def answer_questions(target: Target, items: list[AuditItem], data: AuditData,
         answer = cut_answer(output)
         recall, _ = rouge_l(answer, item.answer)
         rows.append({
-            "subject": item.subject, "input": item.question, "output": answer,
+            "line": item.line, "subject": item.subject, "input": item.question, "output": answer,
             "expected": item.answer, "rouge_l_recall": recall,
             "contains": float(contains_answer(answer, [item.answer])),
         })
@@ -96,8 +102,7 @@ class KnowledgeQA(Probe):
             "split_scores": split_scores,
             "forget_answer_containment": round(containment, 4),
             "threshold_basis": basis,
-            "per_item": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
-                         for r in forget_rows],
+            "per_item": item_rows(forget_rows, "rouge_l_recall"),
         }
         if metric.value <= threshold:
             return [self.finding("pass", "info", summary, metric=metric, details=details,
@@ -133,8 +138,7 @@ class Utility(Probe):
         score = _mean(rows, "rouge_l_recall")
         values = [r["rouge_l_recall"] for r in rows]
         details = {"retain_rouge_l_recall": round(score, 4),
-                   "per_item": [{k: (round(v, 4) if isinstance(v, float) else v)
-                                 for k, v in r.items()} for r in rows]}
+                   "per_item": item_rows(rows)}
         if ctx.reference is not None:
             reference_score = _mean(answer_questions(ctx.reference, retain, data, ctx, **kwargs),
                                     "rouge_l_recall")

@@ -15,7 +15,13 @@ from redteam.data import AuditData, AuditItem
 from redteam.findings import Finding
 from redteam.metrics import bootstrap_ci, exact_memorization, extraction_strength, rouge_l
 from redteam.probes.base import Probe, ProbeContext, register
-from redteam.probes.judging import leak_metric, leak_severity, leak_threshold, top_evidence
+from redteam.probes.judging import (
+    item_rows,
+    leak_metric,
+    leak_severity,
+    leak_threshold,
+    top_evidence,
+)
 from redteam.prompts import qa_block
 from redteam.targets import Target
 
@@ -34,8 +40,7 @@ def _judge(probe: Probe, rows_by_model: dict[str, list[dict]], key: str, metric_
     details = {
         "split_scores": {label: {"forget": round(v, 4)} for label, v in means.items()},
         "threshold_basis": basis,
-        "per_item": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
-                     for r in rows],
+        "per_item": item_rows(rows, key),
         **extra,
     }
     if metric.value <= threshold:
@@ -80,7 +85,8 @@ class Verbatim(Probe):
             ids = tokenizer(output, add_special_tokens=False)["input_ids"][:length]
             continuation = tokenizer.decode(ids)
             recall, f1 = rouge_l(continuation, truth)
-            rows.append({"subject": item.subject, "input": prompt, "output": continuation,
+            rows.append({"line": item.line, "subject": item.subject, "input": prompt,
+                         "output": continuation,
                          "expected": truth, "rouge_l_recall": recall, "rouge_l_f1": f1})
         return rows
 
@@ -114,7 +120,8 @@ class ExactMemorization(Probe):
         prompts = [qa_block(item.question) for item in items]
         answers = [" " + item.answer for item in items]
         scores = ctx.scorer(target).score(answers, prompts)
-        return [{"subject": item.subject, "input": item.question, "output": "",
+        return [{"line": item.line, "subject": item.subject, "input": item.question,
+                 "output": "",
                  "expected": item.answer, "exact_memorization": exact_memorization(s),
                  "extraction_strength": extraction_strength(s)}
                 for item, s in zip(items, scores)]
