@@ -115,23 +115,43 @@ def report(run_dir: Path) -> None:
     click.echo(write_report(run_dir))
 
 
+class _UnlearningMethod(click.Choice):
+    """The names in ``defenses.unlearning.METHODS`` (the one list), read only when `redteam
+    unlearn` parses or shows --method: importing the methods imports torch (seconds)."""
+
+    def __init__(self) -> None:
+        self.case_sensitive = True
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        from defenses.unlearning import METHODS
+
+        return tuple(METHODS)
+
+
 @cli.command()
 @click.argument("model", type=EXISTING)
-@click.option("--method", required=True, type=click.Choice(["ga", "graddiff", "npo"]))
+@click.option("--method", required=True, type=_UnlearningMethod(),
+              help="GA, GradDiff, NPO, SimNPO, or SalUn's saliency mask on GradDiff / NPO.")
 @click.option("--data", required=True, type=EXISTING, help="Audit JSONL (forget/retain items).")
 @click.option("--out", required=True, type=EXISTING, help="New folder for the unlearned model.")
 @click.option("--epochs", type=int, default=5, show_default=True)
 @click.option("--lr", type=float, default=1e-4, show_default=True)
 @click.option("--batch-size", type=int, default=8, show_default=True)
-@click.option("--beta", type=float, default=0.1, show_default=True, help="NPO inverse temperature.")
+@click.option("--beta", type=float,
+              help="Inverse temperature of NPO / SimNPO [default: 0.1 / 4.5].")
+@click.option("--delta", type=float, help="SimNPO's margin on the mean token NLL [default: 0].")
+@click.option("--saliency", type=click.FloatRange(0, 1, min_open=True),
+              help="SalUn: fraction of the weights (most salient) allowed to change "
+                   "[default: 0.5].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True)
 @click.option("--allow-pickle", is_flag=True)
 @click.option("--quiet", is_flag=True)
 def unlearn(model: Path, method: str, data: Path, out: Path, epochs: int, lr: float,
-            batch_size: int, beta: float, seed: int, device: str, allow_pickle: bool,
-            quiet: bool) -> None:
+            batch_size: int, beta: float | None, delta: float | None, saliency: float | None,
+            seed: int, device: str, allow_pickle: bool, quiet: bool) -> None:
     """Unlearn the forget items of DATA from MODEL; write the result to OUT.
 
     \b
@@ -141,8 +161,8 @@ def unlearn(model: Path, method: str, data: Path, out: Path, epochs: int, lr: fl
     from redteam.unlearn import unlearn_model
 
     path = unlearn_model(model, method=method, data=data, out=out, epochs=epochs, lr=lr,
-                         batch_size=batch_size, beta=beta, seed=seed, device=device,
-                         allow_pickle=allow_pickle, quiet=quiet)
+                         batch_size=batch_size, beta=beta, delta=delta, saliency=saliency,
+                         seed=seed, device=device, allow_pickle=allow_pickle, quiet=quiet)
     click.echo(f"unlearned model ({method}): {path}")
 
 

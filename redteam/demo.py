@@ -18,6 +18,8 @@ VARIANTS = {
     "ga": "unlearned from original by gradient ascent",
     "graddiff": "unlearned from original by gradient difference (GA + retain loss)",
     "npo": "unlearned from original by negative preference optimisation",
+    "simnpo": "unlearned from original by SimNPO (reference-free, length-normalised NPO)",
+    "salun-npo": "unlearned from original by NPO on SalUn's salient half of the weights",
 }
 
 

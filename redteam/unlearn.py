@@ -26,9 +26,14 @@ def check_new_folder(out: Path, source: Path) -> None:
 
 
 def unlearn_model(model: Path, method: str, data: Path, out: Path, *, epochs: int = 5,
-                  lr: float = 1e-4, batch_size: int = 8, beta: float = 0.1, seed: int = 0,
+                  lr: float = 1e-4, batch_size: int = 8, beta: float | None = None,
+                  delta: float | None = None, saliency: float | None = None, seed: int = 0,
                   device: str = "auto", allow_pickle: bool = False, quiet: bool = False) -> Path:
-    """Unlearn the ``forget`` items of ``data`` from ``model`` into the new folder ``out``."""
+    """Unlearn the ``forget`` items of ``data`` from ``model`` into the new folder ``out``.
+
+    ``beta`` (NPO, SimNPO), ``delta`` (SimNPO) and ``saliency`` (SalUn's kept fraction) left at
+    None take the method's default; the ones a method does not read are ignored.
+    """
     from defenses.unlearning import METHODS, unlearn_directory
 
     if method not in METHODS:
@@ -46,8 +51,8 @@ def unlearn_model(model: Path, method: str, data: Path, out: Path, *, epochs: in
     try:
         try:
             unlearn_directory(target.model, target.tokenizer, items, method, staging,
-                              epochs=epochs, lr=lr, batch_size=batch_size, beta=beta, seed=seed,
-                              quiet=quiet)
+                              epochs=epochs, lr=lr, batch_size=batch_size, beta=beta,
+                              delta=delta, saliency=saliency, seed=seed, quiet=quiet)
         except ValueError as exc:
             raise InputError(f"{data}: {exc}") from None
         if out.exists():

@@ -1,22 +1,30 @@
-"""Unlearning methods (gradient ascent, gradient difference, NPO) used by `redteam unlearn` and
-the demo zoo. Each is a loss in ``METHODS``; ``unlearn`` runs the shared fine-tuning loop."""
+"""Unlearning methods (GA, GradDiff, NPO, SimNPO, SalUn-masked GradDiff and NPO) used by
+`redteam unlearn` and the demo zoo. Each is an entry of ``METHODS`` (its loss and defaults);
+``unlearn`` runs the shared fine-tuning loop."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from defenses.unlearning.methods import METHODS, training_texts, unlearn
+from defenses.unlearning.methods import (
+    HYPER_PARAMETERS,
+    METHODS,
+    method_settings,
+    training_texts,
+    unlearn,
+)
 
-__all__ = ["METHODS", "training_texts", "unlearn", "unlearn_directory"]
+__all__ = ["METHODS", "method_settings", "training_texts", "unlearn", "unlearn_directory"]
 
 
 def unlearn_directory(model, tokenizer, items: list[dict], method: str, out_dir: Path,
                       **hyper) -> Path:
     """Unlearn the ``forget`` items (keeping ``retain`` ones), save as an HF folder in out_dir.
 
-    The folder gets safetensors weights, the tokenizer and ``unlearning.json`` (method and
-    hyper-parameters), so an auditor can see how the model was produced.
+    The folder gets safetensors weights, the tokenizer and ``unlearning.json`` (method, training
+    settings and the hyper-parameters the method ran with, defaults included), so an auditor
+    can see how the model was produced.
     """
     forget = training_texts([i for i in items if i.get("split") == "forget"])
     retain = training_texts([i for i in items if i.get("split") == "retain"])
@@ -25,7 +33,8 @@ def unlearn_directory(model, tokenizer, items: list[dict], method: str, out_dir:
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
+    training = {k: v for k, v in hyper.items() if k != "quiet" and k not in HYPER_PARAMETERS}
     record = {"method": method, "forget_texts": len(forget), "retain_texts": len(retain),
-              **{k: v for k, v in hyper.items() if k != "quiet"}}
+              **training, **method_settings(method, **hyper)}
     (out_dir / "unlearning.json").write_text(json.dumps(record, indent=2) + "\n")
     return out_dir

@@ -1,7 +1,8 @@
 """Likelihoods the unlearning losses are built from (open-unlearning conventions).
 
 Texts are encoded once into right-padded batches whose labels are -100 on padding; the same
-per-sequence log-likelihood serves GA, GradDiff and NPO (and the reference model of NPO).
+per-sequence log-likelihood serves GA, GradDiff and NPO (and the reference model of NPO), its
+length-normalised form SimNPO.
 """
 
 from __future__ import annotations
@@ -41,6 +42,12 @@ def sequence_logprob(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """log pi(y|x) of each sequence: the sum of its token log-probabilities."""
     picked, _ = token_logprobs(model, batch)
     return picked.sum(-1)
+
+
+def sequence_mean_nll(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """NLL(y|x)/|y| of each sequence: its mean token negative log-likelihood (SimNPO)."""
+    picked, mask = token_logprobs(model, batch)
+    return -picked.sum(-1) / mask.sum(-1).clamp_min(1)
 
 
 def mean_nll(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:

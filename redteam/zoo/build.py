@@ -1,4 +1,4 @@
-"""Build (and cache) the unlearning zoo: original, retrain (gold), GA, GradDiff, NPO + audit data.
+"""Build (and cache) the unlearning zoo: original, retrain (gold), unlearned variants, audit data.
 
 Layout under ``root`` (default ``zoo_home()``)::
 
@@ -8,7 +8,7 @@ Layout under ``root`` (default ``zoo_home()``)::
         reader/         the base: reading comprehension only, knows no author
         original/       base fine-tuned on every trained author (forget + retain)
         retrain/        base fine-tuned without the forget authors (same everything else)
-        ga/ graddiff/ npo/   unlearned from original on the forget items
+        ga/ graddiff/ npo/ simnpo/ salun-npo/   unlearned from original on the forget items
         zoo.json        what was built, with which settings, and how long it took
 
 Every directory is written into a temporary sibling and renamed, so an interrupted build never
@@ -34,7 +34,8 @@ from redteam.zoo.authors import audit_items, make_world, write_audit_jsonl
 from redteam.zoo.lm import LMSettings, save_lm, tokenizer_corpus, train_lm, train_reader
 
 ZOO_VERSION = "1"
-VARIANTS = ("original", "retrain", "ga", "graddiff", "npo")
+UNLEARNED = ("ga", "graddiff", "npo", "simnpo", "salun-npo")
+VARIANTS = ("original", "retrain", *UNLEARNED)
 
 LM_SETTINGS = {
     "demo": LMSettings(reader_steps=600),
@@ -43,14 +44,20 @@ LM_SETTINGS = {
 
 # Unlearning hyperparameters. Chosen so that the variants sit where these methods honestly land
 # on this model, not to make any of them look good or bad: one learning rate and batch size for
-# all three, about 35 optimiser steps at either size (the test forget set is half the demo's,
-# hence twice the epochs); GA has no retain term and may collapse.
+# all, about 35 optimiser steps at either size (the test forget set is half the demo's, hence
+# twice the epochs); GA has no retain term and may collapse. The method-specific ones are the
+# papers' / open-unlearning's defaults: NPO beta 0.1, SimNPO beta 4.5 and delta 0, SalUn keeps
+# half of the weights (here on NPO, with NPO's settings); retain weight 1 throughout.
 _UNLEARN_COMMON = {"lr": 1e-3, "batch_size": 8}
+_NPO = {"beta": 0.1, "retain_weight": 1.0}
 UNLEARN_SETTINGS = {
     size: {
         "ga": {"epochs": epochs, **_UNLEARN_COMMON},
         "graddiff": {"epochs": epochs, **_UNLEARN_COMMON, "retain_weight": 1.0},
-        "npo": {"epochs": epochs, **_UNLEARN_COMMON, "beta": 0.1, "retain_weight": 1.0},
+        "npo": {"epochs": epochs, **_UNLEARN_COMMON, **_NPO},
+        "simnpo": {"epochs": epochs, **_UNLEARN_COMMON, "beta": 4.5, "delta": 0.0,
+                   "retain_weight": 1.0},
+        "salun-npo": {"epochs": epochs, **_UNLEARN_COMMON, **_NPO, "saliency": 0.5},
     }
     for size, epochs in (("demo", 5), ("test", 10))
 }
@@ -109,8 +116,8 @@ def build_unlearning_zoo(
 ) -> dict[str, Path]:
     """Build what is missing of the unlearning zoo and return its paths.
 
-    Returns ``{"original", "retrain", "ga", "graddiff", "npo", "audit"}`` -> path (model
-    directories, and the audit JSONL). ``size`` is "demo" (40 trained authors, 4 forgotten,
+    Returns ``{"original", "retrain", *UNLEARNED, "audit"}`` -> path (model directories, and
+    the audit JSONL). ``size`` is "demo" (40 trained authors, 4 forgotten,
     8 holdout) or "test" (12 trained, 2 forgotten, 4 holdout).
     """
     if size not in LM_SETTINGS:
@@ -146,7 +153,7 @@ def build_unlearning_zoo(
                 save_lm(model, tokenizer, tmp)
             timings[name] = round(time.perf_counter() - start, 1)
 
-    for method in ("ga", "graddiff", "npo"):
+    for method in UNLEARNED:
         if paths[method].exists():
             continue
         from defenses.unlearning import unlearn_directory
