@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from importlib.metadata import entry_points
 
-from redteam.probes import knowledge, membership, memorization  # noqa: F401  (registers)
+from redteam.probes import (  # noqa: F401  (registers the probes)
+    knowledge,
+    membership,
+    memorization,
+    representation,
+)
 from redteam.probes.base import REGISTRY, Probe, ProbeContext, register
 
 SUITES: dict[str, list[str]] = {
@@ -14,6 +19,8 @@ SUITES: dict[str, list[str]] = {
         "unlearning.verbatim",
         "unlearning.membership_inference",
         "unlearning.exact_memorization",
+        "unlearning.linear_probe",
+        "unlearning.parametric_traces",
         "unlearning.utility",
     ],
     "backdoor": [],
