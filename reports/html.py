@@ -300,23 +300,13 @@ def cells_from_documents(
     return list(rows), cells
 
 
-def render_index(rows: Sequence[str], columns: Sequence[Mapping[str, Any]],
-                 cells: Mapping[tuple[str, str], Mapping[str, Any]], title: str) -> str:
-    """A table of probes (rows) across variants (columns), each header linking to its report.
-
-    ``columns``: dicts with "name", "report" (relative link to the variant's report.html),
-    "exit_code", "worst_severity" (or None) and "description". ``cells`` maps (probe, variant
-    name) to {"status", "severity", "metric_name", "value", "threshold"}; absent cells show a dash.
-    """
-    cols = [{"name": str(c["name"]), "href": safe_href(c.get("report")),
-             "exit_code": c.get("exit_code"), "description": str(c.get("description") or ""),
-             "worst": c.get("worst_severity"),
-             "worst_cls": _cls("sev", str(c.get("worst_severity")), SEVERITIES)} for c in columns]
+def _index_table(rows: Sequence[str], cols: list[dict[str, Any]],
+                 cells: Mapping[tuple[str, str], Mapping[str, Any]]) -> list[tuple[str, list]]:
     table = []
-    for probe in rows:
+    for row in rows:
         line = []
         for col in cols:
-            cell = cells.get((probe, col["name"]))
+            cell = cells.get((row, col["name"]))
             line.append(None if cell is None else {
                 "status": str(cell.get("status")),
                 "status_cls": _cls("st", str(cell.get("status")), STATUSES),
@@ -324,13 +314,35 @@ def render_index(rows: Sequence[str], columns: Sequence[Mapping[str, Any]],
                 "sev_cls": _cls("sev", str(cell.get("severity")), SEVERITIES),
                 "value": fmt_number(cell.get("value")),
                 "hint": f"{cell.get('metric_name') or 'metric'}; {cell.get('threshold') or '—'}"})
-        table.append((str(probe), line))
+        table.append((str(row), line))
+    return table
+
+
+def render_index(rows: Sequence[str], columns: Sequence[Mapping[str, Any]],
+                 cells: Mapping[tuple[str, str], Mapping[str, Any]], title: str,
+                 extra_tables: Sequence[Mapping[str, Any]] = ()) -> str:
+    """A table of probes (rows) across variants (columns), each header linking to its report.
+
+    ``columns``: dicts with "name", "report" (relative link to the variant's report.html),
+    "exit_code", "worst_severity" (or None) and "description". ``cells`` maps (probe, variant
+    name) to {"status", "severity", "metric_name", "value", "threshold"}; absent cells show a dash.
+    ``extra_tables``: more tables over the same columns, each {"title", "note", "rows", "cells"}
+    (e.g. which attacks bring the knowledge back, per variant).
+    """
+    cols = [{"name": str(c["name"]), "href": safe_href(c.get("report")),
+             "exit_code": c.get("exit_code"), "description": str(c.get("description") or ""),
+             "worst": c.get("worst_severity"),
+             "worst_cls": _cls("sev", str(c.get("worst_severity")), SEVERITIES)} for c in columns]
+    extras = [{"title": str(t["title"]), "note": str(t.get("note") or ""),
+               "table": _index_table(t["rows"], cols, t["cells"])} for t in extra_tables]
     return _env().get_template("index.html.j2").render(
-        csp=CSP, css=_css(), title=title, columns=cols, table=table)
+        csp=CSP, css=_css(), title=title, columns=cols, table=_index_table(rows, cols, cells),
+        extras=extras)
 
 
 def write_index(path: Path, rows: Sequence[str], columns: Sequence[Mapping[str, Any]],
                 cells: Mapping[tuple[str, str], Mapping[str, Any]],
-                title: str = "redteam demo") -> Path:
+                title: str = "redteam demo",
+                extra_tables: Sequence[Mapping[str, Any]] = ()) -> Path:
     """Write the variant index atomically; report links in ``columns`` are relative to it."""
-    return atomic_write_text(Path(path), render_index(rows, columns, cells, title))
+    return atomic_write_text(Path(path), render_index(rows, columns, cells, title, extra_tables))

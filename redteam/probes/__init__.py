@@ -9,7 +9,11 @@ from redteam.probes import (  # noqa: F401  (registers the probes)
     knowledge,
     membership,
     memorization,
+    reintroduction,
+    relearning,
     representation,
+    rwku,
+    worst_case,
 )
 from redteam.probes.base import REGISTRY, Probe, ProbeContext, register
 
@@ -19,9 +23,13 @@ SUITES: dict[str, list[str]] = {
         "unlearning.verbatim",
         "unlearning.membership_inference",
         "unlearning.exact_memorization",
+        "unlearning.adversarial_prompts",
+        "unlearning.incontext_reintroduction",
+        "unlearning.relearning_attack",
         "unlearning.linear_probe",
         "unlearning.parametric_traces",
         "unlearning.utility",
+        "unlearning.worst_case_items",
     ],
     "backdoor": [],
     "adversarial": [],

@@ -22,6 +22,7 @@ from redteam.probes.judging import (
     top_evidence,
 )
 from redteam.prompts import ANSWER_STOPS, cut_answer, few_shot_prompt
+from redteam.scoring import CausalLMScorer
 from redteam.targets import Target
 
 
@@ -34,14 +35,19 @@ def pick_shots(item: AuditItem, pool: list[AuditItem], count: int,
 
 
 def answer_questions(target: Target, items: list[AuditItem], data: AuditData,
-                     ctx: ProbeContext, shots: int, max_new_tokens: int) -> list[dict]:
-    """Ask every item's question few-shot; score each answer. Batched and memoised."""
+                     ctx: ProbeContext, shots: int, max_new_tokens: int,
+                     scorer: CausalLMScorer | None = None) -> list[dict]:
+    """Ask every item's question few-shot; score each answer. Batched and memoised.
+
+    ``scorer`` replaces the target's shared scorer (for a temporary model, such as a copy
+    fine-tuned by the relearning attack, which must not enter the shared cache).
+    """
     pool = data.with_fields("retain", "question", "answer") or data.with_fields(
         "holdout", "question", "answer")
     prompts = [few_shot_prompt(pick_shots(item, pool, shots, ctx.seed), item.question)
                for item in items]
-    outputs = ctx.scorer(target).generate(prompts, max_new_tokens=max_new_tokens,
-                                          stop=ANSWER_STOPS)
+    scorer = scorer or ctx.scorer(target)
+    outputs = scorer.generate(prompts, max_new_tokens=max_new_tokens, stop=ANSWER_STOPS)
     rows = []
     for item, output in zip(items, outputs):
         answer = cut_answer(output)

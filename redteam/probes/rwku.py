@@ -244,6 +244,7 @@ class AdversarialPrompts(Probe):
                   "containment": round(containment[t], 4),
                   "gain_over_plain": round(scores["target"][t] - plain, 4),
                   **{label: round(scores[label][t], 4) for label in ctx.baselines()},
+                  "beats_gold": scores["target"][t] > self._floor(t, scores),
                   "recovers": t in recovering}
                  for t in ["plain", *types]]
         details = {
@@ -282,9 +283,14 @@ class AdversarialPrompts(Probe):
         return [self.finding("fail", severity, summary, metric=metric, evidence=evidence,
                              details=details)]
 
+    def _floor(self, attack: str, scores: dict[str, dict[str, float]]) -> float:
+        """What the gold model scores under ``attack`` plus the margin (or the threshold)."""
+        if "retrain" in scores:
+            return scores["retrain"][attack] + self.config["margin"]
+        return self.config["threshold"]
+
     def _recovers(self, attack: str, scores: dict[str, dict[str, float]], plain: float) -> bool:
         """An attack recovers knowledge when it beats the plain question and the gold model."""
         value = scores["target"][attack]
-        floor = scores["retrain"][attack] + self.config["margin"] if "retrain" in scores else (
-            self.config["threshold"])
-        return value - plain >= self.config["recovery_margin"] and value > floor
+        return value - plain >= self.config["recovery_margin"] and value > self._floor(
+            attack, scores)

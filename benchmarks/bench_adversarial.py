@@ -1,0 +1,60 @@
+"""Speed of the RWKU adversarial probe's generation on the demo LM (printed, never asserted).
+
+Every attack prompt of the demo audit data (nine types, plus the plain questions) is answered
+greedily, batched with left padding as the probe does, and one prompt at a time. Target
+(issue #3): batched >= 5 x one at a time.
+
+Run: ``make bench`` (builds the demo zoo on first use).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import torch
+
+from redteam.data import load_audit_jsonl
+from redteam.probes.knowledge import pick_shots
+from redteam.probes.rwku import build_attacks, render
+from redteam.prompts import ANSWER_STOPS
+from redteam.scoring import CausalLMScorer
+from redteam.targets import load_target
+from redteam.zoo import build_unlearning_zoo
+
+BATCH = int(os.environ.get("BENCH_BATCH", 32))
+SUBSET = int(os.environ.get("BENCH_PROMPTS", 64))
+
+
+def prompts_per_second(scorer: CausalLMScorer, prompts: list[str]) -> tuple[float, list[str]]:
+    start = time.perf_counter()
+    outputs = scorer.generate(prompts, max_new_tokens=32, stop=ANSWER_STOPS)
+    return len(prompts) / (time.perf_counter() - start), outputs
+
+
+def main() -> None:
+    zoo = build_unlearning_zoo(size="demo")
+    target = load_target(zoo["npo"])
+    data = load_audit_jsonl(zoo["audit"])
+    attacks, _ = build_attacks(data)
+    pool = data.with_fields("retain", "question", "answer")
+    prompts = [render(a, pick_shots(a.item, pool, 3, 0)) for a in attacks]
+    torch.set_grad_enabled(False)
+    model, tokenizer = target.model, target.tokenizer
+    CausalLMScorer(model, tokenizer, batch_size=BATCH).generate(prompts[:BATCH], 4)  # warm-up
+    batched, out_b = prompts_per_second(CausalLMScorer(model, tokenizer, BATCH), prompts)
+    # One at a time on a subset (the same prompts' share of the batched outputs is compared).
+    subset = prompts[:: max(1, len(prompts) // SUBSET)]
+    single, out_s = prompts_per_second(CausalLMScorer(model, tokenizer, 1), subset)
+    index = {p: o for p, o in zip(prompts, out_b)}
+    same = sum(index[p] == o for p, o in zip(subset, out_s))
+    print(f"RWKU attack prompts: {len(prompts)} ({len({a.attack for a in attacks})} types), "
+          f"greedy, up to 32 new tokens, stop at the end of the answer; torch threads "
+          f"{torch.get_num_threads()}")
+    print(f"  batched (batch {BATCH}, left padding) {batched:8.1f} prompts/s")
+    print(f"  one prompt at a time ({len(subset)} prompts) {single:8.1f} prompts/s   ratio = "
+          f"{batched / single:.1f}  [target >= 5]; same outputs on {same}/{len(subset)}")
+
+
+if __name__ == "__main__":
+    main()
