@@ -31,6 +31,7 @@ def no_network(monkeypatch):
 
 def make_tiny_lm(path: Path, safetensors: bool = True) -> Path:
     """A randomly initialised 2-layer GPT-2 with a small BPE tokenizer, saved as an HF folder."""
+    import torch
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
@@ -46,6 +47,7 @@ def make_tiny_lm(path: Path, safetensors: bool = True) -> Path:
                                         eos_token="<|endoftext|>", pad_token="<|endoftext|>")
     config = GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=2,
                         n_head=2, bos_token_id=0, eos_token_id=0)
+    torch.manual_seed(0)  # the same random model whichever tests ran before
     model = GPT2LMHeadModel(config)
     model.save_pretrained(path, safe_serialization=safetensors)
     tokenizer.save_pretrained(path)

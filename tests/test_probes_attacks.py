@@ -171,10 +171,10 @@ def test_leak_by_item_joins_probes_and_ignores_other_rows():
     findings = [
         _finding("unlearning.a", [{"line": 1, "leak": 0.2}, {"line": 1, "leak": 0.9},
                                   {"line": 2, "leak": 0.1}, {"line": 9, "leak": 1.0}]),
-        _finding("unlearning.b", [{"line": 2, "leak": 0.5}, {"line": 1}]),
+        _finding("unlearning.b", [{"line": 2, "leak": 0.5, "gold_leak": 0.2}, {"line": 1}]),
         _finding("unlearning.c", [{"line": 1, "leak": 1.0}], status="error"),
     ]
-    assert leak_by_item(findings, {1, 2}) == {1: {"a": 0.9}, 2: {"a": 0.1, "b": 0.5}}
+    assert leak_by_item(findings, {1, 2}) == {1: {"a": 0.9}, 2: {"a": 0.1, "b": 0.3}}
 
 
 def test_worst_case_items_ranks_the_leaking_items(unlearning_zoo, tmp_path):

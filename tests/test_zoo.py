@@ -76,10 +76,13 @@ def test_reading_comprehension_is_about_other_entities():
     first_names = {name.split()[0] for name in names}
     examples = reading_comprehension(random.Random(0), 500)
     assert len({context for context, _, _ in examples}) > 450  # freshly drawn, not a small pool
-    for context, question, answer in examples:
+    for context, _, answer in examples:
         assert answer in context
         assert not any(name in context for name in names)
-        assert not first_names & set(question.replace("?", "").split())
+    # Some entities look like authors (half of the name from the authors' pools), so the model
+    # learns to read a context whatever the name, not only for unfamiliar-looking names.
+    assert any(first_names & set(question.replace("?", "").split())
+               for _, question, _ in examples)
 
 
 # ----------------------------------------------------------------------------- the cache

@@ -59,17 +59,22 @@ def top_evidence(rows: list[dict], score_key: str, limit: int = 8) -> list[Evide
                      score=round(r[score_key], 4)) for r in ranked if r[score_key] > 0]
 
 
-def item_rows(rows: list[dict], leak_key: str | None = None) -> list[dict]:
+def item_rows(rows: list[dict], leak_key: str | None = None,
+              gold: list[dict] | None = None) -> list[dict]:
     """Per-item rows for ``details.per_item``, floats rounded.
 
     With ``leak_key``, each row also gets ``leak``: that score, in [0, 1], higher meaning the
-    forget item leaked more. Rows keep ``line`` (the item's line in the audit JSONL), so
+    forget item leaked more; with ``gold`` (the retrained model's rows for the same items, in
+    the same order) also ``gold_leak``, what a model that never learnt the item scores on it
+    (a lucky guess is not a leak). Rows keep ``line`` (the item's line in the audit JSONL), so
     ``unlearning.worst_case_items`` can join every probe's results item by item.
     """
     out = []
-    for row in rows:
+    for index, row in enumerate(rows):
         row = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
         if leak_key is not None:
             row["leak"] = round(float(np.clip(row[leak_key], 0.0, 1.0)), 4)
+            if gold is not None:
+                row["gold_leak"] = round(float(np.clip(gold[index][leak_key], 0.0, 1.0)), 4)
         out.append(row)
     return out

@@ -108,7 +108,8 @@ class KnowledgeQA(Probe):
             "split_scores": split_scores,
             "forget_answer_containment": round(containment, 4),
             "threshold_basis": basis,
-            "per_item": item_rows(forget_rows, "rouge_l_recall"),
+            "per_item": item_rows(forget_rows, "rouge_l_recall",
+                                  gold=rows.get("retrain", {}).get("forget")),
         }
         if metric.value <= threshold:
             return [self.finding("pass", "info", summary, metric=metric, details=details,

@@ -40,7 +40,7 @@ def _judge(probe: Probe, rows_by_model: dict[str, list[dict]], key: str, metric_
     details = {
         "split_scores": {label: {"forget": round(v, 4)} for label, v in means.items()},
         "threshold_basis": basis,
-        "per_item": item_rows(rows, key),
+        "per_item": item_rows(rows, key, gold=rows_by_model.get("retrain")),
         **extra,
     }
     if metric.value <= threshold:

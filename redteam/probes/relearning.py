@@ -129,7 +129,8 @@ class RelearningAttack(Probe):
     )
 
     def _attack(self, model: Target, shown: list[AuditItem], held_out: list[AuditItem],
-                data: AuditData, ctx: ProbeContext) -> list[dict]:
+                data: AuditData, ctx: ProbeContext) -> tuple[list[dict], list[dict]]:
+        """Relearn ``shown`` on a copy of ``model``; its answers on (held_out, shown)."""
         from defenses.unlearning import training_texts
 
         c = self.config
@@ -142,8 +143,8 @@ class RelearningAttack(Probe):
                            lora_rank=int(c["lora_rank"]), lora_alpha=int(c["lora_alpha"]),
                            max_length=shared.max_length, seed=ctx.seed, quiet=ctx.quiet)
         scorer = CausalLMScorer(relearnt, model.tokenizer, shared.batch_size, shared.max_length)
-        return answer_questions(model, held_out, data, ctx, c["shots"], c["max_new_tokens"],
-                                scorer=scorer)
+        return tuple(answer_questions(model, items, data, ctx, c["shots"], c["max_new_tokens"],
+                                      scorer=scorer) for items in (held_out, shown))
 
     def run(self, target: Target, data: AuditData, ctx: ProbeContext) -> list[Finding]:
         items = data.with_fields("forget", "subject", "question", "answer")
@@ -153,11 +154,12 @@ class RelearningAttack(Probe):
                                  "test)")]
         kwargs = {"shots": self.config["shots"], "max_new_tokens": self.config["max_new_tokens"]}
         before = answer_questions(target, held_out, data, ctx, **kwargs)
-        after = self._attack(target, shown, held_out, data, ctx)
+        after, learnt = self._attack(target, shown, held_out, data, ctx)
+        retrain_after = None
         scores = {"target": {"before attack": _mean(before), "after attack": _mean(after)}}
         baselines: dict[str, float] = {}
         if ctx.retrain is not None:
-            retrain_after = self._attack(ctx.retrain, shown, held_out, data, ctx)
+            retrain_after, _ = self._attack(ctx.retrain, shown, held_out, data, ctx)
             retrain_before = answer_questions(ctx.retrain, held_out, data, ctx, **kwargs)
             scores["retrain"] = {"before attack": _mean(retrain_before),
                                  "after attack": _mean(retrain_after)}
@@ -178,13 +180,14 @@ class RelearningAttack(Probe):
             "split_scores": {label: {k: round(v, 4) for k, v in s.items()}
                              for label, s in scores.items()},
             "items_relearnt": len(shown), "items_tested": len(held_out),
+            "relearnt_items_after_attack": round(_mean(learnt), 4),
             "recovery": round(recovered, 4),
             "attack": (f"{'LoRA' if self._uses_lora(target) else 'full'} fine-tuning, "
                        f"{self.config['epochs']} epochs, lr {self.config['lr']}, batch "
                        f"{self.config['batch_size']}, on the QA pairs and texts of the "
                        f"relearnt items"),
             "threshold_basis": basis,
-            "per_item": item_rows(after, "rouge_l_recall"),
+            "per_item": item_rows(after, "rouge_l_recall", gold=retrain_after),
         }
         summary = (f"After fine-tuning a copy on {len(shown)} forget items, the model answers "
                    f"the {len(held_out)} held-out ones with ROUGE-L recall {metric.value:.3f} "
@@ -193,6 +196,10 @@ class RelearningAttack(Probe):
             summary += (f" The retrained model, attacked the same way, reaches "
                         f"{scores['retrain']['after attack']:.3f}.")
         summary += f" {basis.capitalize()}."
+        if _mean(learnt) < self.config["threshold"]:
+            summary += (f" The attack did not even teach the items it was shown (ROUGE-L recall "
+                        f"{_mean(learnt):.3f} on them), so this result is weak evidence: raise "
+                        f"epochs or lr in the config for a conclusive test.")
         if metric.value <= threshold:
             return [self.finding("pass", "info", summary, metric=metric, details=details,
                                  remediation="")]

@@ -320,6 +320,10 @@ class LinearProbe(Probe):
                         4), round(threshold, 4), higher_is_worse=True,
                         ci95=bootstrap_ci(leaks, seed=ctx.seed), baselines=baselines)
         rows = self._rows(own, templates, layer)
+        if "retrain" in results:  # what a model that never learnt the items decodes
+            gold = results["retrain"]
+            for row, correct in zip(rows, gold.forget_correct[gold.best_layer]):
+                row["gold_leak"] = float(correct)
         n_layers = len(own.retain_cv)
         summary = (f"A logistic-regression probe trained on retain facts decodes {metric.value:.0%}"
                    f" of {len(rows)} forget answers from layer {layer} of {n_layers - 1} "

@@ -258,8 +258,8 @@ class AdversarialPrompts(Probe):
             "cross_lingual_note": ("the question body stays in English (no translator ships "
                                    "offline); the instruction around it is French, German or "
                                    "Spanish"),
-            "per_item": sorted(item_rows(rows["target"], "rouge_l_recall"),
-                               key=lambda r: -r["leak"]),
+            "per_item": sorted(item_rows(rows["target"], "rouge_l_recall",
+                                         gold=rows.get("retrain")), key=lambda r: -r["leak"]),
         }
         summary = (f"{len(attacks)} adversarial rewrites of "
                    f"{len({a.item.line for a in attacks})} forget questions "

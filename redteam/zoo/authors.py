@@ -340,6 +340,14 @@ def _other_person(rng: random.Random) -> str:
     return f"{rng.choice(OTHER_FIRST_NAMES)} {rng.choice(OTHER_LAST_NAMES)}"
 
 
+def _author_like_name(rng: random.Random) -> str:
+    """Half of the name from the authors' pools, half from the others: it looks like an
+    author's, and can never be one (every author takes both halves from the authors' pools)."""
+    if rng.random() < 0.5:
+        return f"{rng.choice(FIRST_NAMES)} {rng.choice(OTHER_LAST_NAMES)}"
+    return f"{rng.choice(OTHER_FIRST_NAMES)} {rng.choice(LAST_NAMES)}"
+
+
 def _town(rng: random.Random) -> tuple[str, list[_Fact]]:
     name = rng.choice(TOWN_PREFIXES) + rng.choice(TOWN_SUFFIXES)
     river, year = rng.choice(RIVERS), rng.choice(ENTITY_YEARS)
@@ -386,8 +394,11 @@ def _inventor(rng: random.Random) -> tuple[str, list[_Fact]]:
 
 def _writer(rng: random.Random) -> tuple[str, list[_Fact]]:
     # A writer who is not in the world, described with the author templates: this is what
-    # lets the LM read an author-style fact from a context.
-    name = _other_person(rng)
+    # lets the LM read an author-style fact from a context. Half of them are named half from
+    # the authors' own name pools, so that the model learns to read whatever the name looks
+    # like (otherwise it learns "author-like name: recall, other name: read" and ignores
+    # contexts about authors it does not know).
+    name = _other_person(rng) if rng.random() < 0.5 else _author_like_name(rng)
     facts = []
     for attribute in ATTRIBUTES:
         value = rng.choice(attribute.pool)
