@@ -1,8 +1,12 @@
 """Speed of the RWKU adversarial probe's generation on the demo LM (printed, never asserted).
 
-Every attack prompt of the demo audit data (nine types, plus the plain questions) is answered
-greedily, batched with left padding as the probe does, and one prompt at a time. Target
-(issue #3): batched >= 5 x one at a time.
+Every attack prompt of the demo audit data (nine types) is answered greedily, batched with left
+padding as the probe does, then one prompt at a time with the same decoding loop, and one at a
+time through ``model.generate`` (what a plain loop over prompts would do). Target (issue #3):
+batched >= 5 x one at a time.
+
+On this 2-layer model on CPU the prompts (three solved examples + the question, ~100 tokens)
+dominate: their forward pass costs the same batched or not, and it bounds the gain.
 
 Run: ``make bench`` (builds the demo zoo on first use).
 """
@@ -32,6 +36,17 @@ def prompts_per_second(scorer: CausalLMScorer, prompts: list[str]) -> tuple[floa
     return len(prompts) / (time.perf_counter() - start), outputs
 
 
+def hf_generate_one_by_one(target, prompts: list[str]) -> float:
+    """prompts/s of ``model.generate`` called once per prompt, with the same stop strings."""
+    tokenizer = target.tokenizer
+    start = time.perf_counter()
+    for prompt in prompts:
+        ids = torch.tensor([[tokenizer.bos_token_id] + tokenizer(prompt)["input_ids"]])
+        target.model.generate(ids, max_new_tokens=32, do_sample=False, pad_token_id=0,
+                              stop_strings=list(ANSWER_STOPS), tokenizer=tokenizer)
+    return len(prompts) / (time.perf_counter() - start)
+
+
 def main() -> None:
     zoo = build_unlearning_zoo(size="demo")
     target = load_target(zoo["npo"])
@@ -46,14 +61,17 @@ def main() -> None:
     # One at a time on a subset (the same prompts' share of the batched outputs is compared).
     subset = prompts[:: max(1, len(prompts) // SUBSET)]
     single, out_s = prompts_per_second(CausalLMScorer(model, tokenizer, 1), subset)
+    naive = hf_generate_one_by_one(target, subset)
     index = {p: o for p, o in zip(prompts, out_b)}
     same = sum(index[p] == o for p, o in zip(subset, out_s))
     print(f"RWKU attack prompts: {len(prompts)} ({len({a.attack for a in attacks})} types), "
           f"greedy, up to 32 new tokens, stop at the end of the answer; torch threads "
           f"{torch.get_num_threads()}")
     print(f"  batched (batch {BATCH}, left padding) {batched:8.1f} prompts/s")
-    print(f"  one prompt at a time ({len(subset)} prompts) {single:8.1f} prompts/s   ratio = "
+    print(f"  one at a time, same loop ({len(subset)})   {single:8.1f} prompts/s   batched/this = "
           f"{batched / single:.1f}  [target >= 5]; same outputs on {same}/{len(subset)}")
+    print(f"  one at a time, model.generate   {naive:8.1f} prompts/s   batched/this = "
+          f"{batched / naive:.1f}")
 
 
 if __name__ == "__main__":

@@ -77,8 +77,10 @@ def attack_cells(documents: dict[str, dict]) -> tuple[list[str], dict[tuple[str,
                 continue
             if finding["probe"] == "unlearning.adversarial_prompts":
                 for row in finding["details"]["tables"]["Per attack type"]:
-                    rows[f"RWKU {row['attack']}"] = None
-                    cells[(f"RWKU {row['attack']}", variant)] = {
+                    name = ("plain question (no attack)" if row["attack"] == "plain"
+                            else f"RWKU {row['attack']}")
+                    rows[name] = None
+                    cells[(name, variant)] = {
                         "status": "fail" if row["beats_gold"] else "pass",
                         "metric_name": "ROUGE-L recall", "value": row["rouge_l_recall"],
                         "threshold": "above the retrain model's + margin fails"}

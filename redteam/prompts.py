@@ -29,11 +29,12 @@ def context_qa_block(context: str, question: str, answer: str | None = None) -> 
     return f"Context: {context}\n" + qa_block(question, answer)
 
 
-ANSWER_STOPS = (QA_SEPARATOR, "Question", "\nContext:")
+ANSWER_STOPS = (QA_SEPARATOR, "Question", "\nContext:", "\nAnswer:")
 
 
 def cut_answer(generated: str) -> str:
-    """Cut a generated answer at the end of its block, as MUSE does ("\\n\\n" or "Question")."""
+    """Cut a generated answer at the end of its block, as MUSE does ("\\n\\n" or "Question"),
+    or where the model starts another context or answer line."""
     for stop in ANSWER_STOPS:
         index = generated.find(stop)
         if index != -1:

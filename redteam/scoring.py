@@ -9,11 +9,14 @@ so probes that ask the same questions (knowledge and utility) do not pay twice.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+
+STOP_WINDOW = 8  # tokens decoded to look for a stop string (stop strings are short)
 
 
 @dataclass
@@ -128,6 +131,12 @@ class CausalLMScorer:
 
     def _generate_batch(self, prompts: list[str], max_new_tokens: int,
                         stop: tuple[str, ...]) -> list[str]:
+        """Greedy decoding with a KV cache; a row leaves the batch as soon as it is done.
+
+        ``model.generate`` keeps every row until the slowest one finishes, so one rambling
+        answer makes a whole batch run to ``max_new_tokens``; dropping finished rows from the
+        cache keeps batching worth it when most answers are a few tokens long.
+        """
         limit = max(self.max_length - max_new_tokens, 1)
         encoded = [(self._bos() + self._encode(p))[-limit:] for p in prompts]
         width = max(len(ids) for ids in encoded)
@@ -138,16 +147,59 @@ class CausalLMScorer:
         for row, ids in enumerate(encoded):
             input_ids[row, width - len(ids):] = torch.tensor(ids)
             attention[row, width - len(ids):] = 1
+        input_ids, attention = input_ids.to(self.device), attention.to(self.device)
+        positions = (attention.cumsum(-1) - 1).clamp_min(0)
+        generated: list[list[int]] = [[] for _ in prompts]
+        rows = list(range(len(prompts)))  # the prompt of each row of the batch
+        finished: set[int] = set()
+        eos = self.tokenizer.eos_token_id
         with torch.inference_mode():
-            output = self.model.generate(
-                input_ids=input_ids.to(self.device),
-                attention_mask=attention.to(self.device),
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                num_beams=1,
-                pad_token_id=pad,
-                eos_token_id=self.tokenizer.eos_token_id,
-                **({"stop_strings": list(stop), "tokenizer": self.tokenizer} if stop else {}),
-            )
-        new_tokens = output[:, width:]
-        return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            out = self.model(input_ids=input_ids, attention_mask=attention,
+                             **self._positions(positions), **self._last_logits_only,
+                             use_cache=True)
+            cache, next_position = out.past_key_values, positions[:, -1:] + 1
+            for step in range(max_new_tokens):
+                tokens = out.logits[:, -1].argmax(-1)
+                for row, token in zip(rows, tokens.tolist()):
+                    if row in finished:
+                        continue
+                    if token == eos:
+                        finished.add(row)
+                        continue
+                    generated[row].append(token)
+                    if stop and self._stopped(generated[row], stop):
+                        finished.add(row)
+                if len(finished) == len(prompts) or step == max_new_tokens - 1:
+                    break
+                keep = [i for i, row in enumerate(rows) if row not in finished]
+                if len(keep) < len(rows) and hasattr(cache, "batch_select_indices"):
+                    select = torch.tensor(keep, device=self.device)
+                    cache.batch_select_indices(select)
+                    rows = [rows[i] for i in keep]
+                    tokens, attention = tokens[select], attention[select]
+                    next_position = next_position[select]
+                attention = torch.cat([attention, attention.new_ones((len(rows), 1))], dim=1)
+                out = self.model(input_ids=tokens[:, None], attention_mask=attention,
+                                 **self._positions(next_position), past_key_values=cache,
+                                 use_cache=True)
+                cache, next_position = out.past_key_values, next_position + 1
+        return [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in generated]
+
+    def _positions(self, positions: torch.Tensor) -> dict:
+        """Position ids that skip the left padding, for models that take them."""
+        return {"position_ids": positions} if "position_ids" in self._forward_parameters else {}
+
+    @property
+    def _forward_parameters(self) -> set[str]:
+        return set(inspect.signature(self.model.forward).parameters)
+
+    @property
+    def _last_logits_only(self) -> dict:
+        """Ask for the last position's logits only, where the model supports it (the
+        vocabulary projection of every prompt position is most of a small model's prefill)."""
+        return {"logits_to_keep": 1} if "logits_to_keep" in self._forward_parameters else {}
+
+    def _stopped(self, ids: list[int], stop: tuple[str, ...]) -> bool:
+        """Has the text generated so far produced one of the stop strings?"""
+        text = self.tokenizer.decode(ids[-STOP_WINDOW:], skip_special_tokens=True)
+        return any(s in text for s in stop)

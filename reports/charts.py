@@ -17,6 +17,7 @@ PALETTE = ("#1f5fa8", "#e07b00", "#2e8b57", "#8e44ad", "#c0392b", "#5d6d7e", "#b
 WIDTH, HEIGHT = 640, 320
 LEFT, RIGHT, TOP, BOTTOM = 58, 180, 34, 52  # the right margin holds the legend
 PLOT_W, PLOT_H = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+CHAR_W = 6.2  # about the width of one 11 px sans-serif character
 
 
 def _num(value: object) -> float | None:
@@ -109,9 +110,14 @@ def _frame(title: str, axes: _Axes, x_ticks: Sequence[tuple[float, str]],
                    'stroke="#e3e6ea"/>')
         out.append(_text(LEFT - 6, y + 4, _tick(tick), anchor="end"))
     base = TOP + PLOT_H
-    for x, label in x_ticks:
-        out.append(f'<line x1="{x:.1f}" y1="{base}" x2="{x:.1f}" y2="{base + 4}" stroke="#555"/>')
-        out.append(_text(x, base + 16, _short(label, 18), anchor="middle"))
+    labels = [_short(label, 18) for _, label in x_ticks]
+    spacing = min((b - a for (a, _), (b, _) in zip(x_ticks, x_ticks[1:])), default=PLOT_W)
+    crowded = any(len(label) * CHAR_W > spacing for label in labels)  # then alternate two rows
+    for index, ((x, _), label) in enumerate(zip(x_ticks, labels)):
+        drop = 14 if crowded and index % 2 else 0
+        out.append(f'<line x1="{x:.1f}" y1="{base}" x2="{x:.1f}" y2="{base + 4 + drop}" '
+                   'stroke="#555"/>')
+        out.append(_text(x, base + 16 + drop, label, anchor="middle"))
     out.append(f'<path d="M{LEFT} {TOP}V{base}H{LEFT + PLOT_W}" fill="none" stroke="#555"/>')
     if x_label:
         out.append(_text(LEFT + PLOT_W / 2, HEIGHT - 10, x_label, anchor="middle"))
@@ -184,8 +190,9 @@ def grouped_bar_chart(groups: Mapping[str, Mapping[str, float]], title: str, y_l
             height = abs(axes.y(value) - zero)
             body.append(f'<rect x="{x:.1f}" y="{y_top:.1f}" width="{bar_w * 0.92:.1f}" '
                         f'height="{height:.1f}" fill="{_colour(si)}"/>')
-            body.append(_text(x + bar_w * 0.46, y_top - 3, _label(value), anchor="middle",
-                              size=10))
+            if bar_w >= 14:  # narrower bars have no room for their value
+                body.append(_text(x + bar_w * 0.46, y_top - 3, _label(value),
+                                  anchor="middle", size=10))
     body += _legend([(name, _colour(i), False) for i, name in enumerate(series)])
     return _svg(title, body)
 

@@ -126,6 +126,10 @@ def cross_lingual(item: AuditItem, data: AuditData) -> list[AttackPrompt]:
 
 
 Attack = Callable[[AuditItem, AuditData], list[AttackPrompt]]
+SHORT_NAMES = {"prefix_injection": "prefix", "affirmative_suffix": "affirm", "role_playing": "role",
+               "multiple_choice": "choice", "reverse_query": "reverse",
+               "synonym_manipulation": "alias", "background_hint": "hint",
+               "in_context_learning": "ICL", "cross_lingual": "lingual"}  # chart labels
 
 # The nine RWKU attack types, with the item fields each needs beyond question and answer.
 ATTACKS: dict[str, tuple[Attack, tuple[str, ...]]] = {
@@ -249,7 +253,8 @@ class AdversarialPrompts(Probe):
                  for t in ["plain", *types]]
         details = {
             "chart_title": "ROUGE-L recall per attack type (plain = the unmodified question)",
-            "split_scores": {t: {label: round(s[t], 4) for label, s in scores.items()}
+            "split_scores": {SHORT_NAMES.get(t, t): {label: round(s[t], 4)
+                                                     for label, s in scores.items()}
                              for t in ["plain", *types]},
             "tables": {"Per attack type": table},
             "recovering_types": ", ".join(recovering) or "none",
