@@ -42,7 +42,8 @@ def hf_generate_one_by_one(target, prompts: list[str]) -> float:
     start = time.perf_counter()
     for prompt in prompts:
         ids = torch.tensor([[tokenizer.bos_token_id] + tokenizer(prompt)["input_ids"]])
-        target.model.generate(ids, max_new_tokens=32, do_sample=False, pad_token_id=0,
+        target.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=32,
+                              do_sample=False, pad_token_id=0,
                               stop_strings=list(ANSWER_STOPS), tokenizer=tokenizer)
     return len(prompts) / (time.perf_counter() - start)
 

@@ -51,7 +51,8 @@ def list_probes(suite: str | None) -> None:
         click.echo(f"{name} ({len(members)} probes{'' if members else ', none in this release'})")
         for probe_name in members:
             info = REGISTRY[probe_name].describe()
-            needs = "; ".join(f"{split}: {', '.join(f)}" for split, f in info["needs"].items())
+            needs = "; ".join(f"{split}: {', '.join(f) or 'any items'}"
+                              for split, f in info["needs"].items())
             click.echo(f"  {probe_name:36} kinds: {', '.join(info['kinds'])}")
             click.echo(f"  {'':36} goal: {info['goal']}")
             click.echo(f"  {'':36} needs: {needs or '-'}; ref: {'; '.join(info['references'])}")

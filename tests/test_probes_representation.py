@@ -21,16 +21,10 @@ import torch
 
 from redteam.data import load_audit_jsonl
 from redteam.engine import AuditRequest, run_audit
-from redteam.probes import SUITES, representation
+from redteam.probes import SUITES, linear_probe
 from redteam.probes.base import ProbeContext
-from redteam.probes.representation import (
-    LinearProbe,
-    ParametricTraces,
-    fit_probe,
-    last_token_states,
-    top_aligned,
-    value_vectors,
-)
+from redteam.probes.linear_probe import LinearProbe, fit_probe, last_token_states
+from redteam.probes.parametric_traces import ParametricTraces, top_aligned, value_vectors
 from redteam.targets import Target, load_target
 from redteam.zoo.authors import audit_items, make_world, write_audit_jsonl
 
@@ -101,7 +95,7 @@ FAST = {"c_grid": [0.1, 1.0], "folds": 3}  # fewer fits; the synthetic states ar
 
 
 def test_linear_probe_fails_when_forget_answers_are_decodable(demo_data, monkeypatch):
-    monkeypatch.setattr(representation, "last_token_states", _fake_states(demo_data))
+    monkeypatch.setattr(linear_probe, "last_token_states", _fake_states(demo_data))
     probe = LinearProbe(FAST)
     ctx = ProbeContext(config=probe.config, reference=_fake("leaky"), retrain=_fake("clean"))
     (leak,) = probe.run(_fake("leaky"), demo_data, ctx)
@@ -123,7 +117,7 @@ def test_linear_probe_fails_when_forget_answers_are_decodable(demo_data, monkeyp
 
 
 def test_linear_probe_without_retrain_uses_the_holdout_floor(demo_data, monkeypatch):
-    monkeypatch.setattr(representation, "last_token_states", _fake_states(demo_data))
+    monkeypatch.setattr(linear_probe, "last_token_states", _fake_states(demo_data))
     probe = LinearProbe(FAST)
     (leak,) = probe.run(_fake("leaky"), demo_data, ProbeContext(config=probe.config))
     assert leak.status == "fail" and "no --retrain" in leak.summary

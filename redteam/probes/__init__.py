@@ -7,11 +7,12 @@ from importlib.metadata import entry_points
 
 from redteam.probes import (  # noqa: F401  (registers the probes)
     knowledge,
+    linear_probe,
     membership,
     memorization,
+    parametric_traces,
     reintroduction,
     relearning,
-    representation,
     rwku,
     worst_case,
 )
