@@ -17,7 +17,7 @@ from redteam.errors import InputError, UnsupportedKindError
 from redteam.fileio import hash_tree
 
 KINDS = ("causal-lm", "image-classifier", "text-classifier", "clip", "hysac", "diffusion")
-SUPPORTED_KINDS = ("causal-lm",)
+SUPPORTED_KINDS = ("causal-lm", "image-classifier")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 HYSAC_CONFIG = "hysac_config.json"
 
@@ -29,7 +29,7 @@ class Target:
     path: Path
     kind: str
     model: Any
-    tokenizer: Any = None
+    tokenizer: Any = None  # the tokenizer, or an image classifier's image processor
     device: str = "cpu"
     files: dict[str, str] = field(default_factory=dict)
 
@@ -134,43 +134,69 @@ def _load_pickle_state_dict(path: Path) -> dict:
     return state
 
 
-def load_causal_lm(path: Path, device: str, allow_pickle: bool) -> tuple[Any, Any]:
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
+def _from_pretrained(path: Path, auto_class, device: str, allow_pickle: bool, dtype):
+    """Load weights with ``auto_class``: safetensors, or weights-only pickle when allowed."""
     has_safetensors = check_weights(path, allow_pickle)
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
     common = {"local_files_only": True, "trust_remote_code": False}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, **common)
-    except (OSError, ValueError, KeyError) as exc:
-        raise InputError(f"{path}: tokenizer could not be loaded ({_one_line(exc)})") from None
-    try:
         if has_safetensors:
-            model = AutoModelForCausalLM.from_pretrained(
-                path,
-                use_safetensors=True,
-                dtype=dtype,
-                device_map="auto" if device == "cuda" else None,
-                **common,
-            )
+            model = auto_class.from_pretrained(
+                path, use_safetensors=True, dtype=dtype,
+                device_map="auto" if device == "cuda" else None, **common)
         else:
+            from transformers import AutoConfig
+
             config = AutoConfig.from_pretrained(path, **common)
-            model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+            model = auto_class.from_config(config, dtype=dtype)
             _, unexpected = model.load_state_dict(_load_pickle_state_dict(path), strict=False)
             if unexpected:
                 raise InputError(f"{path}: weights do not match config ({unexpected[0]} ...)")
-            model.tie_weights()
+            if hasattr(model, "tie_weights"):
+                model.tie_weights()
     except InputError:
         raise
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise InputError(f"{path}: model could not be loaded ({_one_line(exc)})") from None
     if device == "cpu" or not has_safetensors:
         model.to(device)
-    model.eval()
+    return model.eval()
+
+
+def load_causal_lm(path: Path, device: str, allow_pickle: bool) -> tuple[Any, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True,
+                                                  trust_remote_code=False)
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"{path}: tokenizer could not be loaded ({_one_line(exc)})") from None
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    model = _from_pretrained(path, AutoModelForCausalLM, device, allow_pickle, dtype)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+def load_image_classifier(path: Path, device: str, allow_pickle: bool) -> tuple[Any, Any]:
+    """(``PixelClassifier`` wrapping the HF model with its preprocessing, the processor)."""
+    import torch
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    from redteam.vision import PixelClassifier
+
+    try:
+        processor = AutoImageProcessor.from_pretrained(path, local_files_only=True,
+                                                       trust_remote_code=False)
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"{path}: image processor could not be loaded "
+                         f"({_one_line(exc)})") from None
+    model = _from_pretrained(path, AutoModelForImageClassification, device, allow_pickle,
+                             torch.float32)
+    return PixelClassifier(model, processor).to(device).eval(), processor
+
+
+LOADERS = {"causal-lm": load_causal_lm, "image-classifier": load_image_classifier}
 
 
 def _one_line(exc: BaseException) -> str:
@@ -196,6 +222,6 @@ def load_target(
             f"(supported: {', '.join(SUPPORTED_KINDS)})"
         )
     files = hash_tree(path)
-    model, tokenizer = load_causal_lm(path, device, allow_pickle)
-    return Target(path=path, kind=kind, model=model, tokenizer=tokenizer, device=device,
+    model, preprocessor = LOADERS[kind](path, device, allow_pickle)
+    return Target(path=path, kind=kind, model=model, tokenizer=preprocessor, device=device,
                   files=files)

@@ -73,3 +73,12 @@ def unlearning_zoo(tmp_path_factory) -> dict[str, Path]:
     from redteam.zoo import build_unlearning_zoo
 
     return build_unlearning_zoo(tmp_path_factory.mktemp("zoo"), size="test", seed=0, quiet=True)
+
+
+@pytest.fixture(scope="session")
+def backdoor_zoo(tmp_path_factory) -> dict[str, Path]:
+    """The "test"-size digits zoo (clean, BadNets and Blend classifiers + image folders),
+    built once per session (about 15 s on 2 cores)."""
+    from redteam.zoo.digits import build_backdoor_zoo
+
+    return build_backdoor_zoo(tmp_path_factory.mktemp("digits"), size="test", seed=0)

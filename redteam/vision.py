@@ -1,0 +1,146 @@
+"""Image classifiers and image folders, in the pixel space the backdoor and adversarial methods use.
+
+Backdoor triggers and adversarial perturbations live in pixel space ([0, 1] RGB at the model's
+input size), so an audited Hugging Face ``*ForImageClassification`` model is wrapped with its own
+preprocessing (resize, normalisation) inside: ``PixelClassifier(images) -> logits``. Image audit
+data is a folder of class sub-folders (torchvision's ImageFolder convention), read strictly: an
+unreadable image or a class the model does not know is reported with the file, exit code 2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from redteam.errors import InputError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def input_size(processor) -> tuple[int, int]:
+    """(height, width) the processor feeds the model."""
+    size = getattr(processor, "crop_size", None) if getattr(processor, "do_center_crop",
+                                                            False) else None
+    size = size or getattr(processor, "size", None) or {}
+    if "height" in size and "width" in size:
+        return int(size["height"]), int(size["width"])
+    if "shortest_edge" in size:
+        edge = int(size["shortest_edge"])
+        return edge, edge
+    raise InputError(f"preprocessor size {size!r} is not understood (need height/width)")
+
+
+class PixelClassifier(nn.Module):
+    """An HF image classifier taking ``[N, 3, H, W]`` images in [0, 1]; returns logits.
+
+    The processor's resizing and normalisation happen inside, differentiably, so attacks and
+    trigger searches work on the pixels a user would see.
+    """
+
+    def __init__(self, hf_model: nn.Module, processor) -> None:
+        super().__init__()
+        self.hf_model = hf_model
+        self.size = input_size(processor)
+        mean = getattr(processor, "image_mean", None) or [0.0, 0.0, 0.0]
+        std = getattr(processor, "image_std", None) or [1.0, 1.0, 1.0]
+        normalise = bool(getattr(processor, "do_normalize", True))
+        self.register_buffer("mean", torch.tensor(mean if normalise else [0.0] * 3)
+                             .view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std if normalise else [1.0] * 3)
+                             .view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.hf_model.config.num_labels)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if tuple(images.shape[-2:]) != self.size:
+            images = nn.functional.interpolate(images, size=self.size, mode="bilinear",
+                                               align_corners=False)
+        return self.hf_model(pixel_values=(images - self.mean) / self.std).logits
+
+
+@dataclass
+class ImageFolder:
+    """Images of a class-folder tree as one tensor, labelled with the model's label ids."""
+
+    path: Path
+    images: torch.Tensor  # [N, 3, H, W] float in [0, 1]
+    labels: torch.Tensor  # [N] long, the model's label ids
+    files: list[Path] = field(default_factory=list)
+    classes: dict[str, int] = field(default_factory=dict)  # folder name -> label id
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+def label_ids(model_config) -> dict[str, int]:
+    """Folder names a class may have -> label id: the label names, and the ids themselves."""
+    id2label = getattr(model_config, "id2label", None) or {}
+    names = {str(name): int(i) for i, name in id2label.items()}
+    names.update({str(i): int(i) for i in range(int(model_config.num_labels))})
+    return names
+
+
+def load_image_folder(path: str | Path, size: tuple[int, int],
+                      classes: dict[str, int]) -> ImageFolder:
+    """Read ``path/<class>/<image>`` into tensors at ``size``; ``classes`` maps folder names to
+    the model's label ids (see ``label_ids``)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_dir():
+        raise InputError(f"{path}: image folder not found")
+    folders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise InputError(f"{path}: no class sub-folders (expected {path}/<class>/<image>)")
+    images, labels, files, used = [], [], [], {}
+    for folder in folders:
+        if folder.name not in classes:
+            known = ", ".join(sorted(classes, key=lambda c: classes[c])[:12])
+            raise InputError(f"{folder}: class {folder.name!r} is not one of the model's labels "
+                             f"({known})")
+        used[folder.name] = classes[folder.name]
+        for file in sorted(folder.iterdir()):
+            if not file.is_file() or file.name.startswith("."):
+                continue
+            if file.suffix.lower() not in IMAGE_SUFFIXES:
+                raise InputError(f"{file}: not an image file "
+                                 f"(expected {', '.join(IMAGE_SUFFIXES)})")
+            try:
+                with Image.open(file) as image:
+                    pixels = image.convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
+            except (UnidentifiedImageError, OSError) as exc:
+                raise InputError(f"{file}: unreadable image ({exc})") from None
+            images.append(np.asarray(pixels, dtype=np.float32) / 255.0)
+            labels.append(classes[folder.name])
+            files.append(file)
+    if not images:
+        raise InputError(f"{path}: no images in the class sub-folders")
+    tensor = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+    return ImageFolder(path=path, images=tensor, labels=torch.tensor(labels), files=files,
+                       classes=used)
+
+
+def save_png(image: np.ndarray | torch.Tensor, path: str | Path) -> Path:
+    """Write an image (``[3, H, W]`` or ``[H, W, 3]`` in [0, 1], or uint8 ``[H, W, 3]``) as PNG."""
+    from PIL import Image
+
+    from redteam.fileio import atomic_write_bytes
+
+    array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3):
+        array = np.transpose(array, (1, 2, 0))
+    if array.dtype != np.uint8:
+        array = (np.clip(array, 0.0, 1.0) * 255).round().astype(np.uint8)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return atomic_write_bytes(path, buffer.getvalue())
