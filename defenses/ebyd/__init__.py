@@ -1,0 +1,48 @@
+"""EBYD backdoor exposure, detection, trigger recovery and removal on image classifiers.
+
+Framework level (pure torch + numpy): a model is any ``nn.Module`` mapping images
+``[N, 3, H, W]`` in [0, 1] to logits; the caller's model is never modified.
+
+- Clean Unlearning exposure and VAR detection: "Expose Before You Defend" (Li et al. 2024,
+  arXiv:2410.19427) — :mod:`defenses.ebyd.exposure`.
+- Neural Cleanse trigger recovery (Wang et al. 2019) — :mod:`defenses.ebyd.neural_cleanse`.
+- Reconstructive Neuron Pruning removal (Li et al. 2023, arXiv:2305.14876) —
+  :mod:`defenses.ebyd.removal`.
+- BackdoorBench metrics (CA, ASR, RA, DER) — :mod:`defenses.ebyd.metrics`.
+"""
+
+from defenses.ebyd.exposure import (
+    BackdoorVerdict,
+    CleanUnlearningResult,
+    clean_unlearning,
+    detect_backdoor,
+    history_csv,
+    share_margin,
+)
+from defenses.ebyd.metrics import (
+    accuracy,
+    attack_success_rate,
+    defense_effectiveness_rate,
+    model_device,
+    predict,
+    prediction_shares,
+    robust_accuracy,
+)
+from defenses.ebyd.neural_cleanse import (
+    ClassTrigger,
+    TriggerScan,
+    anomaly_indices,
+    neural_cleanse,
+    reverse_trigger,
+    trigger_image,
+)
+from defenses.ebyd.removal import PruningResult, prune_channels, reconstructive_neuron_pruning
+
+__all__ = [
+    "BackdoorVerdict", "ClassTrigger", "CleanUnlearningResult", "PruningResult", "TriggerScan",
+    "accuracy", "anomaly_indices", "attack_success_rate", "clean_unlearning",
+    "defense_effectiveness_rate", "detect_backdoor", "history_csv", "model_device",
+    "neural_cleanse", "predict", "prediction_shares", "prune_channels",
+    "reconstructive_neuron_pruning", "reverse_trigger", "robust_accuracy", "share_margin",
+    "trigger_image",
+]
