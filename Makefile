@@ -24,6 +24,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_scoring.py
 	$(BIN)/python benchmarks/bench_adversarial.py
+	$(BIN)/python benchmarks/bench_backdoor.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -103,6 +103,51 @@ def audit(model: Path, suite: str, data, reference, retrain, out, probes, device
 
 
 @cli.command()
+@click.argument("model", type=EXISTING)
+@click.option("--clean-data", required=True, type=EXISTING,
+              help="A few hundred clean images you trust (one sub-folder per class).")
+@click.option("--test-data", type=EXISTING, help="Clean test images for accuracy after removal.")
+@click.option("--poisoned-data", type=EXISTING,
+              help="Test images carrying the trigger, in the folder of their true class "
+                   "(attack success before and after removal).")
+@click.option("--trigger", type=EXISTING, help="PNG of the true trigger, if known (black "
+              "elsewhere): shown beside the recovered one, with their overlap.")
+@click.option("--out", type=EXISTING, help="Run folder [default: reports/<model>-<UTC time>].")
+@click.option("--remove", "repaired", type=EXISTING,
+              help="Also remove the backdoor (RNP) and write the repaired model here.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--fail-on", type=click.Choice(SEVERITIES), default="high", show_default=True)
+@click.option("--allow-pickle", is_flag=True,
+              help="Accept pickle weights, loaded with torch.load(weights_only=True).")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier run in --out.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def expose(model: Path, clean_data, test_data, poisoned_data, trigger, out, repaired, device,
+           seed, fail_on, allow_pickle, overwrite, quiet) -> None:
+    """Expose (and optionally remove) a backdoor in an image classifier (EBYD).
+
+    Exit code 1 when a backdoor is found.
+
+    \b
+    Example:
+      redteam expose ./vendor-model --clean-data clean/ --poisoned-data poisoned/ \\
+          --out reports/vendor --remove ./vendor-model-repaired
+    """
+    from redteam.expose import expose_model
+
+    result = expose_model(model, clean_data, test_data=test_data, poisoned_data=poisoned_data,
+                          trigger=trigger, out=out, repaired=repaired, device=device, seed=seed,
+                          fail_on=fail_on, overwrite=overwrite, allow_pickle=allow_pickle,
+                          quiet=quiet, command=["redteam", *sys.argv[1:]])
+    verdict = next((f for f in result.findings if f.probe == "backdoor.exposure"), None)
+    if verdict is not None and verdict.status == "fail":
+        click.echo(f"backdoor: {verdict.summary}")
+    click.echo(f"report: {result.out_dir / 'report.html'}")
+    sys.exit(result.exit_code)
+
+
+@cli.command()
 @click.argument("run_dir", type=EXISTING)
 def report(run_dir: Path) -> None:
     """Re-render RUN_DIR/report.html from RUN_DIR/findings.json.

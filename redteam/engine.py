@@ -65,6 +65,7 @@ class AuditRequest:
     overwrite: bool = False
     quiet: bool = False
     command: list[str] = field(default_factory=lambda: list(sys.argv))
+    settings: dict[str, dict] = field(default_factory=dict)  # probe -> settings over the config
 
 
 @dataclass
@@ -110,6 +111,22 @@ def load_config(path: Path | None) -> dict:
         if name not in REGISTRY:
             raise InputError(f"{path}: probes.{name}: unknown probe")
     return config
+
+
+def kind_of(request: AuditRequest) -> str:
+    from redteam.targets import detect_kind
+
+    return request.kind or detect_kind(request.model)
+
+
+def load_data(path: Path, target: Target):
+    """The audit data for ``target``: the JSONL of an LLM audit, or a folder of class
+    sub-folders of images for an image classifier (labelled with the model's label ids)."""
+    if target.kind == "image-classifier":
+        from redteam.vision import label_ids, load_image_folder
+
+        return load_image_folder(path, target.model.size, label_ids(target.model.hf_model.config))
+    return load_audit_jsonl(path)
 
 
 def prepare_out_dir(out: Path, overwrite: bool, create: bool = True) -> Path:
@@ -241,13 +258,16 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
         raise InputError(f"--fail-on {request.fail_on}: must be one of {', '.join(SEVERITIES)}")
     probe_classes = select_probes(request.suite, request.probes)
     config = load_config(request.config)
+    for name, values in request.settings.items():
+        config.setdefault("probes", {}).setdefault(name, {}).update(values)
     probe_settings = config.get("probes", {})
     try:
         probes = [cls(probe_settings.get(cls.name)) for cls in probe_classes]
     except ValueError as exc:
         raise InputError(f"{request.config}: {exc}") from None
     device = resolve_device(request.device)
-    data = load_audit_jsonl(request.data) if request.data else None
+    if request.data and kind_of(request) == "causal-lm":
+        load_audit_jsonl(request.data)  # bad data fails before any model loads
     out = request.out or default_out_dir(request.model)
     prepare_out_dir(out, request.overwrite, create=False)
     started = _now()
@@ -259,6 +279,7 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
         return cache.target(path, request.kind, device, request.allow_pickle)
 
     target = load(request.model)
+    data = load_data(request.data, target) if request.data else None
     reference, retrain = load(request.reference), load(request.retrain)
     prepare_out_dir(out, request.overwrite)
     scoring = config.get("scoring", {})
@@ -272,6 +293,7 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
     artifacts = out / "artifacts"
     artifacts.mkdir(exist_ok=True)
     findings: list[Finding] = []
+    shared: dict = {}  # results probes of this run share (e.g. the exposed model)
     not_applicable: dict[str, str] = {}
     progress = tqdm(probes, desc="probes", unit="probe", disable=request.quiet)
     for probe in progress:
@@ -281,7 +303,8 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
             continue
         ctx = ProbeContext(config=probe.config, seed=request.seed, device=device,
                            artifacts_dir=artifacts, quiet=request.quiet, reference=reference,
-                           retrain=retrain, scorer_for=scorer_for, findings=list(findings))
+                           retrain=retrain, scorer_for=scorer_for, findings=list(findings),
+                           shared=shared)
         seed_everything(request.seed)
         findings.extend(run_probe(probe, target, data, ctx, events))
 

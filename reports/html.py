@@ -300,6 +300,13 @@ def cells_from_documents(
     return list(rows), cells
 
 
+def _index_columns(columns: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    return [{"name": str(c["name"]), "href": safe_href(c.get("report")),
+             "exit_code": c.get("exit_code"), "description": str(c.get("description") or ""),
+             "worst": c.get("worst_severity"),
+             "worst_cls": _cls("sev", str(c.get("worst_severity")), SEVERITIES)} for c in columns]
+
+
 def _index_table(rows: Sequence[str], cols: list[dict[str, Any]],
                  cells: Mapping[tuple[str, str], Mapping[str, Any]]) -> list[tuple[str, list]]:
     table = []
@@ -326,15 +333,15 @@ def render_index(rows: Sequence[str], columns: Sequence[Mapping[str, Any]],
     ``columns``: dicts with "name", "report" (relative link to the variant's report.html),
     "exit_code", "worst_severity" (or None) and "description". ``cells`` maps (probe, variant
     name) to {"status", "severity", "metric_name", "value", "threshold"}; absent cells show a dash.
-    ``extra_tables``: more tables over the same columns, each {"title", "note", "rows", "cells"}
-    (e.g. which attacks bring the knowledge back, per variant).
+    ``extra_tables``: more tables, each {"title", "note", "rows", "cells"} and optionally its own
+    "columns" (default: the main table's), e.g. which attacks bring the knowledge back.
     """
-    cols = [{"name": str(c["name"]), "href": safe_href(c.get("report")),
-             "exit_code": c.get("exit_code"), "description": str(c.get("description") or ""),
-             "worst": c.get("worst_severity"),
-             "worst_cls": _cls("sev", str(c.get("worst_severity")), SEVERITIES)} for c in columns]
-    extras = [{"title": str(t["title"]), "note": str(t.get("note") or ""),
-               "table": _index_table(t["rows"], cols, t["cells"])} for t in extra_tables]
+    cols = _index_columns(columns)
+    extras = []
+    for extra in extra_tables:
+        own = _index_columns(extra["columns"]) if extra.get("columns") else cols
+        extras.append({"title": str(extra["title"]), "note": str(extra.get("note") or ""),
+                       "columns": own, "table": _index_table(extra["rows"], own, extra["cells"])})
     return _env().get_template("index.html.j2").render(
         csp=CSP, css=_css(), title=title, columns=cols, table=_index_table(rows, cols, cells),
         extras=extras)

@@ -14,7 +14,9 @@ Framework level (pure torch + numpy): a model is any ``nn.Module`` mapping image
 from defenses.ebyd.exposure import (
     BackdoorVerdict,
     CleanUnlearningResult,
+    CollapseConsistency,
     clean_unlearning,
+    collapse_consistency,
     detect_backdoor,
     history_csv,
     share_margin,
@@ -39,7 +41,8 @@ from defenses.ebyd.neural_cleanse import (
 from defenses.ebyd.removal import PruningResult, prune_channels, reconstructive_neuron_pruning
 
 __all__ = [
-    "BackdoorVerdict", "ClassTrigger", "CleanUnlearningResult", "PruningResult", "TriggerScan",
+    "BackdoorVerdict", "ClassTrigger", "CleanUnlearningResult", "CollapseConsistency",
+    "PruningResult", "TriggerScan", "collapse_consistency",
     "accuracy", "anomaly_indices", "attack_success_rate", "clean_unlearning",
     "defense_effectiveness_rate", "detect_backdoor", "history_csv", "model_device",
     "neural_cleanse", "predict", "prediction_shares", "prune_channels",

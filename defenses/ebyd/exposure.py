@@ -166,3 +166,31 @@ def detect_backdoor(shares: np.ndarray, var_threshold: float = 0.01,
         flagged=by_var and by_margin, target_label=target, target_share=float(shares[target]),
         var=var, var_threshold=var_threshold, margin=margin, margin_threshold=margin_threshold,
         agree=by_var == by_margin, note=note, shares=shares.tolist())
+
+
+@dataclass
+class CollapseConsistency:
+    """Which label each repeated exposure collapsed onto, and how many agree with the most
+    common one. A backdoor's target is a property of the model, so every repeat finds it; a
+    clean model collapses onto whatever class the unlearning's randomness favours."""
+
+    labels: list[int]
+    mode: int
+    agreement: float  # share of repeats whose collapse label is ``mode``
+
+
+def collapse_consistency(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
+                         repeats: int = 4, fraction: float = 0.75, seed: int = 0,
+                         **unlearning) -> CollapseConsistency:
+    """Repeat clean unlearning on ``repeats`` random ``fraction`` subsets (other seeds) and
+    record each exposed model's top label. ``unlearning``: settings of ``clean_unlearning``."""
+    found = []
+    for repeat in range(repeats):
+        generator = torch.Generator().manual_seed(seed * 1000 + repeat + 1)
+        subset = torch.randperm(len(labels), generator=generator)[:max(1, int(fraction *
+                                                                              len(labels)))]
+        result = clean_unlearning(model, images[subset], labels[subset],
+                                  seed=seed * 1000 + repeat + 1, **unlearning)
+        found.append(int(np.argmax(result.final_shares)))
+    mode = max(set(found), key=found.count)
+    return CollapseConsistency(labels=found, mode=mode, agreement=found.count(mode) / len(found))

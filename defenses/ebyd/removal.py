@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from defenses.ebyd.metrics import model_device
+from defenses.ebyd.metrics import accuracy, model_device
 
 
 @dataclass
@@ -145,18 +145,38 @@ def _summary(masks: dict[str, torch.Tensor], lowest: int = 10) -> dict:
     }
 
 
+def _within_accuracy(model: nn.Module, ordered: list[tuple[str, int]], images: torch.Tensor,
+                     labels: torch.Tensor, max_drop: float,
+                     chunks: int = 20) -> list[tuple[str, int]]:
+    """The longest prefix of ``ordered`` (in steps of ~1/``chunks``) whose pruning keeps clean
+    accuracy within ``max_drop`` of the unpruned model's."""
+    baseline = accuracy(model, images, labels)
+    step = max(1, len(ordered) // chunks)
+    kept = 0
+    for end in range(step, len(ordered) + step, step):
+        trial = copy.deepcopy(model)
+        prune_channels(trial, ordered[:min(end, len(ordered))])
+        if baseline - accuracy(trial.eval(), images, labels) > max_drop:
+            break
+        kept = min(end, len(ordered))
+    return ordered[:kept]
+
+
 def reconstructive_neuron_pruning(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                                   *, unlearn_lr: float = 0.01,
                                   unlearn_stop_accuracy: float = 0.20,
                                   unlearn_max_epochs: int = 100, mask_lr: float = 0.2,
                                   mask_epochs: int = 20, alpha: float = 0.2,
                                   prune_threshold: float = 0.2, batch_size: int = 128,
+                                  max_accuracy_drop: float | None = None,
                                   seed: int = 0) -> PruningResult:
     """RNP: unlearn a copy, learn channel masks on it, prune the original's masked-out channels.
 
     Defaults are the reference's (SGD lr 0.01 to accuracy ≤ 0.20; masks lr 0.2, α 0.2,
     20 epochs; prune masks < 0.2). The caller's model is not modified: both the unlearned and
-    the pruned models are copies.
+    the pruned models are copies. With ``max_accuracy_drop``, channels are pruned lowest mask
+    first, and pruning stops before accuracy on the given clean images falls by more than that
+    (small models have little redundancy; the lowest masks carry the backdoor).
     """
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -167,8 +187,11 @@ def reconstructive_neuron_pruning(model: nn.Module, images: torch.Tensor, labels
                                      generator=generator)
     masks = learn_masks(unlearned, images, labels, lr=mask_lr, epochs=mask_epochs, alpha=alpha,
                         batch_size=batch_size, generator=generator)
-    pruned = [(name, c) for name, mask in masks.items()
-              for c in torch.nonzero(mask < prune_threshold).flatten().tolist()]
+    candidates = sorted(((float(mask[c]), name, c) for name, mask in masks.items()
+                         for c in torch.nonzero(mask < prune_threshold).flatten().tolist()))
+    pruned = [(name, c) for _, name, c in candidates]
+    if max_accuracy_drop is not None:
+        pruned = _within_accuracy(model, pruned, images, labels, max_accuracy_drop)
     result = copy.deepcopy(model)
     prune_channels(result, pruned)
     result.eval()

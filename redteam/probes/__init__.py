@@ -6,6 +6,7 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 
 from redteam.probes import (  # noqa: F401  (registers the probes)
+    backdoor,
     knowledge,
     linear_probe,
     membership,
@@ -32,7 +33,7 @@ SUITES: dict[str, list[str]] = {
         "unlearning.utility",
         "unlearning.worst_case_items",
     ],
-    "backdoor": [],
+    "backdoor": ["backdoor.exposure", "backdoor.trigger_recovery", "backdoor.removal"],
     "adversarial": [],
     "concept": [],
     "safety": [],

@@ -40,6 +40,7 @@ class ProbeContext:
     retrain: Target | None = None
     scorer_for: Callable[[Target], Any] | None = None
     findings: list[Finding] = field(default_factory=list)  # this run's findings so far
+    shared: dict[str, Any] = field(default_factory=dict)  # results probes of a run share
 
     def scorer(self, target: Target):
         """The shared, memoising scorer of ``target`` (see redteam.scoring)."""

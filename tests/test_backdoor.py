@@ -1,0 +1,121 @@
+"""The backdoor suite and `redteam expose` on the digits zoo: a backdoored and a clean model."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from redteam.cli import main
+from redteam.engine import AuditRequest, run_audit
+from redteam.targets import load_target
+from redteam.vision import save_png
+
+FAST = {"backdoor.trigger_recovery": {"steps": 120}}
+
+
+@pytest.fixture(scope="module")
+def badnets_run(backdoor_zoo, tmp_path_factory):
+    """`redteam expose` on the BadNets model, with removal, run once for the module's tests."""
+    from redteam.expose import expose_model
+
+    out = tmp_path_factory.mktemp("expose")
+    before = load_target(backdoor_zoo["badnets"]).model.state_dict()
+    result = expose_model(
+        backdoor_zoo["badnets"], backdoor_zoo["clean-data"], test_data=backdoor_zoo["test-data"],
+        poisoned_data=backdoor_zoo["poisoned-badnets"], trigger=backdoor_zoo["trigger-badnets"],
+        out=out / "run", repaired=out / "repaired", device="cpu", quiet=True,
+        settings=FAST)
+    return result, out, before
+
+
+def test_badnets_backdoor_is_exposed_with_its_target_label(badnets_run):
+    result, out, _ = badnets_run
+    findings = {f.probe: f for f in result.findings}
+    exposure = findings["backdoor.exposure"]
+    assert result.exit_code == 1
+    assert exposure.status == "fail" and exposure.severity == "critical", exposure.summary
+    assert exposure.details["target_label"] == 0
+    assert exposure.details["target_share"] > 0.3 and exposure.details["repeat_agreement"] == 1
+    assert exposure.details["stopped_early"]
+    assert len(exposure.details["class_shares"]) == 10
+    assert (out / "run" / "artifacts" / "clean_unlearning.csv").is_file()
+
+
+def test_trigger_is_recovered_where_the_true_one_is(badnets_run):
+    result, out, _ = badnets_run
+    recovery = next(f for f in result.findings if f.probe == "backdoor.trigger_recovery")
+    assert recovery.status == "fail" and "0" in recovery.details["flagged_labels"]
+    assert recovery.details["recovered_mask_mass_on_true_trigger"] > 0.5
+    for name in ("recovered_trigger.png", "true_trigger.png"):
+        assert (out / "run" / "artifacts" / name).is_file()
+    assert "recovered_trigger.png" in (out / "run" / "report.html").read_text()
+
+
+def test_removal_writes_a_repaired_model_and_measures_it(badnets_run):
+    """RNP prunes within the clean-accuracy bound and reports ASR before and after. (On this
+    small ResNet it does not yet bring ASR down within that bound: the finding says so.)"""
+    result, out, before = badnets_run
+    removal = next(f for f in result.findings if f.probe == "backdoor.removal")
+    rows = {r["measure"].split(" (")[0]: r for r in
+            removal.details["tables"]["Before and after removal"]}
+    assert rows["attack success rate"]["before"] > 0.9
+    assert "robust accuracy" in rows and "der" in removal.details
+    assert rows["clean accuracy"]["before"] - rows["clean accuracy"]["after"] <= 0.05 + 1e-6
+    assert (removal.status == "pass") == (rows["attack success rate"]["after"] <= 0.2)
+    repaired = load_target(out / "repaired")
+    assert repaired.kind == "image-classifier"
+    after = load_target(result.out_dir.parent / "repaired").model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_clean_model_is_not_flagged(backdoor_zoo, tmp_path):
+    result = run_audit(AuditRequest(
+        model=backdoor_zoo["clean"], suite="backdoor", data=backdoor_zoo["clean-data"],
+        probes=["backdoor.exposure", "backdoor.removal"], out=tmp_path / "run", device="cpu",
+        quiet=True))
+    exposure, removal = result.findings
+    # a clean model may collapse under gradient ascent too, but not onto one consistent label
+    assert exposure.severity in ("info", "low"), exposure.summary
+    assert exposure.details["repeat_agreement"] < 1
+    assert removal.status == "skipped" and "only when asked" in removal.summary
+    assert result.exit_code == 0
+
+
+def _run(args, capsys):
+    code = main(args)
+    return code, capsys.readouterr().err
+
+
+def test_expose_bad_inputs_exit_2_and_write_nothing(backdoor_zoo, tiny_lm, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, err = _run(["expose", str(tiny_lm), "--clean-data", str(backdoor_zoo["clean-data"]),
+                      "--out", str(out)], capsys)
+    assert code == 2 and "needs an image classifier" in err and not out.exists()
+
+    broken = tmp_path / "clean"
+    shutil.copytree(backdoor_zoo["clean-data"], broken)
+    (broken / "4" / "broken.png").write_bytes(b"nope")
+    code, err = _run(["expose", str(backdoor_zoo["clean"]), "--clean-data", str(broken),
+                      "--out", str(out)], capsys)
+    assert code == 2 and "broken.png: unreadable image" in err and not out.exists()
+    assert len(err.strip().splitlines()) == 1
+
+    inside = backdoor_zoo["clean"] / "repaired"
+    code, err = _run(["expose", str(backdoor_zoo["clean"]), "--clean-data",
+                      str(backdoor_zoo["clean-data"]), "--remove", str(inside)], capsys)
+    assert code == 2 and "must not be inside the model folder" in err and not inside.exists()
+
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    save_png(torch.zeros(3, 4, 4), taken / "x.png")
+    code, err = _run(["expose", str(backdoor_zoo["clean"]), "--clean-data",
+                      str(backdoor_zoo["clean-data"]), "--remove", str(taken)], capsys)
+    assert code == 2 and "not empty" in err
+
+
+def test_findings_document_is_plain_json(badnets_run):
+    result, _, _ = badnets_run
+    document = json.loads((result.out_dir / "findings.json").read_text())
+    assert document["run"]["suite"] == "backdoor"
+    assert document["run"]["inputs"]["data"]  # every clean image hashed
