@@ -52,21 +52,44 @@ def test_trigger_is_recovered_where_the_true_one_is(badnets_run):
     assert "recovered_trigger.png" in (out / "run" / "report.html").read_text()
 
 
-def test_removal_writes_a_repaired_model_and_measures_it(badnets_run):
-    """RNP prunes within the clean-accuracy bound and reports ASR before and after. (On this
-    small ResNet it does not yet bring ASR down within that bound: the finding says so.)"""
+def test_removal_lowers_attack_success_and_keeps_accuracy(badnets_run):
+    """With the trigger recovered on the exposed model, unlearning it removes the backdoor."""
     result, out, before = badnets_run
     removal = next(f for f in result.findings if f.probe == "backdoor.removal")
+    assert removal.details["method"] == "trigger-unlearning"
     rows = {r["measure"].split(" (")[0]: r for r in
             removal.details["tables"]["Before and after removal"]}
     assert rows["attack success rate"]["before"] > 0.9
-    assert "robust accuracy" in rows and "der" in removal.details
-    assert rows["clean accuracy"]["before"] - rows["clean accuracy"]["after"] <= 0.05 + 1e-6
-    assert (removal.status == "pass") == (rows["attack success rate"]["after"] <= 0.2)
+    assert rows["attack success rate"]["after"] < 0.2
+    assert rows["robust accuracy"]["after"] > rows["robust accuracy"]["before"]
+    assert rows["clean accuracy"]["before"] - rows["clean accuracy"]["after"] < 0.05
+    assert removal.status == "pass" and removal.details["der"] > 0.9
     repaired = load_target(out / "repaired")
     assert repaired.kind == "image-classifier"
-    after = load_target(result.out_dir.parent / "repaired").model.state_dict()
+    after = repaired.model.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_rnp_removal_stays_within_the_accuracy_bound(backdoor_zoo):
+    """RNP prunes lowest masks first and stops before clean accuracy drops by more than the
+    bound (on this small ResNet that bound also stops it before the backdoor goes)."""
+    from defenses.ebyd import accuracy, reconstructive_neuron_pruning
+    from redteam.vision import label_ids, load_image_folder
+
+    target = load_target(backdoor_zoo["badnets"])
+    clean = load_image_folder(backdoor_zoo["clean-data"], target.model.size,
+                              label_ids(target.model.hf_model.config))
+    result = reconstructive_neuron_pruning(target.model, clean.images, clean.labels,
+                                           max_accuracy_drop=0.05)
+    drop = (accuracy(target.model, clean.images, clean.labels)
+            - accuracy(result.model, clean.images, clean.labels))
+    assert drop <= 0.05 + 1e-6
+
+
+def test_the_audited_model_is_untouched(badnets_run, backdoor_zoo):
+    _, _, before = badnets_run
+    now = load_target(backdoor_zoo["badnets"]).model.state_dict()
+    assert all(torch.equal(before[k], now[k]) for k in before)
 
 
 def test_clean_model_is_not_flagged(backdoor_zoo, tmp_path):

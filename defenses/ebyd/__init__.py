@@ -38,7 +38,12 @@ from defenses.ebyd.neural_cleanse import (
     reverse_trigger,
     trigger_image,
 )
-from defenses.ebyd.removal import PruningResult, prune_channels, reconstructive_neuron_pruning
+from defenses.ebyd.removal import (
+    PruningResult,
+    prune_channels,
+    reconstructive_neuron_pruning,
+    unlearn_trigger,
+)
 
 __all__ = [
     "BackdoorVerdict", "ClassTrigger", "CleanUnlearningResult", "CollapseConsistency",
@@ -47,5 +52,5 @@ __all__ = [
     "defense_effectiveness_rate", "detect_backdoor", "history_csv", "model_device",
     "neural_cleanse", "predict", "prediction_shares", "prune_channels",
     "reconstructive_neuron_pruning", "reverse_trigger", "robust_accuracy", "share_margin",
-    "trigger_image",
+    "trigger_image", "unlearn_trigger",
 ]

@@ -196,3 +196,30 @@ def reconstructive_neuron_pruning(model: nn.Module, images: torch.Tensor, labels
     prune_channels(result, pruned)
     result.eval()
     return PruningResult(result, pruned, _summary(masks), epochs, train_accuracy, list(masks))
+
+
+def unlearn_trigger(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                    mask: torch.Tensor, pattern: torch.Tensor, *, epochs: int = 10,
+                    lr: float = 1e-3, stamp_fraction: float = 0.2, batch_size: int = 32,
+                    seed: int = 0) -> nn.Module:
+    """Neural Cleanse's mitigation: fine-tune a copy on clean images, ``stamp_fraction`` of each
+    batch carrying the reversed trigger (``mask``, ``pattern``) with its TRUE label, so the
+    trigger stops meaning the target (Wang et al. 2019, "unlearning"). EBYD: a trigger reversed
+    on the exposed model is closer to the real one, which is what makes this work."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    repaired = copy.deepcopy(model)
+    device = model_device(repaired)
+    mask, pattern = mask.detach().to(device), pattern.detach().to(device)
+    optimizer = torch.optim.Adam(repaired.parameters(), lr=lr)
+    repaired.train()
+    for _ in range(epochs):
+        for batch in _epoch(len(labels), batch_size, generator):
+            x, y = images[batch].to(device).clone(), labels[batch].to(device)
+            stamped = max(1, int(stamp_fraction * len(batch)))
+            x[:stamped] = (1 - mask) * x[:stamped] + mask * pattern
+            loss = F.cross_entropy(repaired(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return repaired.eval()

@@ -37,6 +37,7 @@ class ImageProbe(Probe):
         return None
 
 
+RECOVERED_TRIGGER = "backdoor.recovered_trigger"  # ctx.shared key: a corroborated ClassTrigger
 EXPOSURE_DEFAULTS = {"lr": 1e-3, "max_epochs": 20, "stop_accuracy": 0.2, "batch_size": 128}
 
 
@@ -226,6 +227,7 @@ class TriggerRecovery(ImageProbe):
                          and f.status == "fail" and f.severity == "critical"), None)
         if exposure is not None and exposure.details["target_label"] in scan.flagged_classes:
             summary += " The exposure probe found the same backdoor label."
+            ctx.shared[RECOVERED_TRIGGER] = scan.trigger(exposure.details["target_label"])
             return [self.finding("fail", "high", summary, metric=metric, details=details,
                                  artifacts=artifacts)]
         summary += (" Not corroborated by the exposure probe: small models have labels that "
@@ -238,13 +240,16 @@ class TriggerRecovery(ImageProbe):
 class Removal(ImageProbe):
     name = "backdoor.removal"
     suite = "backdoor"
-    title = "Backdoor removed by reconstructive neuron pruning"
-    goal = ("prune the neurons that carry the backdoor (RNP) and write a repaired model; "
-            "measure clean accuracy and attack success before and after")
-    references = ("arXiv:2305.14876 (RNP)", EBYD, "BackdoorBench (DER)")
+    title = "Backdoor removal"
+    goal = ("remove the backdoor and write a repaired model: unlearn the trigger recovered on the "
+            "exposed model, or prune the neurons that carry it (RNP) when no trigger was "
+            "recovered; measure clean accuracy and attack success before and after")
+    references = ("arXiv:2305.14876 (RNP)", "doi:10.1109/SP.2019.00031 (Neural Cleanse "
+                  "unlearning)", EBYD, "BackdoorBench (DER)")
     tags = ("backdoor", "removal")
     defaults = {"output": "", "test_data": "", "poisoned_data": "", "target_label": -1,
-                "max_asr": 0.2, "max_accuracy_drop": 0.05, "prune_threshold": 0.2}
+                "method": "auto", "max_asr": 0.2, "max_accuracy_drop": 0.05,
+                "prune_threshold": 0.2, "unlearn_epochs": 10}
     remediation = (
         "The removal did not meet the bar: attack success is still high or clean accuracy fell "
         "too far. Do not deploy the repaired model; retrain from trusted data instead."
@@ -263,20 +268,40 @@ class Removal(ImageProbe):
             defense_effectiveness_rate,
             reconstructive_neuron_pruning,
             robust_accuracy,
+            unlearn_trigger,
         )
 
         output = Path(self.config["output"])
-        result = reconstructive_neuron_pruning(
-            target.model, data.images, data.labels, prune_threshold=self.config["prune_threshold"],
-            max_accuracy_drop=self.config["max_accuracy_drop"], seed=ctx.seed)
-        save_repaired(result.model, target, output)
+        method, trigger = self.config["method"], ctx.shared.get(RECOVERED_TRIGGER)
+        if method == "auto":
+            method = "trigger-unlearning" if trigger is not None else "rnp"
+        if method == "trigger-unlearning":
+            if trigger is None:
+                return [self.skipped("trigger-unlearning needs a trigger recovered on the exposed "
+                                     "model and confirmed by the exposure probe; none was")]
+            repaired = unlearn_trigger(target.model, data.images, data.labels, trigger.mask,
+                                       trigger.pattern, epochs=int(self.config["unlearn_epochs"]),
+                                       seed=ctx.seed)
+            how = (f"fine-tuned on the clean images, 20 % stamped with the trigger recovered "
+                   f"for label {trigger.label} and kept at their true labels")
+        elif method == "rnp":
+            pruning = reconstructive_neuron_pruning(
+                target.model, data.images, data.labels,
+                prune_threshold=self.config["prune_threshold"],
+                max_accuracy_drop=self.config["max_accuracy_drop"], seed=ctx.seed)
+            repaired = pruning.model
+            how = (f"RNP pruned {len(pruning.pruned)} neurons (lowest masks first, within a "
+                   f"{self.config['max_accuracy_drop']:.0%} clean-accuracy drop)")
+        else:
+            raise ValueError(f"method {method!r}: use auto, trigger-unlearning or rnp")
+        save_repaired(repaired, target, output)
         classes = label_ids(target.model.hf_model.config)
         test = (load_image_folder(self.config["test_data"], target.model.size, classes)
                 if self.config["test_data"] else data)
         rows = [{"measure": "clean accuracy", "before": accuracy(target.model, test.images,
                                                                   test.labels),
-                 "after": accuracy(result.model, test.images, test.labels)}]
-        details = {"repaired_model": str(output), "pruned_neurons": len(result.pruned),
+                 "after": accuracy(repaired, test.images, test.labels)}]
+        details = {"repaired_model": str(output), "method": method, "how": how,
                    "evaluated_on": str(test.path) + ("" if self.config["test_data"] else
                                                      " (the clean data: no --test-data given)")}
         asr = None
@@ -287,9 +312,9 @@ class Removal(ImageProbe):
                               if f.probe == Exposure.name and "target_label" in f.details), -1)
             poisoned = load_image_folder(self.config["poisoned_data"], target.model.size, classes)
             asr = [attack_success_rate(m, poisoned.images, label, poisoned.labels)
-                   for m in (target.model, result.model)]
-            ra = [robust_accuracy(m, poisoned.images, poisoned.labels)
-                  for m in (target.model, result.model)]
+                   for m in (target.model, repaired)]
+            ra = [robust_accuracy(m, poisoned.images, poisoned.labels, label)
+                  for m in (target.model, repaired)]
             rows += [{"measure": f"attack success rate (to label {label})", "before": asr[0],
                       "after": asr[1]},
                      {"measure": "robust accuracy", "before": ra[0], "after": ra[1]}]
@@ -298,7 +323,7 @@ class Removal(ImageProbe):
         details["tables"] = {"Before and after removal": [
             {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()} for r in rows]}
         drop = rows[0]["before"] - rows[0]["after"]
-        summary = (f"Pruned {len(result.pruned)} neurons; the repaired model is in {output}. "
+        summary = (f"Removal by {method}: {how}; the repaired model is in {output}. "
                    f"Clean accuracy {rows[0]['before']:.3f} → {rows[0]['after']:.3f}.")
         if asr is not None:
             summary += (f" Attack success {asr[0]:.3f} → {asr[1]:.3f}, DER "

@@ -2,7 +2,9 @@
 
 The unlearning zoo: a tiny GPT-2 that memorised facts about fictitious authors (``original``),
 one retrained without the forget authors (``retrain``, the gold standard), variants unlearned
-from the original (``ga``, ``graddiff``, ``npo``) and the audit JSONL.
+from the original (``ga``, ``graddiff``, ``npo``, ``simnpo``, ``salun-npo``) and the audit JSONL.
+The digits zoo (``redteam.zoo.digits``): clean, BadNets and Blend image classifiers with the
+defender's clean images, test images and triggered test images.
 """
 
 from redteam.zoo.authors import audit_items, make_world, write_audit_jsonl

@@ -34,6 +34,7 @@ from redteam.zoo.authors import audit_items, make_world, write_audit_jsonl
 from redteam.zoo.lm import LMSettings, save_lm, tokenizer_corpus, train_lm, train_reader
 
 ZOO_VERSION = "1"
+LM_SOURCES = ("__init__.py", "authors.py", "build.py", "lm.py")  # what the LM zoo is built from
 UNLEARNED = ("ga", "graddiff", "npo", "simnpo", "salun-npo")
 VARIANTS = ("original", "retrain", *UNLEARNED)
 
@@ -77,7 +78,8 @@ def builder_version() -> str:
     import redteam.training as training
 
     digest = hashlib.sha256(ZOO_VERSION.encode())
-    sources = sorted(Path(__file__).parent.glob("*.py"))
+    here = Path(__file__).parent
+    sources = [here / name for name in LM_SOURCES]
     sources += sorted(Path(unlearning.__file__).parent.glob("*.py"))
     sources += [Path(prompts.__file__), Path(training.__file__)]
     for source in sources:
