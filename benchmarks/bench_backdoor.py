@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from defenses.ebyd import clean_unlearning, detect_backdoor
+from defenses.ebyd import clean_unlearning, collapse_consistency
 from redteam.engine import AuditRequest, run_audit
+from redteam.probes.backdoor import EXPOSURE_DEFAULTS
 from redteam.targets import load_target
 from redteam.vision import label_ids, load_image_folder
 from redteam.zoo.digits import build_backdoor_zoo
@@ -25,20 +26,27 @@ from redteam.zoo.digits import build_backdoor_zoo
 
 def main() -> None:
     zoo = build_backdoor_zoo(size="demo")
-    print(f"clean unlearning on the demo classifiers, torch threads {torch.get_num_threads()}")
+    settings = {k: v for k, v in EXPOSURE_DEFAULTS.items() if k != "stop_accuracy"}
+    print(f"clean unlearning on the demo classifiers (the exposure probe's settings "
+          f"{settings}), torch threads {torch.get_num_threads()}; verdict = VAR > 0.01 and "
+          f"4 repeats on random subsets agree on the label")
     for name in ("badnets", "blend", "clean"):
         target = load_target(zoo[name])
         data = load_image_folder(zoo["clean-data"], target.model.size,
                                  label_ids(target.model.hf_model.config))
         for label, stop in (("early stop (acc < 0.20)", 0.20), ("fixed 20 epochs", -1.0)):
             start = time.perf_counter()
-            result = clean_unlearning(target.model, data.images, data.labels, max_epochs=20,
-                                      stop_accuracy=stop)
+            result = clean_unlearning(target.model, data.images, data.labels,
+                                      stop_accuracy=stop, **settings)
+            repeats = collapse_consistency(target.model, data.images, data.labels,
+                                           stop_accuracy=stop, **settings)
             seconds = time.perf_counter() - start
-            verdict = detect_backdoor(np.asarray(result.history[-1]["shares"]))
-            print(f"  {name:8} {label:24} {result.epochs_run:3d} epochs {seconds:6.1f} s   "
-                  f"flagged={verdict.flagged!s:5} label={verdict.target_label} "
-                  f"share={verdict.target_share:.2f}")
+            shares = np.asarray(result.final_shares)
+            flagged = shares.var() > 0.01 and repeats.agreement == 1.0 and (
+                repeats.mode == int(shares.argmax()))
+            print(f"  {name:8} {label:24} {result.epochs_run:3d} epochs {seconds:6.1f} s (5 runs)"
+                  f"   flagged={flagged!s:5} label={int(shares.argmax())} "
+                  f"share={shares.max():.2f} repeats={repeats.labels}")
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         run_audit(AuditRequest(model=zoo["badnets"], suite="backdoor", data=zoo["clean-data"],
