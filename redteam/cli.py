@@ -55,13 +55,16 @@ def list_probes(suite: str | None) -> None:
                               for split, f in info["needs"].items())
             click.echo(f"  {probe_name:36} kinds: {', '.join(info['kinds'])}")
             click.echo(f"  {'':36} goal: {info['goal']}")
-            click.echo(f"  {'':36} needs: {needs or '-'}; ref: {'; '.join(info['references'])}")
+            needs = needs or info["data"] or "-"
+            click.echo(f"  {'':36} needs: {needs}; ref: {'; '.join(info['references'])}")
 
 
 @cli.command()
 @click.argument("model", type=EXISTING)
 @click.option("--suite", required=True, help="Suite to run (see `redteam list`).")
-@click.option("--data", type=EXISTING, help="Audit data: JSONL for LLMs (see README).")
+@click.option("--data", type=EXISTING,
+              help="Audit data: JSONL for LLMs, a folder of class sub-folders of images for "
+                   "image classifiers (see README).")
 @click.option("--reference", type=EXISTING, help="The original model, before unlearning.")
 @click.option("--retrain", type=EXISTING, help="Gold model retrained without the forget set.")
 @click.option("--out", type=EXISTING, help="Run folder [default: reports/<model>-<UTC time>].")

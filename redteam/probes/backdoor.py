@@ -30,6 +30,7 @@ class ImageProbe(Probe):
     """A probe of image classifiers; its data is a folder of clean images."""
 
     kinds = ("image-classifier",)
+    data = "a folder of clean images, one sub-folder per class"
 
     def missing_data(self, data) -> str | None:
         if not isinstance(data, ImageFolder):

@@ -60,7 +60,8 @@ class Probe:
     title: ClassVar[str]
     goal: ClassVar[str]
     kinds: ClassVar[tuple[str, ...]] = ("causal-lm",)
-    needs: ClassVar[dict[str, tuple[str, ...]]] = {}
+    needs: ClassVar[dict[str, tuple[str, ...]]] = {}  # audit JSONL: split -> fields
+    data: ClassVar[str] = ""  # what --data is, for probes whose data is not the audit JSONL
     references: ClassVar[tuple[str, ...]] = ()
     tags: ClassVar[tuple[str, ...]] = ()
     defaults: ClassVar[dict[str, Any]] = {}
@@ -108,6 +109,7 @@ class Probe:
         return {
             "name": cls.name, "suite": cls.suite, "title": cls.title, "goal": cls.goal,
             "kinds": list(cls.kinds), "needs": {k: list(v) for k, v in cls.needs.items()},
+            "data": cls.data,
             "references": list(cls.references), "tags": list(cls.tags),
             "defaults": dict(cls.defaults),
         }
