@@ -19,6 +19,27 @@ from tqdm.auto import tqdm
 STOP_WINDOW = 8  # tokens decoded to look for a stop string (stop strings are short)
 
 
+def max_length_for(model, cap: int) -> int:
+    """``cap``, or the model's number of positions when that is smaller."""
+    positions = getattr(model.config, "n_positions", None) or getattr(
+        model.config, "max_position_embeddings", None)
+    return min(cap, int(positions)) if positions else cap
+
+
+def pad_batch(sequences: list[list[int]], pad: int,
+              left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) of token sequences padded to the longest: on the right for
+    scoring and training, on the left for generation (so every row ends at the same column)."""
+    width = max(len(ids) for ids in sequences)
+    input_ids = torch.full((len(sequences), width), pad, dtype=torch.long)
+    attention = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, ids in enumerate(sequences):
+        span = slice(width - len(ids), width) if left else slice(0, len(ids))
+        input_ids[row, span] = torch.tensor(ids, dtype=torch.long)
+        attention[row, span] = 1
+    return input_ids, attention
+
+
 @dataclass
 class TokenScores:
     """Per-token statistics of one continuation given its prompt."""
@@ -41,11 +62,9 @@ class CausalLMScorer:
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
-        positions = getattr(model.config, "n_positions", None) or getattr(
-            model.config, "max_position_embeddings", max_length
-        )
-        self.max_length = min(max_length, int(positions))
+        self.max_length = max_length_for(model, max_length)
         self.quiet = quiet
+        self._forward_parameters = set(inspect.signature(model.forward).parameters)
         self._score_cache: dict[tuple[str, str], TokenScores] = {}
         self._generate_cache: dict[tuple[str, int, tuple[str, ...]], str] = {}
 
@@ -82,13 +101,7 @@ class CausalLMScorer:
             ids = (prompt_ids + self._encode(continuation))[: self.max_length]
             sequences.append(ids)
             starts.append(max(len(prompt_ids), 1))
-        width = max(len(ids) for ids in sequences)
-        pad = self.tokenizer.pad_token_id or 0
-        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, ids in enumerate(sequences):
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            attention[row, : len(ids)] = 1
+        input_ids, attention = pad_batch(sequences, self.tokenizer.pad_token_id or 0)
         with torch.inference_mode():
             logits = self.model(
                 input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device)
@@ -139,14 +152,9 @@ class CausalLMScorer:
         """
         limit = max(self.max_length - max_new_tokens, 1)
         encoded = [(self._bos() + self._encode(p))[-limit:] for p in prompts]
-        width = max(len(ids) for ids in encoded)
         pad = self.tokenizer.pad_token_id
         pad = pad if pad is not None else (self.tokenizer.eos_token_id or 0)
-        input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-        attention = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, ids in enumerate(encoded):
-            input_ids[row, width - len(ids):] = torch.tensor(ids)
-            attention[row, width - len(ids):] = 1
+        input_ids, attention = pad_batch(encoded, pad, left=True)
         input_ids, attention = input_ids.to(self.device), attention.to(self.device)
         positions = (attention.cumsum(-1) - 1).clamp_min(0)
         generated: list[list[int]] = [[] for _ in prompts]
@@ -188,10 +196,6 @@ class CausalLMScorer:
     def _positions(self, positions: torch.Tensor) -> dict:
         """Position ids that skip the left padding, for models that take them."""
         return {"position_ids": positions} if "position_ids" in self._forward_parameters else {}
-
-    @property
-    def _forward_parameters(self) -> set[str]:
-        return set(inspect.signature(self.model.forward).parameters)
 
     @property
     def _last_logits_only(self) -> dict:

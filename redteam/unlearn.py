@@ -7,13 +7,12 @@ atomically into a new folder so the user's model is never touched.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
 from redteam.data import load_audit_jsonl
 from redteam.errors import InputError
+from redteam.fileio import atomic_dir
 from redteam.targets import load_target, resolve_device
 
 
@@ -46,18 +45,11 @@ def unlearn_model(model: Path, method: str, data: Path, out: Path, *, epochs: in
                          allow_pickle=allow_pickle)
     target.model.train()
     items = [asdict(item) for item in audit_data.items]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as staging:
         try:
             unlearn_directory(target.model, target.tokenizer, items, method, staging,
                               epochs=epochs, lr=lr, batch_size=batch_size, beta=beta,
                               delta=delta, saliency=saliency, seed=seed, quiet=quiet)
         except ValueError as exc:
             raise InputError(f"{data}: {exc}") from None
-        if out.exists():
-            out.rmdir()
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out

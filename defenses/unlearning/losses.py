@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from redteam.scoring import pad_batch
+
 
 def encode_batch(tokenizer, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
     """BOS + text + EOS, right-padded; labels mask the padding with -100."""
@@ -17,13 +19,8 @@ def encode_batch(tokenizer, texts: list[str], max_length: int) -> dict[str, torc
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     sequences = [(bos + tokenizer(t, add_special_tokens=False)["input_ids"] + eos)[:max_length]
                  for t in texts]
-    width = max(len(s) for s in sequences)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    input_ids = torch.full((len(texts), width), pad, dtype=torch.long)
-    attention = torch.zeros((len(texts), width), dtype=torch.long)
-    for row, ids in enumerate(sequences):
-        input_ids[row, : len(ids)] = torch.tensor(ids)
-        attention[row, : len(ids)] = 1
+    input_ids, attention = pad_batch(sequences, pad)
     labels = input_ids.masked_fill(attention == 0, -100)
     return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
 

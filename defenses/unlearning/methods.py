@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from defenses.unlearning.losses import encode_batch, mean_nll, sequence_logprob, sequence_mean_nll
 from redteam.prompts import qa_block
+from redteam.scoring import max_length_for
 from redteam.training import finish_training, optimizer_step
 
 Batch = dict[str, torch.Tensor]
@@ -188,9 +189,7 @@ def unlearn(model, tokenizer, forget_texts: list[str], retain_texts: list[str] |
         reference = copy.deepcopy(model).eval()
         reference.requires_grad_(False)
     retain_texts = retain_texts if spec.uses_retain and retain_texts else None
-    positions = getattr(model.config, "n_positions", None) or getattr(
-        model.config, "max_position_embeddings", max_length)
-    max_length = min(max_length, int(positions))
+    max_length = max_length_for(model, max_length)
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     # SalUn: no weight decay, so a weight whose gradient is masked to zero gets an update of

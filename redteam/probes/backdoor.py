@@ -12,12 +12,12 @@ On the exposed model the backdoor stands out: ``backdoor.exposure`` reads the co
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from redteam.errors import InputError
+from redteam.fileio import atomic_dir
 from redteam.findings import Finding, Metric
 from redteam.probes.base import Probe, ProbeContext, register
 from redteam.targets import Target
@@ -352,14 +352,7 @@ def save_repaired(model, target: Target, output: Path) -> Path:
     from redteam.unlearn import check_new_folder
 
     check_new_folder(output, target.path)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
+    with atomic_dir(output) as staging:
         model.hf_model.save_pretrained(staging, safe_serialization=True)
         target.tokenizer.save_pretrained(staging)
-        if output.exists():
-            output.rmdir()
-        staging.rename(output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return output

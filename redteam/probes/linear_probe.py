@@ -21,6 +21,7 @@ from redteam.metrics import bootstrap_ci
 from redteam.probes.base import Probe, ProbeContext, register
 from redteam.probes.judging import leak_severity
 from redteam.prompts import qa_block
+from redteam.scoring import max_length_for, pad_batch
 from redteam.targets import Target
 
 SUBJECT_SLOT = "{subject}"
@@ -29,12 +30,6 @@ SUBJECT_SLOT = "{subject}"
 # ============================================================================ hidden states
 def _device(model) -> torch.device:
     return next(model.parameters()).device
-
-
-def _max_length(model, default: int = 512) -> int:
-    positions = getattr(model.config, "n_positions", None) or getattr(
-        model.config, "max_position_embeddings", None)
-    return min(default, int(positions)) if positions else default
 
 
 def last_token_states(model, tokenizer, prompts: Sequence[str],
@@ -47,19 +42,14 @@ def last_token_states(model, tokenizer, prompts: Sequence[str],
     at their own last position. No gradients; float32 on the CPU.
     """
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    limit = _max_length(model)
+    limit = max_length_for(model, 512)
     encoded = [(bos + tokenizer(p, add_special_tokens=False)["input_ids"])[-limit:]
                for p in prompts]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out: list[np.ndarray] = []
     for start in range(0, len(encoded), batch_size):
         batch = encoded[start:start + batch_size]
-        width = max(len(ids) for ids in batch)
-        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, ids in enumerate(batch):
-            input_ids[row, :len(ids)] = torch.tensor(ids)
-            attention[row, :len(ids)] = 1
+        input_ids, attention = pad_batch(batch, pad)
         with torch.inference_mode():
             states = model(input_ids=input_ids.to(_device(model)),
                            attention_mask=attention.to(_device(model)),

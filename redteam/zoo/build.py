@@ -22,14 +22,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-from redteam.fileio import atomic_write_json
+from redteam.fileio import atomic_dir, atomic_write_json
 from redteam.zoo.authors import audit_items, make_world, write_audit_jsonl
 from redteam.zoo.lm import LMSettings, save_lm, tokenizer_corpus, train_lm, train_reader
 
@@ -88,25 +84,6 @@ def builder_version() -> str:
     return f"v{ZOO_VERSION}-{digest.hexdigest()[:10]}"
 
 
-@contextmanager
-def _atomic_dir(path: Path) -> Iterator[Path]:
-    """Yield a temporary directory beside ``path``; rename it to ``path`` on success.
-
-    If another process finished ``path`` meanwhile, its result is kept and ours dropped.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        yield tmp
-        try:
-            os.rename(tmp, path)
-        except OSError:
-            if not path.is_dir():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def _load(model_dir: Path):
     from redteam.zoo.lm import load_lm
 
@@ -151,7 +128,7 @@ def build_unlearning_zoo(
             start = time.perf_counter()
             model = train_lm(authors, tokenizer, settings, seed=seed, quiet=quiet, base=base,
                              desc=f"train {name}")
-            with _atomic_dir(paths[name]) as tmp:
+            with atomic_dir(paths[name]) as tmp:
                 save_lm(model, tokenizer, tmp)
             timings[name] = round(time.perf_counter() - start, 1)
 
@@ -162,7 +139,7 @@ def build_unlearning_zoo(
 
         start = time.perf_counter()
         model, model_tokenizer = _load(paths["original"])
-        with _atomic_dir(paths[method]) as tmp:
+        with atomic_dir(paths[method]) as tmp:
             unlearn_directory(model, model_tokenizer, items, method, tmp, seed=seed,
                               quiet=quiet, **UNLEARN_SETTINGS[size][method])
         timings[method] = round(time.perf_counter() - start, 1)
@@ -195,7 +172,7 @@ def _tokenizer(path: Path, world, settings: LMSettings, seed: int, timings: dict
         tokenizer = train_tokenizer(tokenizer_corpus(world, seed=seed),
                                     vocab_size=settings.vocab_size,
                                     max_length=settings.n_positions)
-        with _atomic_dir(path) as tmp:
+        with atomic_dir(path) as tmp:
             tokenizer.save_pretrained(tmp)
         timings["tokenizer"] = round(time.perf_counter() - start, 1)
     return AutoTokenizer.from_pretrained(path, local_files_only=True)
@@ -208,7 +185,7 @@ def _reader(path: Path, tokenizer, settings: LMSettings, seed: int, quiet: bool,
         return model
     start = time.perf_counter()
     model = train_reader(tokenizer, settings, seed=seed, quiet=quiet)
-    with _atomic_dir(path) as tmp:
+    with atomic_dir(path) as tmp:
         save_lm(model, tokenizer, tmp)
     timings["reader"] = round(time.perf_counter() - start, 1)
     return model

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from redteam.fileio import atomic_write_json
+from redteam.fileio import atomic_dir, atomic_write_json
 from redteam.vision import PixelClassifier, save_png
 
 SIZE = 32
@@ -169,7 +169,7 @@ def build_backdoor_zoo(root: Path | None = None, size: str = "demo", seed: int =
     """Build what is missing; return paths: models ``clean``, ``badnets``, ``blend``, folders
     ``data/clean``, ``data/test``, ``data/poisoned-<attack>``, ``triggers/<attack>.png`` (keys
     ``clean-data``, ``test-data``, ``poisoned-<attack>``, ``trigger-<attack>``) and ``zoo.json``."""
-    from redteam.zoo.build import _atomic_dir, zoo_home
+    from redteam.zoo.build import zoo_home
 
     if size not in SPLITS:
         raise ValueError(f"unknown zoo size {size!r}; choose from {sorted(SPLITS)}")
@@ -187,7 +187,7 @@ def build_backdoor_zoo(root: Path | None = None, size: str = "demo", seed: int =
     images, labels = digit_images()
     split = _split(len(labels), SPLITS[size], seed)
     part = {name: (images[idx], labels[idx]) for name, idx in split.items()}
-    with _atomic_dir(home / "data") as tmp:  # (kept as is if an earlier build wrote it)
+    with atomic_dir(home / "data") as tmp:  # (kept as is if an earlier build wrote it)
         write_image_folder(*part["clean"], tmp / "clean")
         write_image_folder(*part["test"], tmp / "test")
         for attack, target in BACKDOORS.items():
@@ -217,7 +217,7 @@ def build_backdoor_zoo(root: Path | None = None, size: str = "demo", seed: int =
                                                      torch.full_like(test_y[keep], target)), 4)
         record["models"][name] = stats
         if not paths[name].exists():
-            with _atomic_dir(paths[name]) as tmp:
+            with atomic_dir(paths[name]) as tmp:
                 model.hf_model.save_pretrained(tmp, safe_serialization=True)
                 processor.save_pretrained(tmp)
     atomic_write_json(paths["zoo.json"], record)
