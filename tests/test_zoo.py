@@ -11,10 +11,11 @@ import random
 import pytest
 
 from redteam.data import load_audit_jsonl
+from redteam.fileio import atomic_dir
 from redteam.prompts import context_qa_block, cut_answer
 from redteam.zoo import audit_items, build_unlearning_zoo, make_world, write_audit_jsonl, zoo_home
 from redteam.zoo.authors import ATTRIBUTES, reading_comprehension
-from redteam.zoo.build import UNLEARNED, VARIANTS, _atomic_dir
+from redteam.zoo.build import UNLEARNED, VARIANTS
 from redteam.zoo.evaluate import generate_greedy, qa_accuracy, reading_accuracy
 from redteam.zoo.lm import load_lm
 
@@ -97,11 +98,11 @@ def test_zoo_home_follows_redteam_home(monkeypatch, tmp_path):
 
 def test_atomic_dir_leaves_nothing_when_interrupted(tmp_path):
     target = tmp_path / "model"
-    with pytest.raises(KeyboardInterrupt), _atomic_dir(target) as tmp:
+    with pytest.raises(KeyboardInterrupt), atomic_dir(target) as tmp:
         (tmp / "config.json").write_text("{}")
         raise KeyboardInterrupt
     assert list(tmp_path.iterdir()) == []
-    with _atomic_dir(target) as tmp:
+    with atomic_dir(target) as tmp:
         (tmp / "config.json").write_text("{}")
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
 
