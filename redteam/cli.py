@@ -216,6 +216,96 @@ def unlearn(model: Path, method: str, data: Path, out: Path, epochs: int, lr: fl
 
 
 @cli.command()
+@click.argument("data_dir", type=EXISTING)
+@click.option("--out", required=True, type=EXISTING,
+              help="New folder for the protected copy (same layout and formats).")
+@click.option("--surrogate", type=EXISTING,
+              help="Image classifier or CLIP model folder whose features define the clusters "
+                   "[default: a small ResNet trained here on DATA_DIR to predict rotations].")
+@click.option("--clusters", type=int, default=10, show_default=True)
+@click.option("--epsilon", default="8/255", show_default=True,
+              help="L∞ bound of every change, as 8/255 or 0.031.")
+@click.option("--epochs", type=int, default=50, show_default=True,
+              help="Training epochs of each cluster's perturbation generator.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True)
+@click.option("--allow-pickle", is_flag=True,
+              help="Accept a surrogate with pickle weights, loaded weights-only.")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier protected folder in --out.")
+@click.option("--quiet", is_flag=True)
+def protect(data_dir: Path, out: Path, surrogate, clusters, epsilon, epochs, seed, device,
+            allow_pickle, overwrite, quiet) -> None:
+    """Write an unlearnable copy of the images in DATA_DIR (Unlearnable Clusters).
+
+    DATA_DIR holds images in class sub-folders or flat; labels are not needed. OUT gets the
+    same files, each changed by at most --epsilon, and protection.json (parameters, cluster,
+    SHA-256 and measured L∞/L2 of every image). DATA_DIR is never written to.
+
+    \b
+    Example:
+      redteam protect photos/ --out protected/ --surrogate ./my-classifier
+    """
+    from redteam.protect import protect_folder
+
+    manifest = protect_folder(data_dir, out, surrogate=surrogate, clusters=clusters,
+                              epsilon=epsilon, epochs=epochs, seed=seed, device=device,
+                              allow_pickle=allow_pickle, overwrite=overwrite, quiet=quiet,
+                              command=["redteam", *sys.argv[1:]])
+    summary, parameters = manifest["summary"], manifest["parameters"]
+    click.echo(f"protected {summary['images']} images into {out} ({parameters['clusters']} "
+               f"clusters, epsilon {parameters['epsilon_given']}; largest change "
+               f"{summary['max_linf']:.4f}); manifest: {out / 'protection.json'}")
+    if not summary["all_within_epsilon"]:
+        click.echo(f"warning: {len(summary['outside_epsilon'])} lossy (JPEG) outputs exceed "
+                   f"epsilon after compression, e.g. {summary['outside_epsilon'][0]}", err=True)
+
+
+@cli.command("evaluate-protection")
+@click.argument("clean_dir", type=EXISTING)
+@click.argument("protected_dir", type=EXISTING)
+@click.option("--test-data", required=True, type=EXISTING,
+              help="Clean test images, one sub-folder per class (as in CLEAN_DIR).")
+@click.option("--out", type=EXISTING, help="Run folder [default: reports/<name>-<UTC time>].")
+@click.option("--learner", type=click.Choice(["convnext", "resnet", "vit"]),
+              help="Architecture trained on each folder [default: one that differs from the "
+                   "surrogate's].")
+@click.option("--groups", help='Coarser labelling, e.g. "0,1,2,3,4;5,6,7,8,9" [default: '
+              "consecutive pairs of the sorted classes].")
+@click.option("--epochs", type=int, default=15, show_default=True)
+@click.option("--image-size", type=int, help="Training resolution [default: the manifest's].")
+@click.option("--epsilon", help="The bound to check when PROTECTED_DIR has no manifest "
+              "[default: 8/255].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True)
+@click.option("--fail-on", type=click.Choice(SEVERITIES), default="high", show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace an earlier run in --out.")
+@click.option("--quiet", is_flag=True)
+def evaluate_protection(clean_dir: Path, protected_dir: Path, test_data, out, learner, groups,
+                        epochs, image_size, epsilon, seed, device, fail_on, overwrite,
+                        quiet) -> None:
+    """Train on CLEAN_DIR and on PROTECTED_DIR, test both on --test-data; write a report.
+
+    Exit code 1 when the protected images still teach the task (or exceed epsilon).
+
+    \b
+    Example:
+      redteam evaluate-protection photos/ protected/ --test-data test/ --out reports/uc
+    """
+    from redteam.evaluate_protection import evaluate_protection as evaluate
+
+    result = evaluate(clean_dir, protected_dir, test_data, out=out, learner=learner,
+                      groups=groups, epochs=epochs, image_size=image_size, epsilon=epsilon,
+                      seed=seed, device=device, fail_on=fail_on, overwrite=overwrite,
+                      quiet=quiet, command=["redteam", *sys.argv[1:]])
+    for finding in result.findings:
+        click.echo(f"{finding.status:4} {finding.probe}: {finding.summary}")
+    click.echo(f"report: {result.out_dir / 'report.html'}")
+    sys.exit(result.exit_code)
+
+
+@cli.command()
 @click.option("--out", type=EXISTING, default=Path("reports/demo"), show_default=True)
 @click.option("--size", type=click.Choice(["demo", "test"]), default="demo", show_default=True,
               help="`test` builds a smaller, faster zoo.")

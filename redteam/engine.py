@@ -75,7 +75,7 @@ class AuditResult:
     findings: list[Finding]
 
 
-def _now() -> str:
+def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
@@ -165,7 +165,7 @@ class EventLog:
         self.path = path
 
     def write(self, event: str, **fields) -> None:
-        line = json.dumps({"time": _now(), "event": event, **fields}, ensure_ascii=False)
+        line = json.dumps({"time": now(), "event": event, **fields}, ensure_ascii=False)
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(line + "\n")
             handle.flush()
@@ -270,7 +270,7 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
         load_audit_jsonl(request.data)  # bad data fails before any model loads
     out = request.out or default_out_dir(request.model)
     prepare_out_dir(out, request.overwrite, create=False)
-    started = _now()
+    started = now()
     seed_everything(request.seed)
 
     def load(path: Path | None) -> Target | None:
@@ -321,12 +321,19 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
         seed=request.seed, fail_on=request.fail_on, device=device,
         libraries=library_versions(), started=started, inputs=inputs, probes_skipped=not_applicable,
     )
-    exit_code = exit_code_for(findings, request.fail_on)
-    run.finished, run.exit_code = _now(), exit_code
-    document = findings_document(run, findings)
-    atomic_write_json(out / "findings.json", document)
-    from reports.html import write_report
-
-    write_report(out, document)
+    exit_code = write_run(out, run, findings)
     events.write("run_end", exit_code=exit_code)
     return AuditResult(exit_code=exit_code, out_dir=out, findings=findings)
+
+
+def write_run(out: Path, run: RunRecord, findings: list[Finding]) -> int:
+    """Close ``run`` (exit code, end time), write ``findings.json`` and ``report.html``
+    atomically; return the exit code."""
+    from reports.html import write_report
+
+    run.exit_code = exit_code_for(findings, run.fail_on)
+    run.finished = now()
+    document = findings_document(run, findings)
+    atomic_write_json(out / "findings.json", document)
+    write_report(out, document)
+    return run.exit_code

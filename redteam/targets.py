@@ -196,6 +196,21 @@ def load_image_classifier(path: Path, device: str, allow_pickle: bool) -> tuple[
     return PixelClassifier(model, processor).to(device).eval(), processor
 
 
+def load_clip(path: Path, device: str, allow_pickle: bool) -> tuple[Any, Any]:
+    """(``CLIPModel``, its image processor). Audits of CLIP targets come with the safety suite;
+    for now a CLIP serves as the surrogate of ``redteam protect``."""
+    import torch
+    from transformers import AutoImageProcessor, CLIPModel
+
+    try:
+        processor = AutoImageProcessor.from_pretrained(path, local_files_only=True,
+                                                       trust_remote_code=False)
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"{path}: image processor could not be loaded "
+                         f"({_one_line(exc)})") from None
+    return _from_pretrained(path, CLIPModel, device, allow_pickle, torch.float32), processor
+
+
 LOADERS = {"causal-lm": load_causal_lm, "image-classifier": load_image_classifier}
 
 

@@ -1,10 +1,14 @@
-"""The optimiser step shared by every training loop (demo zoo, unlearning methods).
+"""The optimiser step shared by every training loop (demo zoo, unlearning methods), and the plain
+supervised training of an image classifier (demo zoo, protection evaluation).
 
 Loops go through ``accelerate.Accelerator`` (DESIGN.md, "Conventions"); this keeps the step
 itself (backward, gradient clipping, update, schedule, progress) written once.
 """
 
 from __future__ import annotations
+
+import torch
+from torch import nn
 
 
 def optimizer_step(accelerator, params, optimizer, loss, progress, scheduler=None,
@@ -26,3 +30,30 @@ def finish_training(accelerator, model, progress):
     model = accelerator.unwrap_model(model)
     model.eval()
     return model
+
+
+def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
+                     epochs: int, lr: float = 3e-3, batch_size: int = 64, seed: int = 0,
+                     quiet: bool = True) -> nn.Module:
+    """Plain supervised training (Adam, cross-entropy), through ``accelerate``."""
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(seed)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    model.train()
+    steps = epochs * ((len(images) + batch_size - 1) // batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps)
+    progress = tqdm(total=steps, desc="train classifier", disable=quiet, leave=False)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        order = torch.randperm(len(images), generator=generator)
+        for start in range(0, len(images), batch_size):
+            batch = order[start:start + batch_size]
+            x = images[batch].to(accelerator.device)
+            y = labels[batch].to(accelerator.device)
+            loss = nn.functional.cross_entropy(model(x), y)
+            optimizer_step(accelerator, model.parameters(), optimizer, loss, progress, schedule)
+    return finish_training(accelerator, model, progress)

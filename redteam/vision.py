@@ -2,7 +2,8 @@
 
 Backdoor triggers and adversarial perturbations live in pixel space ([0, 1] RGB at the model's
 input size), so an audited Hugging Face ``*ForImageClassification`` model is wrapped with its own
-preprocessing (resize, normalisation) inside: ``PixelClassifier(images) -> logits``. Image audit
+preprocessing (resize, normalisation) inside: ``PixelClassifier(images) -> logits``, and
+``PixelEncoder(images) -> features`` for a surrogate's feature space. Image audit
 data is a folder of class sub-folders (torchvision's ImageFolder convention), read strictly: an
 unreadable image or a class the model does not know is reported with the file, exit code 2.
 """
@@ -34,11 +35,11 @@ def input_size(processor) -> tuple[int, int]:
     raise InputError(f"preprocessor size {size!r} is not understood (need height/width)")
 
 
-class PixelClassifier(nn.Module):
-    """An HF image classifier taking ``[N, 3, H, W]`` images in [0, 1]; returns logits.
+class PixelModel(nn.Module):
+    """An HF vision model taking ``[N, 3, H, W]`` images in [0, 1].
 
-    The processor's resizing and normalisation happen inside, differentiably, so attacks and
-    trigger searches work on the pixels a user would see.
+    The processor's resizing and normalisation happen inside, differentiably, so attacks,
+    trigger searches and protective perturbations work on the pixels a user would see.
     """
 
     def __init__(self, hf_model: nn.Module, processor) -> None:
@@ -53,15 +54,38 @@ class PixelClassifier(nn.Module):
         self.register_buffer("std", torch.tensor(std if normalise else [1.0] * 3)
                              .view(1, 3, 1, 1), persistent=False)
 
+    def pixel_values(self, images: torch.Tensor) -> torch.Tensor:
+        """Resize to the model's input size and normalise, as its processor would."""
+        if tuple(images.shape[-2:]) != self.size:
+            images = nn.functional.interpolate(images, size=self.size, mode="bilinear",
+                                               align_corners=False)
+        return (images - self.mean) / self.std
+
+
+class PixelClassifier(PixelModel):
+    """An HF ``*ForImageClassification`` model on pixels in [0, 1]; returns logits."""
+
     @property
     def num_classes(self) -> int:
         return int(self.hf_model.config.num_labels)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if tuple(images.shape[-2:]) != self.size:
-            images = nn.functional.interpolate(images, size=self.size, mode="bilinear",
-                                               align_corners=False)
-        return self.hf_model(pixel_values=(images - self.mean) / self.std).logits
+        return self.hf_model(pixel_values=self.pixel_values(images)).logits
+
+
+class PixelEncoder(PixelModel):
+    """Image features on pixels in [0, 1]: a CLIP's image embedding, or the penultimate
+    (pooled) features of an image classifier (the input of its classification head)."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        pixels = self.pixel_values(images)
+        if hasattr(self.hf_model, "get_image_features"):
+            return self.hf_model.get_image_features(pixel_values=pixels)
+        output = self.hf_model.base_model(pixel_values=pixels)
+        pooled = getattr(output, "pooler_output", None)
+        if pooled is not None:
+            return pooled.flatten(1)
+        return output.last_hidden_state[:, 0]
 
 
 @dataclass
@@ -86,12 +110,55 @@ def label_ids(model_config) -> dict[str, int]:
     return names
 
 
+def list_image_files(folder: str | Path, ignore: tuple[str, ...] = ()) -> list[Path]:
+    """Every image under ``folder`` (any depth, sorted); hidden files and the top-level files
+    named in ``ignore`` are skipped, any other file is bad input, so that nothing in a dataset
+    is silently left out."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: image folder not found")
+    files = []
+    for file in sorted(folder.rglob("*")):
+        relative = file.relative_to(folder)
+        if any(part.startswith(".") for part in relative.parts) or not file.is_file():
+            continue
+        if relative.as_posix() in ignore:
+            continue
+        if file.suffix.lower() not in IMAGE_SUFFIXES:
+            raise InputError(f"{file}: not an image file (expected {', '.join(IMAGE_SUFFIXES)})")
+        files.append(file)
+    return files
+
+
+def open_image(file: Path):
+    """The decoded PIL image of ``file``; an unreadable file is bad input naming it."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(file) as image:
+            image.load()
+            return image.copy()
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise InputError(f"{file}: unreadable image ({exc})") from None
+
+
+def read_resized(file: Path, size: tuple[int, int]) -> np.ndarray:
+    """``file`` as RGB ``[H, W, 3]`` float in [0, 1] at ``size`` (height, width)."""
+    from PIL import Image
+
+    pixels = open_image(file).convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
+    return np.asarray(pixels, dtype=np.float32) / 255.0
+
+
+def images_tensor(arrays: list[np.ndarray]) -> torch.Tensor:
+    """``[H, W, 3]`` arrays in [0, 1] -> one ``[N, 3, H, W]`` tensor."""
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
 def load_image_folder(path: str | Path, size: tuple[int, int],
                       classes: dict[str, int]) -> ImageFolder:
     """Read ``path/<class>/<image>`` into tensors at ``size``; ``classes`` maps folder names to
-    the model's label ids (see ``label_ids``)."""
-    from PIL import Image, UnidentifiedImageError
-
+    the model's label ids (see ``label_ids``). Files beside the class folders are ignored."""
     path = Path(path)
     if not path.is_dir():
         raise InputError(f"{path}: image folder not found")
@@ -105,25 +172,14 @@ def load_image_folder(path: str | Path, size: tuple[int, int],
             raise InputError(f"{folder}: class {folder.name!r} is not one of the model's labels "
                              f"({known})")
         used[folder.name] = classes[folder.name]
-        for file in sorted(folder.iterdir()):
-            if not file.is_file() or file.name.startswith("."):
-                continue
-            if file.suffix.lower() not in IMAGE_SUFFIXES:
-                raise InputError(f"{file}: not an image file "
-                                 f"(expected {', '.join(IMAGE_SUFFIXES)})")
-            try:
-                with Image.open(file) as image:
-                    pixels = image.convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
-            except (UnidentifiedImageError, OSError) as exc:
-                raise InputError(f"{file}: unreadable image ({exc})") from None
-            images.append(np.asarray(pixels, dtype=np.float32) / 255.0)
+        for file in list_image_files(folder):
+            images.append(read_resized(file, size))
             labels.append(classes[folder.name])
             files.append(file)
     if not images:
         raise InputError(f"{path}: no images in the class sub-folders")
-    tensor = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
-    return ImageFolder(path=path, images=tensor, labels=torch.tensor(labels), files=files,
-                       classes=used)
+    return ImageFolder(path=path, images=images_tensor(images), labels=torch.tensor(labels),
+                       files=files, classes=used)
 
 
 def save_png(image: np.ndarray | torch.Tensor, path: str | Path) -> Path:

@@ -32,8 +32,8 @@ TABLE_ROWS = 40
 TEXT_LIMIT = 800
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg")
 STATUS_ORDER = {"fail": 0, "error": 1, "pass": 2, "skipped": 3}
-CHART_KEYS = ("chart_title", "split_scores", "roc", "curves", "histograms", "tables", "per_item",
-              "traceback")
+CHART_KEYS = ("chart_title", "chart_y_label", "split_scores", "roc", "curves", "histograms",
+              "tables", "per_item", "traceback")
 
 
 @lru_cache(maxsize=1)
@@ -118,13 +118,14 @@ def _metric(metric: Mapping[str, Any] | None) -> dict[str, Any] | None:
 def _charts(details: Mapping[str, Any], metric_name: str) -> list[Markup]:
     """SVG for each chart convention present in ``details``; malformed data becomes a note.
 
-    ``details["chart_title"]`` (optional) titles the ``split_scores`` bars.
+    ``details["chart_title"]`` and ``details["chart_y_label"]`` (optional) title the
+    ``split_scores`` bars and their axis (default: the metric's name).
     """
     chart_title = str(details.get("chart_title") or "")
+    y_label = str(details.get("chart_y_label") or metric_name or "score")
     makers = {
         "split_scores": lambda d: charts.grouped_bar_chart(
-            d, chart_title or f"Forget vs retain: {metric_name or 'score'}",
-            metric_name or "score",
+            d, chart_title or f"Forget vs retain: {metric_name or 'score'}", y_label,
             1.0 if all(0 <= (v or 0) <= 1 for g in d.values() for v in g.values()) else None),
         "roc": lambda d: charts.roc_chart(d, "ROC of membership scores"),
         "curves": lambda d: charts.line_chart(

@@ -30,7 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from redteam.classifiers import small_classifier
 from redteam.fileio import atomic_dir, atomic_write_json
+from redteam.training import train_classifier
 from redteam.vision import PixelClassifier, save_png
 
 SIZE = 32
@@ -78,50 +80,6 @@ def digit_images() -> tuple[torch.Tensor, torch.Tensor]:
     return large.repeat(1, 3, 1, 1), torch.tensor(digits.target, dtype=torch.long)
 
 
-def new_classifier(seed: int = 0):
-    """A small HF ResNet for 32×32 digits and its image processor."""
-    from transformers import ResNetConfig, ResNetForImageClassification, ViTImageProcessor
-
-    torch.manual_seed(seed)
-    config = ResNetConfig(num_channels=3, embedding_size=16, hidden_sizes=[16, 32, 64],
-                          depths=[1, 1, 1], layer_type="basic", downsample_in_first_stage=False,
-                          num_labels=10, id2label={i: str(i) for i in range(10)},
-                          label2id={str(i): i for i in range(10)})
-    processor = ViTImageProcessor(size={"height": SIZE, "width": SIZE}, do_resize=True,
-                                  do_normalize=True, image_mean=[0.5, 0.5, 0.5],
-                                  image_std=[0.5, 0.5, 0.5])
-    return ResNetForImageClassification(config), processor
-
-
-def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
-                     epochs: int, lr: float = 3e-3, batch_size: int = 64, seed: int = 0,
-                     quiet: bool = True) -> nn.Module:
-    """Plain supervised training (Adam, cross-entropy), through ``accelerate``."""
-    from accelerate import Accelerator
-    from tqdm.auto import tqdm
-
-    from redteam.training import finish_training, optimizer_step
-
-    torch.manual_seed(seed)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    model.train()
-    steps = epochs * ((len(images) + batch_size - 1) // batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps)
-    progress = tqdm(total=steps, desc="train classifier", disable=quiet, leave=False)
-    generator = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        order = torch.randperm(len(images), generator=generator)
-        for start in range(0, len(images), batch_size):
-            batch = order[start:start + batch_size]
-            x = images[batch].to(accelerator.device)
-            y = labels[batch].to(accelerator.device)
-            loss = nn.functional.cross_entropy(model(x), y)
-            optimizer_step(accelerator, model.parameters(), optimizer, loss, progress, schedule)
-    return finish_training(accelerator, model, progress)
-
-
 def _split(count: int, sizes: dict, seed: int) -> dict[str, list[int]]:
     order = list(range(count))
     random.Random(f"digits-{seed}").shuffle(order)
@@ -156,10 +114,12 @@ def _accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> f
 
 def builder_version() -> str:
     digest = hashlib.sha256(ZOO_VERSION.encode())
+    import redteam.classifiers as classifiers
     import redteam.training as training
     import redteam.vision as vision
 
-    for source in (Path(__file__), Path(vision.__file__), Path(training.__file__)):
+    for source in (Path(__file__), Path(vision.__file__), Path(training.__file__),
+                   Path(classifiers.__file__)):
         digest.update(source.read_bytes())
     return f"v{ZOO_VERSION}-{digest.hexdigest()[:10]}"
 
@@ -206,7 +166,7 @@ def build_backdoor_zoo(root: Path | None = None, size: str = "demo", seed: int =
         train_x, train_y = part["train"]
         if name in BACKDOORS:
             train_x, train_y = _poison(train_x, train_y, TRIGGERS[name](), BACKDOORS[name], seed)
-        hf_model, processor = new_classifier(seed)
+        hf_model, processor = small_classifier("resnet", SIZE, 10, seed)
         model = train_classifier(PixelClassifier(hf_model, processor), train_x, train_y,
                                  epochs=SPLITS[size]["epochs"], seed=seed, quiet=quiet)
         stats = {"clean_accuracy": round(_accuracy(model, test_x, test_y), 4)}

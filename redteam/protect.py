@@ -1,0 +1,233 @@
+"""``redteam protect``: write an unlearnable copy of an image folder (Unlearnable Clusters).
+
+This is the boundary of ``defenses.unlearnable_clusters``: it validates the folders, reads every
+image, runs the method, and writes the protected images in the same layout and formats into a
+new folder, atomically, with a manifest (``protection.json``) that records the parameters, the
+surrogate, each image's cluster, the SHA-256 of every input and output, and the L∞ and L2 size
+of every perturbation measured on the written file. The input folder is only ever read.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import sys
+from datetime import UTC, datetime
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from redteam import __version__
+from redteam.errors import InputError
+from redteam.fileio import atomic_dir, atomic_write_json, sha256_file
+from redteam.vision import images_tensor, list_image_files, open_image
+
+MANIFEST = "protection.json"
+# Formats written back as they came. JPEG is lossy: its outputs are measured after encoding and
+# may exceed ε by the compression error; the manifest flags them.
+SAVE_OPTIONS = {"PNG": {}, "BMP": {}, "TIFF": {}, "WEBP": {"lossless": True},
+                "JPEG": {"quality": 100, "subsampling": 0}}
+KEPT_MODES = ("RGB", "RGBA", "L", "LA")
+
+
+def parse_epsilon(text: str | float) -> float:
+    """``8/255`` or ``0.031`` -> a float in (0, 1)."""
+    try:
+        value = float(Fraction(str(text).strip()))
+    except (ValueError, ZeroDivisionError):
+        raise InputError(f"--epsilon {text}: not a number (write 8/255 or 0.031)") from None
+    if not 0 < value < 1:
+        raise InputError(f"--epsilon {text}: must lie between 0 and 1 (pixel values are in "
+                         "[0, 1]; 8/255 is the usual bound)")
+    return value
+
+
+def check_protect_paths(data_dir: Path, out: Path, overwrite: bool) -> None:
+    """The output must be a new or empty folder (or, with ``overwrite``, an earlier protected
+    folder), and must neither be nor lie inside the input, nor contain it."""
+    if not data_dir.is_dir():
+        raise InputError(f"{data_dir}: image folder not found")
+    source, target = data_dir.resolve(), out.resolve()
+    if target == source or source in target.parents:
+        raise InputError(f"{out}: output folder must not be inside the input folder {data_dir}")
+    if target in source.parents:
+        raise InputError(f"{out}: output folder must not contain the input folder {data_dir}")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder")
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise InputError(f"{out}: output folder is not empty (pass --overwrite to replace "
+                             "an earlier protected folder)")
+        if not (out / MANIFEST).is_file():
+            raise InputError(f"{out}: not empty and not an earlier protected folder (no "
+                             f"{MANIFEST}); --overwrite only replaces those")
+
+
+def scan_images(data_dir: Path) -> list[dict]:
+    """Every image of ``data_dir`` with its format, mode and size (headers only)."""
+    from PIL import Image, UnidentifiedImageError
+
+    files = list_image_files(data_dir)
+    if not files:
+        raise InputError(f"{data_dir}: no images found")
+    records = []
+    for file in files:
+        try:
+            with Image.open(file) as image:
+                fmt, mode, (width, height) = image.format, image.mode, image.size
+        except (UnidentifiedImageError, OSError) as exc:
+            raise InputError(f"{file}: unreadable image ({exc})") from None
+        if fmt == "GIF":
+            raise InputError(f"{file}: GIF keeps at most 256 colours, which cannot carry the "
+                             "perturbation; convert it to PNG first")
+        if fmt not in SAVE_OPTIONS:
+            raise InputError(f"{file}: image format {fmt} is not supported "
+                             f"(supported: {', '.join(SAVE_OPTIONS)})")
+        records.append({"file": file, "input": file.relative_to(data_dir).as_posix(),
+                        "format": fmt, "mode": mode, "width": width, "height": height})
+    return records
+
+
+def _pixels(image) -> tuple[np.ndarray, str, dict]:
+    """The image's 8-bit pixels in a mode the perturbation is applied to, that mode, and the
+    metadata to write back (EXIF, which holds the orientation, and the colour profile)."""
+    mode = image.mode if image.mode in KEPT_MODES else (
+        "RGBA" if "transparency" in image.info else "RGB")
+    metadata = {key: image.info[key] for key in ("exif", "icc_profile") if image.info.get(key)}
+    return np.asarray(image.convert(mode)), mode, metadata
+
+
+def _perturb(pixels: np.ndarray, mode: str, delta: torch.Tensor, epsilon: float) -> np.ndarray:
+    """Add ``delta`` to the colour channels; an alpha channel is kept as it was."""
+    from defenses.unlearnable_clusters import apply_perturbation
+
+    if mode in ("RGBA", "LA"):
+        colour = pixels[..., :-1] if mode == "RGBA" else pixels[..., 0]
+        protected = apply_perturbation(colour, delta, epsilon)
+        protected = protected if protected.ndim == 3 else protected[..., None]
+        return np.concatenate([protected, pixels[..., -1:]], axis=-1)
+    return apply_perturbation(pixels, delta, epsilon)
+
+
+def within_epsilon(linf: float, epsilon: float) -> bool:
+    """L∞ within the bound, allowing for the rounding of recorded values."""
+    return linf <= epsilon + 1e-6
+
+
+def perturbation_size(original: np.ndarray, protected: np.ndarray) -> tuple[float, float]:
+    """(L∞, L2) of ``protected - original`` in [0, 1] pixel units."""
+    change = (protected.astype(np.float64) - original.astype(np.float64)) / 255.0
+    return float(np.abs(change).max()), float(np.sqrt((change ** 2).sum()))
+
+
+def _encode(pixels: np.ndarray, mode: str, fmt: str, metadata: dict) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    image = Image.fromarray(pixels[..., 0] if mode == "L" and pixels.ndim == 3 else pixels)
+    image.save(buffer, format=fmt, **SAVE_OPTIONS[fmt],
+               **(metadata if fmt != "BMP" else {}))
+    return buffer.getvalue()
+
+
+def protect_folder(data_dir: Path, out: Path, *, surrogate: Path | None = None,
+                   clusters: int = 10, epsilon: float | str = 8 / 255, epochs: int = 50,
+                   seed: int = 0, device: str = "auto", allow_pickle: bool = False,
+                   overwrite: bool = False, quiet: bool = False,
+                   command: list[str] | None = None) -> dict:
+    """Protect every image of ``data_dir`` into the new folder ``out``; return the manifest."""
+    from tqdm.auto import tqdm
+
+    from defenses.unlearnable_clusters import REFERENCE, UnlearnableClusters
+    from defenses.unlearnable_clusters.surrogate import load_surrogate, rotation_surrogate
+    from redteam.engine import seed_everything
+    from redteam.targets import resolve_device
+    from redteam.vision import read_resized
+
+    data_dir, out = Path(data_dir), Path(out)
+    eps = parse_epsilon(epsilon)
+    if clusters < 2:
+        raise InputError(f"--clusters {clusters}: at least 2 clusters are needed")
+    check_protect_paths(data_dir, out, overwrite)
+    records = scan_images(data_dir)
+    if len(records) < clusters:
+        raise InputError(f"{data_dir}: {len(records)} images cannot form --clusters {clusters} "
+                         "clusters (lower --clusters)")
+    device = resolve_device(device)
+    seed_everything(seed)
+    encoder, described = (load_surrogate(surrogate, device, allow_pickle) if surrogate
+                          else (None, None))
+    side = 32 if max(max(r["width"], r["height"]) for r in records) <= 32 else 64
+    size = encoder.size if encoder is not None else (side, side)
+    images = images_tensor([read_resized(r["file"], size) for r in records])
+    if encoder is None:
+        encoder, described = rotation_surrogate(images, seed=seed, quiet=quiet)
+        encoder = encoder.to(device)
+    method = UnlearnableClusters(encoder, clusters=clusters, epsilon=eps, epochs=epochs,
+                                 seed=seed, quiet=quiet).fit(images)
+
+    entries = []
+    with atomic_dir(out) as staging:
+        for record, cluster in tqdm(list(zip(records, method.labels_.tolist())),
+                                    desc="write protected images", disable=quiet):
+            original, mode, metadata = _pixels(open_image(record["file"]))
+            delta = method.perturbation(cluster, *original.shape[:2])
+            data = _encode(_perturb(original, mode, delta, eps), mode, record["format"],
+                           metadata)
+            written = staging / record["input"]
+            written.parent.mkdir(parents=True, exist_ok=True)
+            written.write_bytes(data)
+            decoded = np.asarray(open_image(written))
+            linf, l2 = perturbation_size(original, decoded)
+            entries.append({
+                "input": record["input"], "output": record["input"], "cluster": cluster,
+                "format": record["format"], "mode": mode,
+                **({"converted_from": record["mode"]} if mode != record["mode"] else {}),
+                "input_sha256": sha256_file(record["file"]),
+                "output_sha256": sha256_file(written), "linf": round(linf, 6),
+                "l2": round(l2, 6), "within_epsilon": within_epsilon(linf, eps)})
+        manifest = _manifest(data_dir, out, described, method, entries, eps, epsilon, epochs,
+                             seed, command, REFERENCE)
+        atomic_write_json(staging / MANIFEST, manifest)
+        check_one_output_each(records, staging)
+        if out.exists() and any(out.iterdir()):  # --overwrite, checked above: only now that
+            shutil.rmtree(out)                    # the new folder is complete
+    return manifest
+
+
+def check_one_output_each(records: list[dict], folder: Path) -> None:
+    """Every input has exactly one output at the same relative path, and nothing else is there."""
+    written = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    expected = sorted([r["input"] for r in records] + [MANIFEST])
+    if written != expected:
+        missing = sorted(set(expected) - set(written))
+        extra = sorted(set(written) - set(expected))
+        raise RuntimeError(f"protected folder does not match the input: missing {missing[:3]}, "
+                           f"unexpected {extra[:3]}")
+
+
+def _manifest(data_dir: Path, out: Path, surrogate: dict, method, entries: list[dict],
+              eps: float, epsilon_text, epochs: int, seed: int, command, reference: str) -> dict:
+    linf = [e["linf"] for e in entries]
+    sizes = {str(h["cluster"]): h["images"] for h in method.history_}
+    return {
+        "schema": 1, "tool": f"redteam {__version__}", "method": "unlearnable-clusters",
+        "reference": reference, "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": command or ["redteam", *sys.argv[1:]],
+        "input": str(data_dir), "output": str(out),
+        "parameters": {"clusters": method.clusters, "epsilon": eps,
+                       "epsilon_given": str(epsilon_text), "epsilon_levels":
+                       int(np.floor(255 * eps + 1e-6)), "epochs": epochs, "lr": method.lr,
+                       "weight_decay": method.weight_decay, "batch_size": method.batch_size,
+                       "seed": seed, "working_size": list(method.perturbations_.shape[-2:])},
+        "surrogate": surrogate,
+        "clusters": method.history_,
+        "summary": {"images": len(entries), "cluster_sizes": sizes,
+                    "max_linf": max(linf), "mean_l2": round(float(np.mean(
+                        [e["l2"] for e in entries])), 6),
+                    "all_within_epsilon": all(e["within_epsilon"] for e in entries),
+                    "outside_epsilon": [e["output"] for e in entries if not e["within_epsilon"]]},
+        "images": entries,
+    }
