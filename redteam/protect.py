@@ -141,7 +141,7 @@ def protect_folder(data_dir: Path, out: Path, *, surrogate: Path | None = None,
     from tqdm.auto import tqdm
 
     from defenses.unlearnable_clusters import REFERENCE, UnlearnableClusters
-    from defenses.unlearnable_clusters.surrogate import load_surrogate, rotation_surrogate
+    from defenses.unlearnable_clusters.surrogate import load_surrogate, pseudo_label_surrogate
     from redteam.engine import seed_everything
     from redteam.targets import resolve_device
     from redteam.vision import read_resized
@@ -163,7 +163,7 @@ def protect_folder(data_dir: Path, out: Path, *, surrogate: Path | None = None,
     size = encoder.size if encoder is not None else (side, side)
     images = images_tensor([read_resized(r["file"], size) for r in records])
     if encoder is None:
-        encoder, described = rotation_surrogate(images, seed=seed, quiet=quiet)
+        encoder, described = pseudo_label_surrogate(images, clusters, seed=seed, quiet=quiet)
         encoder = encoder.to(device)
     method = UnlearnableClusters(encoder, clusters=clusters, epsilon=eps, epochs=epochs,
                                  seed=seed, quiet=quiet).fit(images)

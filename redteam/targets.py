@@ -186,7 +186,7 @@ def load_image_classifier(path: Path, device: str, allow_pickle: bool) -> tuple[
     from redteam.vision import PixelClassifier
 
     try:
-        processor = AutoImageProcessor.from_pretrained(path, local_files_only=True,
+        processor = AutoImageProcessor.from_pretrained(path, local_files_only=True, use_fast=False,
                                                        trust_remote_code=False)
     except (OSError, ValueError, KeyError) as exc:
         raise InputError(f"{path}: image processor could not be loaded "
@@ -203,7 +203,7 @@ def load_clip(path: Path, device: str, allow_pickle: bool) -> tuple[Any, Any]:
     from transformers import AutoImageProcessor, CLIPModel
 
     try:
-        processor = AutoImageProcessor.from_pretrained(path, local_files_only=True,
+        processor = AutoImageProcessor.from_pretrained(path, local_files_only=True, use_fast=False,
                                                        trust_remote_code=False)
     except (OSError, ValueError, KeyError) as exc:
         raise InputError(f"{path}: image processor could not be loaded "

@@ -3,8 +3,8 @@
 A user's surrogate is any Hugging Face vision model directory: an image classifier (ResNet,
 ViT, ConvNeXt, ...; its penultimate features) or a CLIP (its image embedding), loaded with the
 same safety rules as an audited model. Without one, a default surrogate is trained here, label
-free, on the images being protected: a small ResNet that predicts how each image was rotated
-(RotNet, Gidaris et al., ICLR 2018). No pretrained vision model ships offline, and a surrogate
+free, on the images being protected: one round of DeepCluster (a small ResNet learns the k-means
+clusters of the images' pixels). No pretrained vision model ships offline, and a surrogate
 whose features follow the groups an attacker's labels will follow (one trained on data close to
 the attacker's, such as a CLIP or a classifier of your domain) protects better: its clusters
 line up with those labels, so the cluster-wise perturbations become the shortcut a model learns.
@@ -20,8 +20,10 @@ from redteam.errors import InputError
 from redteam.vision import PixelEncoder
 
 DEFAULT_NOTE = (
-    "No --surrogate was given, so a small ResNet was trained here on the images being protected "
-    "to predict their rotation (RotNet, label-free). A surrogate close to the data an attacker "
+    "No --surrogate was given, so a small ResNet was trained here on the images being protected, "
+    "without labels, to tell apart the k-means clusters of their pixels (one round of "
+    "DeepCluster). Pixel clusters follow shape and colour, not meaning. A surrogate close to "
+    "the data an attacker "
     "will train on (a CLIP, or a classifier of your domain) protects better: its clusters follow "
     "the groups the attacker's labels follow, so the cluster-wise perturbations line up with "
     "them. Pass one with --surrogate MODEL_DIR."
@@ -50,25 +52,33 @@ def load_surrogate(path: Path, device: str = "cpu",
                      "files": hash_tree(path)}
 
 
-def rotation_surrogate(images: torch.Tensor, epochs: int = 5, seed: int = 0,
-                       quiet: bool = True) -> tuple[PixelEncoder, dict]:
-    """Train the default surrogate on ``images`` (``[N, 3, S, S]``): a small ResNet that tells
-    which of four rotations (0, 90, 180, 270 degrees) was applied. No labels are used."""
+def pseudo_label_surrogate(images: torch.Tensor, clusters: int = 10, epochs: int = 10,
+                           seed: int = 0, quiet: bool = True) -> tuple[PixelEncoder, dict]:
+    """Train the default surrogate on ``images`` (``[N, 3, S, S]``) without labels, as one round
+    of DeepCluster (Caron et al., ECCV 2018): k-means on the images' pixels (at 16×16) gives
+    pseudo-labels, and a small ResNet learns them; its features are the surrogate's."""
+    import numpy as np
+    from sklearn.cluster import KMeans
+
     from redteam.classifiers import small_classifier
     from redteam.training import train_classifier
     from redteam.vision import PixelClassifier
 
     size = int(images.shape[-1])
-    rotated = torch.cat([torch.rot90(images, turns, dims=(2, 3)) for turns in range(4)])
-    turns = torch.arange(4).repeat_interleave(len(images))
-    hf_model, processor = small_classifier("resnet", size, 4, seed)
-    classifier = train_classifier(PixelClassifier(hf_model, processor), rotated, turns,
+    pixels = torch.nn.functional.interpolate(images, size=(16, 16), mode="bilinear",
+                                             align_corners=False).flatten(1)
+    pseudo = KMeans(n_clusters=clusters, n_init=10, random_state=seed).fit_predict(
+        pixels.numpy().astype(np.float64))
+    pseudo = torch.from_numpy(pseudo).long()
+    hf_model, processor = small_classifier("resnet", size, clusters, seed)
+    classifier = train_classifier(PixelClassifier(hf_model, processor), images, pseudo,
                                   epochs=epochs, seed=seed, quiet=quiet)
     with torch.no_grad():
-        accuracy = float((classifier(rotated).argmax(-1) == turns).float().mean())
+        agreement = float((classifier(images).argmax(-1) == pseudo).float().mean())
     encoder = PixelEncoder(classifier.hf_model, processor).eval()
     return encoder, {"path": None, "kind": "default", "model_type": "resnet",
                      "feature": "penultimate (pooled) features",
-                     "trained_on": f"the {len(images)} input images (rotation prediction, "
-                                   f"{epochs} epochs, training accuracy {accuracy:.2f})",
+                     "trained_on": f"the {len(images)} input images, without labels: k-means "
+                                   f"pseudo-labels of their pixels ({clusters} clusters), "
+                                   f"{epochs} epochs, agreement {agreement:.2f}",
                      "input_size": [size, size], "note": DEFAULT_NOTE}
