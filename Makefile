@@ -25,6 +25,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_scoring.py
 	$(BIN)/python benchmarks/bench_adversarial.py
 	$(BIN)/python benchmarks/bench_backdoor.py
+	$(BIN)/python benchmarks/bench_protect.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

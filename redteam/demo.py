@@ -3,7 +3,9 @@
 Each variant of the unlearning zoo is audited against the original (``--reference``) and the
 model retrained without the forget authors (``--retrain``), as a reviewer would; the index puts
 the variants side by side (rows: probes, columns: variants), then which attacks (RWKU rewrites,
-in-context re-introduction, relearning) bring the forgotten knowledge back in each.
+in-context re-introduction, relearning) bring the forgotten knowledge back in each. The digits
+classifiers go through ``redteam expose``, and the digits are protected with ``redteam protect``
+and evaluated with ``redteam evaluate-protection``.
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ def run_demo(out: Path = Path("reports/demo"), size: str = "demo", seed: int = 0
              "note": ATTACK_NOTE, "rows": attack_rows, "cells": attacks}
     return write_index(out / "index.html", rows=rows, columns=columns, cells=cells,
                        title="redteam demo: audits of the embedded zoo",
-                       extra_tables=[table, backdoor_demo(out, size, seed, quiet)])
+                       extra_tables=[table, backdoor_demo(out, size, seed, quiet),
+                                     protection_demo(out, size, seed, quiet)])
 
 
 CLASSIFIERS = {
@@ -92,6 +95,60 @@ def backdoor_demo(out: Path, size: str, seed: int, quiet: bool) -> dict:
     rows, cells = cells_from_documents(documents)
     return {"title": "Backdoor audit of the digits classifiers (redteam expose)",
             "note": BACKDOOR_NOTE, "columns": columns, "rows": rows, "cells": cells}
+
+
+PROTECTIONS = {
+    "digits-uc-surrogate": "protected against a digit classifier trained on a disjoint part of "
+                           "the digits (--surrogate)",
+    "digits-uc-default": "protected without --surrogate (default: label-free, from the pixels)",
+}
+
+
+def protection_demo(out: Path, size: str, seed: int, quiet: bool) -> dict:
+    """``redteam protect`` then ``redteam evaluate-protection`` on the digits; the index's
+    table. With and without a surrogate, to show why the surrogate matters."""
+    import time
+
+    from redteam.evaluate_protection import evaluate_protection
+    from redteam.protect import protect_folder
+    from redteam.zoo.protection import build_protection_zoo
+    from reports.html import cells_from_documents, load_document
+
+    zoo = build_protection_zoo(size=size, seed=seed, quiet=quiet)
+    columns, documents = [], {}
+    for name, description in PROTECTIONS.items():
+        surrogate = zoo["surrogate"] if name == "digits-uc-surrogate" else None
+        protected = out / name / "protected"
+        started = time.perf_counter()
+        protect_folder(zoo["publish"], protected, surrogate=surrogate, seed=seed,
+                       overwrite=True, quiet=quiet,
+                       command=["redteam", "protect", str(zoo["publish"]), "--out",
+                                str(protected), *(["--surrogate", str(surrogate)]
+                                                  if surrogate else [])])
+        seconds = time.perf_counter() - started
+        result = evaluate_protection(
+            zoo["publish"], protected, zoo["test"], out=out / name, seed=seed, overwrite=True,
+            quiet=quiet, command=["redteam", "evaluate-protection", str(zoo["publish"]),
+                                  str(protected), "--test-data", str(zoo["test"]), "--out",
+                                  str(out / name)])
+        columns.append({"name": name, "report": f"{name}/report.html",
+                        "exit_code": result.exit_code,
+                        "description": f"{description}; protecting took {seconds:.0f} s",
+                        "worst_severity": worst_severity(result.findings) or "none"})
+        documents[name] = load_document(out / name)
+    rows, cells = cells_from_documents(documents)
+    return {"title": "Unlearnable digits (redteam protect, redteam evaluate-protection)",
+            "note": PROTECTION_NOTE, "columns": columns, "rows": rows, "cells": cells}
+
+
+PROTECTION_NOTE = (
+    "The published digits are protected with Unlearnable Clusters (ε = 8/255), then a ConvNeXt "
+    "is trained on the clean and on the protected copy and tested on clean digits. "
+    "learnability left = (accuracy after training on the protected copy − chance) / (accuracy "
+    "after training on the clean copy − chance); above 0.5 the protection fails. The default "
+    "surrogate clusters raw pixels, which cut across the digit classes, so the shortcut it "
+    "plants is unreliable and a model learns the digits anyway."
+)
 
 
 BACKDOOR_NOTE = (

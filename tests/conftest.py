@@ -82,3 +82,12 @@ def backdoor_zoo(tmp_path_factory) -> dict[str, Path]:
     from redteam.zoo.digits import build_backdoor_zoo
 
     return build_backdoor_zoo(tmp_path_factory.mktemp("digits"), size="test", seed=0)
+
+
+@pytest.fixture(scope="session")
+def protection_zoo(tmp_path_factory) -> dict[str, Path]:
+    """The "test"-size Unlearnable Clusters demo data (surrogate model, digits to publish, test
+    digits), built once per session (a few seconds)."""
+    from redteam.zoo.protection import build_protection_zoo
+
+    return build_protection_zoo(tmp_path_factory.mktemp("protection"), size="test", seed=0)

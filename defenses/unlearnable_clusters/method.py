@@ -84,7 +84,8 @@ class UnlearnableClusters:
 
     def _craft(self, members: torch.Tensor, target: torch.Tensor,
                seed: int) -> tuple[torch.Tensor, list[float]]:
-        """Train one generator on one cluster's images; return its δ and the loss per epoch."""
+        """Train one generator on one cluster's images; return its δ and the loss before and
+        after training."""
         from accelerate import Accelerator
         from tqdm.auto import tqdm
 
@@ -112,7 +113,7 @@ class UnlearnableClusters:
                 loss = kl_to_center(encoder((batch + generator()).clamp(0, 1)), target)
                 optimizer_step(accelerator, generator.parameters(), optimizer, loss, progress,
                                schedule)
-            losses.append(self._loss(generator, members, target, accelerator.device))
+        losses.append(self._loss(generator, members, target, accelerator.device))
         generator = finish_training(accelerator, generator, progress)
         with torch.no_grad():
             return generator().cpu(), losses

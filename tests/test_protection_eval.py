@@ -1,0 +1,96 @@
+"""redteam evaluate-protection: protected digits do not teach the task; a plain copy does."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from redteam.cli import main
+from redteam.errors import InputError
+from redteam.evaluate_protection import evaluate_protection, parse_groups
+from redteam.protect import protect_folder
+
+
+@pytest.fixture(scope="module")
+def protected_digits(protection_zoo, tmp_path_factory):
+    out = tmp_path_factory.mktemp("uc") / "protected"
+    manifest = protect_folder(protection_zoo["publish"], out,
+                              surrogate=protection_zoo["surrogate"], epochs=20, quiet=True)
+    return out, manifest
+
+
+def test_protected_digits_do_not_teach_a_different_architecture(protection_zoo,
+                                                                protected_digits, tmp_path):
+    protected, manifest = protected_digits
+    assert manifest["surrogate"]["model_type"] == "resnet"
+    assert manifest["summary"]["all_within_epsilon"]
+    result = evaluate_protection(protection_zoo["publish"], protected, protection_zoo["test"],
+                                 out=tmp_path / "run", epochs=10, quiet=True)
+    findings = {f.probe: f for f in result.findings}
+    assert result.exit_code == 0
+    for probe in ("protection.unlearnability", "protection.label_agnostic"):
+        baselines = findings[probe].metric.baselines
+        assert findings[probe].status == "pass", findings[probe].summary
+        assert baselines["trained on clean"] > 0.8
+        assert baselines["trained on clean"] - baselines["trained on protected"] > 0.3
+    assert findings["protection.perturbation_budget"].status == "pass"
+    assert findings["protection.perturbation_budget"].metric.value <= 8.0
+    settings = {row["setting"]: row["value"] for row in
+                findings["protection.unlearnability"].details["tables"]["Settings"]}
+    assert settings["learner"] == "convnext"  # another architecture than the surrogate
+    document = json.loads((tmp_path / "run" / "findings.json").read_text())
+    assert document["run"]["suite"] == "protection" and document["run"]["exit_code"] == 0
+    html = (tmp_path / "run" / "report.html").read_text()
+    artifacts = findings["protection.perturbation_budget"].artifacts
+    assert artifacts and all((tmp_path / "run" / a).is_file() and a in html for a in artifacts)
+
+
+def test_an_unprotected_copy_fails_the_evaluation(protection_zoo, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(protection_zoo["publish"], copy)
+    code = main(["evaluate-protection", str(protection_zoo["publish"]), str(copy),
+                 "--test-data", str(protection_zoo["test"]), "--out", str(tmp_path / "run"),
+                 "--epochs", "10", "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "fail protection.unlearnability" in out and "fail protection.label_agnostic" in out
+    assert "pass protection.perturbation_budget" in out
+
+
+def test_parse_groups_defaults_to_pairs_and_checks_the_classes():
+    classes = [str(i) for i in range(5)]
+    assert parse_groups(None, classes) == [["0", "1"], ["2", "3"], ["4"]]
+    assert parse_groups("0,1,2;3,4", classes) == [["0", "1", "2"], ["3", "4"]]
+    for bad, message in (("0,1;2,3", "exactly one group"), ("0,1,2,3,9;4", "'9' is not a class"),
+                         ("0,1,2,3,4", "two groups"), ("0,1,1;2,3,4", "exactly one group")):
+        with pytest.raises(InputError, match=message):
+            parse_groups(bad, classes)
+
+
+def test_evaluation_bad_inputs_exit_2(protection_zoo, protected_digits, tmp_path, capsys):
+    protected, _ = protected_digits
+    partial = tmp_path / "partial"
+    shutil.copytree(protected, partial)
+    removed = sorted((partial / "3").iterdir())[0]
+    removed.unlink()
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    shutil.copy(sorted((protected / "3").iterdir())[0], flat / "a.png")
+    wrong_test = tmp_path / "wrong-test"
+    shutil.copytree(protection_zoo["test"] / "3", wrong_test / "cat")
+    publish, test = protection_zoo["publish"], protection_zoo["test"]
+    cases = [
+        ((publish, partial, "--test-data", test), f"no protected copy of 3/{removed.name}"),
+        ((flat, protected, "--test-data", test), "needs at least two class sub-folders"),
+        ((publish, protected, "--test-data", wrong_test), "class 'cat' is not one of"),
+        ((publish, protected, "--test-data", test, "--groups", "0,1;x"), "'x' is not a class"),
+        ((publish, tmp_path / "nowhere", "--test-data", test), "image folder not found"),
+        ((publish, protected, "--test-data", test, "--learner", "mlp"), "Invalid value"),
+    ]
+    for args, message in cases:
+        code = main(["evaluate-protection", *map(str, args), "--out", str(tmp_path / "run")])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (args, err)
+    assert not (tmp_path / "run").exists()
