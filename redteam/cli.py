@@ -221,8 +221,9 @@ def unlearn(model: Path, method: str, data: Path, out: Path, epochs: int, lr: fl
               help="New folder for the protected copy (same layout and formats).")
 @click.option("--surrogate", type=EXISTING,
               help="Image classifier or CLIP model folder whose features define the clusters "
-                   "[default: a small ResNet trained here on DATA_DIR to predict rotations].")
-@click.option("--clusters", type=int, default=10, show_default=True)
+                   "[default: trained here on DATA_DIR without labels; protects less].")
+@click.option("--clusters", type=int, default=10, show_default=True,
+              help="k of k-means: images of one cluster share one perturbation.")
 @click.option("--epsilon", default="8/255", show_default=True,
               help="L∞ bound of every change, as 8/255 or 0.031.")
 @click.option("--epochs", type=int, default=50, show_default=True,
