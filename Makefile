@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_adversarial.py
 	$(BIN)/python benchmarks/bench_backdoor.py
 	$(BIN)/python benchmarks/bench_protect.py
+	$(BIN)/python benchmarks/bench_pgd.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

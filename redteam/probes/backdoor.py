@@ -19,23 +19,11 @@ import numpy as np
 from redteam.errors import InputError
 from redteam.fileio import atomic_dir
 from redteam.findings import Finding, Metric
-from redteam.probes.base import Probe, ProbeContext, register
+from redteam.probes.base import ImageProbe, ProbeContext, register
 from redteam.targets import Target
 from redteam.vision import ImageFolder, label_ids, load_image_folder, save_png
 
 EBYD = "arXiv:2410.19427 (Expose Before You Defend)"
-
-
-class ImageProbe(Probe):
-    """A probe of image classifiers; its data is a folder of clean images."""
-
-    kinds = ("image-classifier",)
-    data = "a folder of clean images, one sub-folder per class"
-
-    def missing_data(self, data) -> str | None:
-        if not isinstance(data, ImageFolder):
-            return "needs a folder of clean images (--data DIR, one sub-folder per class)"
-        return None
 
 
 RECOVERED_TRIGGER = "backdoor.recovered_trigger"  # ctx.shared key: a corroborated ClassTrigger

@@ -113,3 +113,17 @@ class Probe:
             "references": list(cls.references), "tags": list(cls.tags),
             "defaults": dict(cls.defaults),
         }
+
+
+class ImageProbe(Probe):
+    """A probe of image classifiers; its data is a folder of clean images."""
+
+    kinds = ("image-classifier",)
+    data = "a folder of clean images, one sub-folder per class"
+
+    def missing_data(self, data) -> str | None:
+        from redteam.vision import ImageFolder
+
+        if not isinstance(data, ImageFolder):
+            return "needs a folder of clean images (--data DIR, one sub-folder per class)"
+        return None

@@ -1,0 +1,107 @@
+"""The image adversarial suite (torchattacks): budgets hold, curves fall, verdicts can go both
+ways, and the report carries the curve, the per-class table and the examples."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from redteam.engine import AuditRequest, run_audit
+from redteam.probes.adversarial import CarliniWagner, PGDLinf, PGDL2, evaluation_set, predict
+from redteam.targets import load_target
+from redteam.vision import label_ids, load_image_folder
+
+SMALL = {"max_images": 48, "epsilons": [2 / 255, 8 / 255, 16 / 255]}
+
+
+@pytest.fixture(scope="module")
+def digits(backdoor_zoo):
+    target = load_target(backdoor_zoo["clean"])
+    data = load_image_folder(backdoor_zoo["test-data"], target.model.size,
+                             label_ids(target.model.hf_model.config))
+    return target, data
+
+
+def test_attacks_stay_within_their_budget_and_the_pixel_range(digits):
+    target, data = digits
+    images, labels = data.images[:32], data.labels[:32]
+    linf = PGDLinf().attack_batches(target.model, images, labels, 8 / 255, seed=0)
+    assert (linf - images).abs().max() <= 8 / 255 + 1e-6
+    l2 = PGDL2().attack_batches(target.model, images, labels, 0.5, seed=0)
+    assert (l2 - images).flatten(1).norm(dim=1).max() <= 0.5 + 1e-4
+    for adversarial in (linf, l2):
+        assert adversarial.min() >= 0 and adversarial.max() <= 1
+    fooled = (predict(target.model, linf, 64) != labels).float().mean()
+    assert fooled > 0.3  # an undefended classifier does break at 8/255
+
+
+def test_evaluation_set_is_balanced_and_deterministic(digits):
+    _, data = digits
+    images, labels = evaluation_set(data, 50, seed=3)
+    again, _ = evaluation_set(data, 50, seed=3)
+    counts = np.bincount(labels.numpy(), minlength=10)
+    assert len(labels) == 50 and counts.max() - counts.min() <= 1
+    assert torch.equal(images, again)
+
+
+def test_adversarial_suite_reports_monotone_curves_and_fails_the_undefended_model(
+        backdoor_zoo, tmp_path):
+    settings = {name: dict(SMALL) for name in ("adversarial.fgsm", "adversarial.pgd_linf")}
+    settings["adversarial.pgd_l2"] = {"max_images": 48, "epsilons": [0.25, 0.5, 1.0]}
+    settings["adversarial.cw"] = {"max_images": 48, "epsilons": [0.25, 0.5, 1.0], "steps": 30}
+    settings["adversarial.autoattack"] = {"max_images": 12}
+    result = run_audit(AuditRequest(model=backdoor_zoo["clean"], suite="adversarial",
+                                    data=backdoor_zoo["test-data"], out=tmp_path / "run",
+                                    device="cpu", quiet=True, settings=settings))
+    findings = {f.probe: f for f in result.findings}
+    assert set(findings) == {"adversarial.fgsm", "adversarial.pgd_linf", "adversarial.pgd_l2",
+                             "adversarial.cw", "adversarial.autoattack"}
+    assert all(f.status in ("pass", "fail") for f in findings.values())
+    curves = {}
+    for probe, finding in findings.items():
+        series = next(iter(finding.details["curves"]["series"].values()))
+        curves[probe] = dict(zip(*series))
+        values = list(series[1])
+        assert values == sorted(values, reverse=True), probe  # monotone in ε
+    assert curves["adversarial.pgd_linf"][16 / 255] <= 0.1
+    assert curves["adversarial.pgd_linf"][8 / 255] <= curves["adversarial.fgsm"][8 / 255] + 0.05
+    pgd = findings["adversarial.pgd_linf"]
+    assert pgd.status == "fail" and pgd.severity == "high" and result.exit_code == 1
+    assert pgd.metric.baselines["clean accuracy"] > 0.9 and pgd.metric.ci95
+    classes = pgd.details["tables"]["Smallest budget that breaks each class"]
+    assert len(classes) == 10 and all(row["images"] > 0 for row in classes)
+    assert pgd.artifacts and all((tmp_path / "run" / a).is_file() for a in pgd.artifacts)
+    assert "Robust accuracy under PGD-L∞" in (tmp_path / "run" / "report.html").read_text()
+
+
+def test_verdict_passes_at_a_budget_the_model_withstands(backdoor_zoo, tmp_path):
+    settings = {"adversarial.pgd_linf": {**SMALL, "reference_epsilon": 1 / 255}}
+    result = run_audit(AuditRequest(model=backdoor_zoo["clean"], suite="adversarial",
+                                    probes=["adversarial.pgd_linf"],
+                                    data=backdoor_zoo["test-data"], out=tmp_path / "run",
+                                    device="cpu", quiet=True, settings=settings))
+    (finding,) = result.findings
+    assert finding.status == "pass" and result.exit_code == 0
+    assert finding.metric.value > 0.9
+
+
+def test_cw_counts_an_image_broken_only_within_the_budget(digits):
+    target, data = digits
+    probe = CarliniWagner({"steps": 20})
+    images, labels = data.images[:24], data.labels[:24]
+    broken, clipped = probe.broken_at(target.model, images, labels, [0.1, 1.0, 3.0], seed=0)
+    assert broken.shape == (24, 3) and (broken[:, 0] <= broken[:, 2]).all()
+    for epsilon, adversarial in clipped.items():
+        assert (adversarial - images).flatten(1).norm(dim=1).max() <= epsilon + 1e-4
+
+
+def test_language_model_and_missing_data_are_not_attacked(tiny_lm, backdoor_zoo, tmp_path):
+    result = run_audit(AuditRequest(model=backdoor_zoo["clean"], suite="adversarial",
+                                    out=tmp_path / "nodata", device="cpu", quiet=True))
+    assert {f.status for f in result.findings} == {"skipped"} and result.exit_code == 3
+    assert "needs a folder of clean images" in result.findings[0].summary
+    result = run_audit(AuditRequest(model=tiny_lm, suite="adversarial", out=tmp_path / "lm",
+                                    device="cpu", quiet=True))
+    assert result.exit_code == 3 and not [f for f in result.findings
+                                          if f.probe in ("adversarial.fgsm", "adversarial.cw")]
