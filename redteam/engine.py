@@ -126,6 +126,10 @@ def load_data(path: Path, target: Target):
         from redteam.vision import label_ids, load_image_folder
 
         return load_image_folder(path, target.model.size, label_ids(target.model.hf_model.config))
+    if target.kind == "text-classifier":
+        from redteam.text_data import load_labelled_texts
+
+        return load_labelled_texts(path, target.model.config.label2id)
     return load_audit_jsonl(path)
 
 

@@ -17,7 +17,7 @@ from redteam.errors import InputError, UnsupportedKindError
 from redteam.fileio import hash_tree
 
 KINDS = ("causal-lm", "image-classifier", "text-classifier", "clip", "hysac", "diffusion")
-SUPPORTED_KINDS = ("causal-lm", "image-classifier")
+SUPPORTED_KINDS = ("causal-lm", "image-classifier", "text-classifier")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 HYSAC_CONFIG = "hysac_config.json"
 
@@ -211,7 +211,27 @@ def load_clip(path: Path, device: str, allow_pickle: bool) -> tuple[Any, Any]:
     return _from_pretrained(path, CLIPModel, device, allow_pickle, torch.float32), processor
 
 
-LOADERS = {"causal-lm": load_causal_lm, "image-classifier": load_image_classifier}
+def load_text_classifier(path: Path, device: str, allow_pickle: bool) -> tuple[Any, Any]:
+    """(``*ForSequenceClassification`` model, its tokenizer), for the adversarial text probes."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True,
+                                                  trust_remote_code=False)
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"{path}: tokenizer could not be loaded ({_one_line(exc)})") from None
+    model = _from_pretrained(path, AutoModelForSequenceClassification, device, allow_pickle,
+                             torch.float32)
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        # GPT-style classifiers ship without a pad token; batched queries need one.
+        tokenizer.pad_token = tokenizer.eos_token
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+LOADERS = {"causal-lm": load_causal_lm, "image-classifier": load_image_classifier,
+           "text-classifier": load_text_classifier}
 
 
 def _one_line(exc: BaseException) -> str:

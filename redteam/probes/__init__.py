@@ -15,6 +15,7 @@ from redteam.probes import (  # noqa: F401  (registers the probes)
     reintroduction,
     relearning,
     rwku,
+    text_adversarial,
     worst_case,
 )
 from redteam.probes.base import REGISTRY, Probe, ProbeContext, register
@@ -34,7 +35,16 @@ SUITES: dict[str, list[str]] = {
         "unlearning.worst_case_items",
     ],
     "backdoor": ["backdoor.exposure", "backdoor.trigger_recovery", "backdoor.removal"],
-    "adversarial": [],
+    "adversarial": [
+        "adversarial.deepwordbug",
+        "adversarial.pruthi",
+        "adversarial.textfooler",
+        "adversarial.pwws",
+        "adversarial.bert_attack",
+        "adversarial.bae",
+        "adversarial.a2t",
+        "adversarial.textbugger",
+    ],
     "concept": [],
     "safety": [],
 }
