@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from redteam.engine import AuditRequest, run_audit
-from redteam.probes.adversarial import CarliniWagner, PGDLinf, PGDL2, evaluation_set, predict
+from redteam.probes.adversarial import PGDL2, CarliniWagner, PGDLinf, evaluation_set, predict
 from redteam.targets import load_target
 from redteam.vision import label_ids, load_image_folder
 

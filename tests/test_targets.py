@@ -48,8 +48,8 @@ def test_detect_diffusion_and_bad_dirs(tmp_path):
 
 
 def test_later_kinds_are_refused_clearly(tmp_path):
-    path = _config_dir(tmp_path, "clf", ["BertForSequenceClassification"])
-    with pytest.raises(UnsupportedKindError, match="text-classifier is not supported yet"):
+    path = _config_dir(tmp_path, "clip", ["CLIPModel"])
+    with pytest.raises(UnsupportedKindError, match="clip is not supported yet"):
         load_target(path)
 
 

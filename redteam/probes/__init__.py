@@ -6,6 +6,7 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 
 from redteam.probes import (  # noqa: F401  (registers the probes)
+    adversarial,
     backdoor,
     knowledge,
     linear_probe,
@@ -36,6 +37,11 @@ SUITES: dict[str, list[str]] = {
     ],
     "backdoor": ["backdoor.exposure", "backdoor.trigger_recovery", "backdoor.removal"],
     "adversarial": [
+        "adversarial.fgsm",
+        "adversarial.pgd_linf",
+        "adversarial.pgd_l2",
+        "adversarial.cw",
+        "adversarial.autoattack",
         "adversarial.deepwordbug",
         "adversarial.pruthi",
         "adversarial.textfooler",
