@@ -16,16 +16,7 @@ from typing import Any
 from redteam.data import load_audit_jsonl
 from redteam.errors import InputError
 from redteam.targets import load_target
-
-
-def check_guard_folder(out: Path, data: Path) -> None:
-    """Refuse an output that exists with content, or that lies inside the data's folder (as
-    ``redteam.unlearn.check_new_folder`` does for models): the data folder is only read."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise InputError(f"{out}: output folder exists and is not empty")
-    source = data.resolve().parent
-    if out.resolve() == source or source in out.resolve().parents:
-        raise InputError(f"{out}: output folder must not be inside the data's folder {source}")
+from redteam.unlearn import check_new_folder
 
 
 def train_guard_command(data: Path, out: Path, *, seed: int = 0,
@@ -36,7 +27,7 @@ def train_guard_command(data: Path, out: Path, *, seed: int = 0,
     from defenses.guard.encoder import encoder_dir
 
     audit_data = load_audit_jsonl(data)  # bad JSONL is reported with file, line and field
-    check_guard_folder(out, data)
+    check_new_folder(out, data.resolve().parent, "the data's folder")
     for split in ("forget", "retain"):
         if not audit_data.split(split):
             raise InputError(f"{data}: no {split} items (the guard learns to flag prompts about "

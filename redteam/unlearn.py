@@ -16,12 +16,13 @@ from redteam.fileio import atomic_dir
 from redteam.targets import load_target, resolve_device
 
 
-def check_new_folder(out: Path, source: Path) -> None:
-    """Refuse an output that exists with content or that lies inside the source model."""
+def check_new_folder(out: Path, source: Path, what: str = "the model folder") -> None:
+    """Refuse an output that exists with content or that lies inside ``source`` (``what`` names
+    it in the message): what the user gave us is only read."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"{out}: output folder exists and is not empty")
     if out.resolve() == source.resolve() or source.resolve() in out.resolve().parents:
-        raise InputError(f"{out}: output folder must not be inside the model folder {source}")
+        raise InputError(f"{out}: output folder must not be inside {what} {source}")
 
 
 def unlearn_model(model: Path, method: str, data: Path, out: Path, *, epochs: int = 5,
