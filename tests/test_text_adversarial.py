@@ -273,6 +273,9 @@ def test_typos_flip_the_keyword_model(sentiment_run, sentiment_model, probe):
     assert details["succeeded"] == round(asr * details["texts_attacked"])
     assert 0 < details["avg_words_perturbed"] <= 1 and details["avg_queries"] > 1
     assert len(details["per_item"]) == details["texts_attacked"]
+    by_label = details["tables"]["Attack success per original label"]
+    assert sum(row["attacked"] for row in by_label) == details["texts_attacked"]
+    assert sum(row["flipped"] for row in by_label) == details["succeeded"]
     assert finding.references and any("arXiv:2005.05909" in r for r in finding.references)
 
     # Every evidence row is a real adversarial example: the model gives the new label.

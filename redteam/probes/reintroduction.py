@@ -90,7 +90,8 @@ class InContextReintroduction(Probe):
         "its prompt. No unlearning method prevents this (the retrained gold model does it too): "
         "if the forgotten knowledge must not be used, put a content filter in front of the model "
         "that detects prompts about the forgotten subjects (and their paraphrases) and blocks or "
-        "routes them, and filter retrieved documents in RAG pipelines."
+        "routes them (`redteam guard train --data AUDIT.jsonl --out GUARD` builds one; audit it "
+        "with --suite adversarial), and filter retrieved documents in RAG pipelines."
     )
 
     def run(self, target: Target, data: AuditData, ctx: ProbeContext) -> list[Finding]:

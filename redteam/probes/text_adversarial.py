@@ -111,6 +111,18 @@ def attack_texts(attack: Any, items: list[tuple[int, str, int]], seed: int,
     return rows
 
 
+def per_label(attacked: list[dict[str, Any]], names: dict) -> list[dict[str, Any]]:
+    """Attack success per original label: for a filter, evading the blocking label is what
+    matters, and one overall rate can hide it."""
+    rows = []
+    for label in sorted({r["label"] for r in attacked}):
+        mine = [r for r in attacked if r["label"] == label]
+        flipped = sum(r["outcome"] == "succeeded" for r in mine)
+        rows.append({"label": str(names.get(label, label)), "attacked": len(mine),
+                     "flipped": flipped, "success_rate": round(flipped / len(mine), 4)})
+    return rows
+
+
 class TextAttackProbe(Probe):
     """Run one TextAttack recipe on the correctly classified texts; subclasses build it."""
 
@@ -209,17 +221,22 @@ class TextAttackProbe(Probe):
                    + f", with {queries:.0f} model queries per text. Accuracy on the {total} "
                    f"texts: {clean_accuracy:.0%} clean, {under_attack:.0%} under attack"
                    + (" (estimated from the attacked sample)." if sampled else "."))
+        by_label = per_label(attacked, names)
+        details["tables"] = {"Attack success per original label": by_label}
+        if len(by_label) > 1:
+            summary += " By original label: " + ", ".join(
+                f"{row['label']} {row['flipped']}/{row['attacked']}" for row in by_label) + "."
         if out_of_budget:
             summary += (f" {out_of_budget} attack(s) stopped at the query budget ({budget}), so "
                         "the success rate is a lower bound.")
-        if asr <= threshold:
-            return self.finding("pass", "info", summary, metric=metric, details=details,
-                                remediation="")
         evidence = [Evidence(input=r["original"], output=r["perturbed"],
                              expected=(f"{names.get(r['label'], r['label'])} → "
                                        f"{names.get(r['new_label'], r['new_label'])}"),
                              score=round(r["words_perturbed"], 4))
                     for r in flipped[:MAX_EVIDENCE]]
+        if asr <= threshold:
+            return self.finding("pass", "info", summary, metric=metric, evidence=evidence,
+                                details=details, remediation="")
         return self.finding("fail", "high", summary, metric=metric, evidence=evidence,
                             details=details)
 
