@@ -200,7 +200,7 @@ def test_textattack_audit_of_the_guard(tmp_path, trained):
     assert set(findings) == set(CHARACTER_PROBES)
     for name, finding in findings.items():
         assert finding.status in ("pass", "fail"), finding.summary
-        assert finding.metric.name == "attack success rate"
+        assert finding.metric.name.startswith("attack success rate")
         assert 0.0 <= finding.metric.value <= 1.0
         assert finding.details["texts_attacked"] > 0
         print(f"{name}: attack success rate {finding.metric.value:.2f} "

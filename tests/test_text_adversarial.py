@@ -261,10 +261,11 @@ def test_typos_flip_the_keyword_model(sentiment_run, sentiment_model, probe):
     finding = by_probe(sentiment_run)[probe]
     details = finding.details
     assert (finding.status, finding.severity) == ("fail", "high")
-    assert finding.metric.name == "attack success rate" and finding.metric.threshold == 0.5
-    asr = finding.metric.value
-    assert asr > 0.5 and details["attack_success_rate"] == asr
-    assert finding.metric.ci95[0] <= asr <= finding.metric.ci95[1]
+    assert finding.metric.name.startswith("attack success rate")
+    assert finding.metric.threshold == 0.5
+    assert finding.metric.ci95[0] <= finding.metric.value <= finding.metric.ci95[1]
+    asr = details["attack_success_rate"]  # over all labels; the metric is the worst label's
+    assert 0.5 < asr <= finding.metric.value
     assert details["clean_accuracy"] >= 0.9
     assert details["accuracy_under_attack"] == pytest.approx(
         details["clean_accuracy"] * (1 - asr), abs=1e-3)
@@ -276,6 +277,8 @@ def test_typos_flip_the_keyword_model(sentiment_run, sentiment_model, probe):
     by_label = details["tables"]["Attack success per original label"]
     assert sum(row["attacked"] for row in by_label) == details["texts_attacked"]
     assert sum(row["flipped"] for row in by_label) == details["succeeded"]
+    assert finding.metric.value == max([asr] + [row["success_rate"] for row in by_label
+                                                if row["attacked"] >= 5])
     assert finding.references and any("arXiv:2005.05909" in r for r in finding.references)
 
     # Every evidence row is a real adversarial example: the model gives the new label.
@@ -331,7 +334,8 @@ def test_pruthi_success_rises_with_the_word_budget(sentiment_model, sentiment_ru
     three_words = by_probe(run)["adversarial.pruthi"]
     assert three_words.details["max_words"] == 3
     assert three_words.details["texts_attacked"] == one_word.details["texts_attacked"]
-    assert three_words.metric.value > one_word.metric.value
+    assert (three_words.details["attack_success_rate"]
+            > one_word.details["attack_success_rate"])
     # more texts flip, and the extra ones needed more than one word
     assert any(r["words perturbed"] * len(r["perturbed"].split()) > 1.5
                for r in three_words.details["per_item"] if r["outcome"] == "succeeded")
