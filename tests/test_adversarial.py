@@ -105,3 +105,25 @@ def test_language_model_and_missing_data_are_not_attacked(tiny_lm, backdoor_zoo,
                                     device="cpu", quiet=True))
     assert result.exit_code == 3 and not [f for f in result.findings
                                           if f.probe in ("adversarial.fgsm", "adversarial.cw")]
+
+
+def test_bad_input_to_the_adversarial_suite_exits_2(backdoor_zoo, tmp_path, capsys):
+    import shutil
+
+    from redteam.cli import main
+
+    broken = tmp_path / "broken"
+    shutil.copytree(backdoor_zoo["test-data"], broken)
+    (broken / "3" / "zz.png").write_bytes(b"not an image")
+    config = tmp_path / "audit.toml"
+    config.write_text('[probes."adversarial.pgd_linf"]\nstep = 5\n')
+    cases = [(["--data", str(broken)], "zz.png: unreadable image"),
+             (["--data", str(tmp_path / "missing")], "image folder not found"),
+             (["--data", str(backdoor_zoo["test-data"]), "--config", str(config)],
+              "unknown setting 'step'")]
+    for extra, message in cases:
+        code = main(["audit", str(backdoor_zoo["clean"]), "--suite", "adversarial",
+                     "--out", str(tmp_path / "run"), *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()
