@@ -50,19 +50,23 @@ class AuditData:
         return {name: len(self.split(name)) for name in SPLITS}
 
 
-def _parse_line(path: Path, number: int, line: str) -> AuditItem:
-    where = f"{path}:{number}"
+def json_object(where: str, line: str, known: tuple[str, ...]) -> dict:
+    """One JSONL line as an object with only ``known`` fields; ``where`` is ``file:line``."""
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as exc:
         raise InputError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
     if not isinstance(obj, dict):
         raise InputError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-    unknown = sorted(set(obj) - set(KNOWN_FIELDS))
+    unknown = sorted(set(obj) - set(known))
     if unknown:
-        raise InputError(
-            f"{where}: {unknown[0]}: unknown field (known: {', '.join(KNOWN_FIELDS)})"
-        )
+        raise InputError(f"{where}: {unknown[0]}: unknown field (known: {', '.join(known)})")
+    return obj
+
+
+def _parse_line(path: Path, number: int, line: str) -> AuditItem:
+    where = f"{path}:{number}"
+    obj = json_object(where, line, KNOWN_FIELDS)
     split = obj.get("split")
     if split not in SPLITS:
         raise InputError(f"{where}: split: must be one of {', '.join(SPLITS)}, got {split!r}")

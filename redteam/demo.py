@@ -44,9 +44,7 @@ def run_demo(out: Path = Path("reports/demo"), size: str = "demo", seed: int = 0
                      str(zoo["audit"]), "--reference", str(zoo["original"]), "--retrain",
                      str(zoo["retrain"]), "--out", str(out / variant)],
         ), cache)
-        columns.append({"name": variant, "report": f"{variant}/report.html",
-                        "exit_code": result.exit_code, "description": description,
-                        "worst_severity": worst_severity(result.findings) or "none"})
+        columns.append(column(variant, description, result))
         documents[variant] = load_document(out / variant)
     rows, cells = cells_from_documents(documents)
     attack_rows, attacks = attack_cells(documents)
@@ -57,6 +55,14 @@ def run_demo(out: Path = Path("reports/demo"), size: str = "demo", seed: int = 0
                        extra_tables=[table, backdoor_demo(out, size, seed, quiet),
                                      adversarial_demo(out, size, seed, quiet, zoo["audit"]),
                                      protection_demo(out, size, seed, quiet)])
+
+
+def column(name: str, description: str, result) -> dict:
+    """One column of an index table: the run in ``<out>/<name>``, its exit code and worst
+    severity."""
+    return {"name": name, "report": f"{name}/report.html", "exit_code": result.exit_code,
+            "description": description,
+            "worst_severity": worst_severity(result.findings) or "none"}
 
 
 CLASSIFIERS = {
@@ -89,9 +95,7 @@ def backdoor_demo(out: Path, size: str, seed: int, quiet: bool) -> dict:
                                   "--poisoned-data", str(zoo[f"poisoned-{attack}"]), "--trigger",
                                   str(zoo[f"trigger-{attack}"]), "--out", str(out / name),
                                   "--remove", str(repaired)])
-        columns.append({"name": name, "report": f"{name}/report.html",
-                        "exit_code": result.exit_code, "description": description,
-                        "worst_severity": worst_severity(result.findings) or "none"})
+        columns.append(column(name, description, result))
         documents[name] = load_document(out / name)
     rows, cells = cells_from_documents(documents)
     return {"title": "Backdoor audit of the digits classifiers (redteam expose)",
@@ -130,9 +134,7 @@ def adversarial_demo(out: Path, size: str, seed: int, quiet: bool, audit: Path) 
                       "adversarial.pruthi": text_settings},
             command=["redteam", "audit", str(model), "--suite", "adversarial", "--data",
                      str(data), "--out", str(out / name)]))
-        columns.append({"name": name, "report": f"{name}/report.html",
-                        "exit_code": result.exit_code, "description": description,
-                        "worst_severity": worst_severity(result.findings) or "none"})
+        columns.append(column(name, description, result))
         documents[name] = load_document(out / name)
     rows, cells = cells_from_documents(documents)
     return {"title": "Adversarial robustness (redteam audit --suite adversarial)",
@@ -182,10 +184,7 @@ def protection_demo(out: Path, size: str, seed: int, quiet: bool) -> dict:
             quiet=quiet, command=["redteam", "evaluate-protection", str(zoo["publish"]),
                                   str(protected), "--test-data", str(zoo["test"]), "--out",
                                   str(out / name)])
-        columns.append({"name": name, "report": f"{name}/report.html",
-                        "exit_code": result.exit_code,
-                        "description": f"{description}; protecting took {seconds:.0f} s",
-                        "worst_severity": worst_severity(result.findings) or "none"})
+        columns.append(column(name, f"{description}; protecting took {seconds:.0f} s", result))
         documents[name] = load_document(out / name)
     rows, cells = cells_from_documents(documents)
     return {"title": "Unlearnable digits (redteam protect, redteam evaluate-protection)",

@@ -162,15 +162,32 @@ def _from_pretrained(path: Path, auto_class, device: str, allow_pickle: bool, dt
     return model.eval()
 
 
-def load_causal_lm(path: Path, device: str, allow_pickle: bool) -> tuple[Any, Any]:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _tokenizer(path: Path):
+    from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True,
-                                                  trust_remote_code=False)
+        return AutoTokenizer.from_pretrained(path, local_files_only=True,
+                                             trust_remote_code=False)
     except (OSError, ValueError, KeyError) as exc:
         raise InputError(f"{path}: tokenizer could not be loaded ({_one_line(exc)})") from None
+
+
+def _image_processor(path: Path):
+    from transformers import AutoImageProcessor
+
+    try:
+        return AutoImageProcessor.from_pretrained(path, local_files_only=True, use_fast=False,
+                                                  trust_remote_code=False)
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"{path}: image processor could not be loaded "
+                         f"({_one_line(exc)})") from None
+
+
+def load_causal_lm(path: Path, device: str, allow_pickle: bool) -> tuple[Any, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = _tokenizer(path)
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     model = _from_pretrained(path, AutoModelForCausalLM, device, allow_pickle, dtype)
     if tokenizer.pad_token is None:
@@ -181,16 +198,11 @@ def load_causal_lm(path: Path, device: str, allow_pickle: bool) -> tuple[Any, An
 def load_image_classifier(path: Path, device: str, allow_pickle: bool) -> tuple[Any, Any]:
     """(``PixelClassifier`` wrapping the HF model with its preprocessing, the processor)."""
     import torch
-    from transformers import AutoImageProcessor, AutoModelForImageClassification
+    from transformers import AutoModelForImageClassification
 
     from redteam.vision import PixelClassifier
 
-    try:
-        processor = AutoImageProcessor.from_pretrained(path, local_files_only=True, use_fast=False,
-                                                       trust_remote_code=False)
-    except (OSError, ValueError, KeyError) as exc:
-        raise InputError(f"{path}: image processor could not be loaded "
-                         f"({_one_line(exc)})") from None
+    processor = _image_processor(path)
     model = _from_pretrained(path, AutoModelForImageClassification, device, allow_pickle,
                              torch.float32)
     return PixelClassifier(model, processor).to(device).eval(), processor
@@ -200,27 +212,18 @@ def load_clip(path: Path, device: str, allow_pickle: bool) -> tuple[Any, Any]:
     """(``CLIPModel``, its image processor). Audits of CLIP targets come with the safety suite;
     for now a CLIP serves as the surrogate of ``redteam protect``."""
     import torch
-    from transformers import AutoImageProcessor, CLIPModel
+    from transformers import CLIPModel
 
-    try:
-        processor = AutoImageProcessor.from_pretrained(path, local_files_only=True, use_fast=False,
-                                                       trust_remote_code=False)
-    except (OSError, ValueError, KeyError) as exc:
-        raise InputError(f"{path}: image processor could not be loaded "
-                         f"({_one_line(exc)})") from None
+    processor = _image_processor(path)
     return _from_pretrained(path, CLIPModel, device, allow_pickle, torch.float32), processor
 
 
 def load_text_classifier(path: Path, device: str, allow_pickle: bool) -> tuple[Any, Any]:
     """(``*ForSequenceClassification`` model, its tokenizer), for the adversarial text probes."""
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification
 
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True,
-                                                  trust_remote_code=False)
-    except (OSError, ValueError, KeyError) as exc:
-        raise InputError(f"{path}: tokenizer could not be loaded ({_one_line(exc)})") from None
+    tokenizer = _tokenizer(path)
     model = _from_pretrained(path, AutoModelForSequenceClassification, device, allow_pickle,
                              torch.float32)
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:

@@ -8,11 +8,11 @@ it without reading a traceback, and nothing runs on half-valid data.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from redteam.data import json_object
 from redteam.errors import InputError
 
 FIELDS = ("text", "label")
@@ -61,15 +61,7 @@ def _label_id(value: object, label2id: Mapping[str, int], where: str) -> int:
 def _parse_line(path: Path, number: int, line: str,
                 label2id: Mapping[str, int]) -> LabelledText:
     where = f"{path}:{number}"
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-    if not isinstance(obj, dict):
-        raise InputError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-    unknown = sorted(set(obj) - set(FIELDS))
-    if unknown:
-        raise InputError(f"{where}: {unknown[0]}: unknown field (known: {', '.join(FIELDS)})")
+    obj = json_object(where, line, FIELDS)
     for name in FIELDS:
         if name not in obj:
             raise InputError(f"{where}: {name}: missing")
