@@ -1,1 +1,2 @@
-"""Lorentz-model hyperbolic geometry and HySAC (comes with its own issue)."""
+"""Lorentz-model hyperbolic geometry (``lorentz``), the base of HySAC (issue 7: the model, its
+losses, training and traversal are still to come)."""

@@ -1,0 +1,101 @@
+"""Lorentz geometry (issue 7, part 1): property tests against closed forms."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from hyperbolic.lorentz import (
+    LorentzEmbedding,
+    distance,
+    distance_to_origin,
+    entailment_loss,
+    expmap0,
+    exterior_angle,
+    half_aperture,
+    logmap0,
+    lorentz_inner,
+    pairwise_distance,
+    time_component,
+)
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+@pytest.mark.parametrize("c", [0.5, 1.0, 2.3])
+def test_lifted_points_lie_on_the_hyperboloid_and_logmap_inverts(c):
+    v = torch.randn(64, 8, generator=torch.Generator().manual_seed(0))
+    x = expmap0(v, c)
+    assert x.shape == (64, 9)
+    assert torch.allclose(torch.diagonal(lorentz_inner(x, x)), torch.full((64,), -1 / c),
+                          atol=1e-8)
+    assert torch.allclose(x[:, :1], time_component(x[:, 1:], c), atol=1e-8)
+    assert torch.allclose(logmap0(x, c), v, atol=1e-7)
+    # the exponential map at the origin reaches geodesic distance ‖v‖
+    assert torch.allclose(distance_to_origin(x, c), v.norm(dim=-1), atol=1e-7)
+
+
+@pytest.mark.parametrize("c", [0.7, 1.0, 3.0])
+def test_distance_is_a_metric(c):
+    g = torch.Generator().manual_seed(1)
+    x, y, z = (expmap0(torch.randn(200, 5, generator=g), c) for _ in range(3))
+    dxy, dyx = distance(x, y, c), distance(y, x, c)
+    assert torch.allclose(dxy, dyx, atol=1e-9) and (dxy >= 0).all()
+    assert torch.allclose(distance(x, x, c), torch.zeros(200), atol=1e-4)
+    assert (distance(x, z, c) <= dxy + distance(y, z, c) + 1e-9).all()
+    matrix = pairwise_distance(x[:7], y[:9], c)
+    expected = distance(x[:7, None, :], y[None, :9, :], c)
+    assert matrix.shape == (7, 9) and torch.allclose(matrix, expected, atol=1e-6)
+
+
+def test_distance_matches_the_closed_form_along_one_geodesic():
+    c = 2.0
+    direction = torch.tensor([[0.6, 0.8, 0.0]])
+    a, b = expmap0(0.3 * direction, c), expmap0(1.1 * direction, c)
+    assert distance(a, b, c).item() == pytest.approx(0.8, abs=1e-9)
+    # opposite sides of the origin: the distances add up
+    assert distance(a, expmap0(-0.5 * direction, c), c).item() == pytest.approx(0.8, abs=1e-9)
+
+
+def test_cone_aperture_narrows_with_distance_and_angles_follow_the_ray():
+    c = 1.0
+    direction = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
+    near, far = expmap0(0.05 * direction, c), expmap0(2.0 * direction, c)
+    assert half_aperture(near, c).item() == pytest.approx(math.pi / 2, abs=1e-2)
+    assert half_aperture(far, c).item() < half_aperture(expmap0(1.0 * direction, c), c).item()
+    assert half_aperture(far, c).item() == pytest.approx(
+        math.asin(2 * 0.1 / math.sinh(2.0)), abs=1e-6)  # ‖x_space‖ = sinh(r)/√c
+    middle = expmap0(1.0 * direction, c)
+    beyond = expmap0(1.5 * direction, c)
+    back = expmap0(0.5 * direction, c)
+    assert exterior_angle(middle, beyond, c).item() == pytest.approx(0.0, abs=5e-3)
+    assert exterior_angle(middle, back, c).item() == pytest.approx(math.pi, abs=5e-3)
+    side = expmap0(torch.tensor([[1.0, 1.0, 0.0, 0.0]]), c)
+    assert 0.1 < exterior_angle(middle, side, c).item() < math.pi - 0.1
+    assert entailment_loss(middle, beyond, c).item() == 0.0
+    assert entailment_loss(middle, back, c).item() > 1.0
+
+
+def test_learnable_curvature_is_clamped_and_scales_start_at_inverse_sqrt_dim():
+    head = LorentzEmbedding(dim=16, curvature=1.0)
+    assert head.log_alpha_text.exp().item() == pytest.approx(0.25)
+    with torch.no_grad():
+        head.log_c.fill_(10.0)
+    assert head.c.item() == pytest.approx(10.0)
+    with torch.no_grad():
+        head.log_c.fill_(-10.0)
+    assert head.c.item() == pytest.approx(0.1)
+    points = head(torch.randn(4, 16), "image")
+    assert torch.allclose(torch.diagonal(lorentz_inner(points, points)),
+                          torch.full((4,), -1 / head.c.item()), atol=1e-6)
+    loss = pairwise_distance(head(torch.randn(4, 16), "text"), points, head.c).mean()
+    loss.backward()
+    assert head.log_alpha_text.grad is not None and head.log_c.grad is not None
