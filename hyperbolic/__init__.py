@@ -1,2 +1,3 @@
-"""Lorentz-model hyperbolic geometry (``lorentz``), the base of HySAC (issue 7: the model, its
-losses, training and traversal are still to come)."""
+"""Lorentz-model hyperbolic geometry (``lorentz``) and HySAC's losses (``losses``). Issue 7 is
+in progress: the model on a CLIP directory, training, the safety bounds and traversal are still
+to come."""

@@ -99,3 +99,46 @@ def test_learnable_curvature_is_clamped_and_scales_start_at_inverse_sqrt_dim():
     loss = pairwise_distance(head(torch.randn(4, 16), "text"), points, head.c).mean()
     loss.backward()
     assert head.log_alpha_text.grad is not None and head.log_c.grad is not None
+
+
+def test_contrastive_loss_rewards_matching_rows():
+    from hyperbolic.losses import contrastive_loss
+
+    g = torch.Generator().manual_seed(2)
+    v = 2.0 * torch.randn(16, 6, generator=g)
+    aligned = contrastive_loss(expmap0(v, 1.0), expmap0(v + 0.01, 1.0), 1.0, 10.0)
+    shuffled = contrastive_loss(expmap0(v, 1.0), expmap0(v[torch.randperm(16, generator=g)],
+                                                         1.0), 1.0, 10.0)
+    assert aligned.item() < 0.1 < shuffled.item()
+
+
+def test_hysac_loss_orders_safe_inside_unsafe_and_trains_down():
+    from hyperbolic.losses import hysac_loss
+
+    g = torch.Generator().manual_seed(3)
+    content = torch.randn(8, 6, generator=g)
+    direction = content / content.norm(dim=-1, keepdim=True)
+    safe_text, safe_image = expmap0(0.4 * direction, 1.0), expmap0(0.6 * direction, 1.0)
+    unsafe_text, unsafe_image = expmap0(1.2 * direction, 1.0), expmap0(1.4 * direction, 1.0)
+    _, ordered = hysac_loss(safe_text, unsafe_text, safe_image, unsafe_image, 1.0, 10.0)
+    _, reversed_ = hysac_loss(safe_text, expmap0(-1.2 * direction, 1.0), safe_image,
+                              unsafe_image, 1.0, 10.0)
+    assert ordered["entail safe_image>unsafe_text"] == 0.0  # unsafe text lies beyond the image
+    assert reversed_["entail safe_image>unsafe_text"] > 1.0
+
+    features = [torch.randn(8, 6, generator=g).requires_grad_() for _ in range(4)]
+    head = LorentzEmbedding(dim=6)
+    optimizer = torch.optim.Adam([*features, *head.parameters()], lr=0.05)
+
+    def loss() -> torch.Tensor:
+        st, ut = head(features[0], "text"), head(features[1], "text")
+        si, ui = head(features[2], "image"), head(features[3], "image")
+        return hysac_loss(st, ut, si, ui, head.c, 10.0)[0]
+
+    before = loss().item()
+    for _ in range(60):
+        optimizer.zero_grad()
+        value = loss()
+        value.backward()
+        optimizer.step()
+    assert torch.isfinite(value) and value.item() < 0.5 * before
