@@ -1,3 +1,4 @@
-"""Lorentz-model hyperbolic geometry (``lorentz``) and HySAC's losses (``losses``). Issue 7 is
-in progress: the model on a CLIP directory, training, the safety bounds and traversal are still
-to come."""
+"""Hyperbolic safety-aware CLIP (HySAC, Poppi et al., CVPR 2025). In progress (issue 7):
+``lorentz`` (geometry on geoopt), ``losses`` (HySAC's objective), ``model`` (a CLIP with the
+Lorentz lift, saved as kind ``hysac``) and ``data`` (ViSU quadruplets) are here; training with
+the safety bound, traversal, the CLI and the safety suite are still to come."""

@@ -142,3 +142,69 @@ def test_hysac_loss_orders_safe_inside_unsafe_and_trains_down():
         value.backward()
         optimizer.step()
     assert torch.isfinite(value) and value.item() < 0.5 * before
+
+
+def _tiny_clip():
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(0)
+    return CLIPModel(CLIPConfig(
+        text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                     "num_attention_heads": 2, "vocab_size": 100,
+                     "max_position_embeddings": 16},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                       "num_attention_heads": 2, "image_size": 32, "patch_size": 8},
+        projection_dim=16)).float()
+
+
+def test_hysac_model_embeds_on_the_hyperboloid_and_round_trips(tmp_path):
+    from transformers import CLIPModel
+
+    from hyperbolic.model import HYSAC_CONFIG, HySAC
+    from redteam.targets import detect_kind
+
+    torch.set_default_dtype(torch.float32)
+    model = HySAC(_tiny_clip(), curvature=0.8).eval()
+    model.safety_radius = 1.5
+    ids = torch.randint(0, 100, (3, 8))
+    pixels = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        text, image = model.embed_text(ids), model.embed_image(pixels)
+        c = model.lorentz.c.item()
+        assert torch.allclose(torch.diagonal(lorentz_inner(text, text)),
+                              torch.full((3,), -1 / c), atol=1e-4)
+        assert model.similarity(text, image).shape == (3, 2)
+    model.save(tmp_path / "hysac")
+    assert (tmp_path / "hysac" / HYSAC_CONFIG).is_file()
+    assert detect_kind(tmp_path / "hysac") == "hysac"
+    loaded = HySAC.from_clip_and_config(CLIPModel.from_pretrained(tmp_path / "hysac"),
+                                        tmp_path / "hysac")
+    with torch.no_grad():
+        assert torch.allclose(loaded.embed_text(ids), text, atol=1e-5)
+        assert torch.allclose(loaded.similarity(loaded.embed_text(ids),
+                                                loaded.embed_image(pixels)),
+                              model.similarity(text, image), atol=1e-4)
+    assert loaded.safety_radius == 1.5 and loaded.lorentz.c.item() == pytest.approx(c)
+
+
+def test_quadruplets_load_strictly(tmp_path):
+    from PIL import Image
+
+    from hyperbolic.data import load_quadruplets
+    from redteam.errors import InputError
+
+    (tmp_path / "img").mkdir()
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (8, 8)).save(tmp_path / "img" / name)
+    good = ('{"safe_image": "img/a.png", "unsafe_image": "img/b.png", '
+            '"safe_caption": "a cat", "unsafe_caption": "a cat with a knife"}')
+    path = tmp_path / "visu.jsonl"
+    path.write_text(good + "\n\n" + good + "\n")
+    rows = load_quadruplets(path)
+    assert len(rows) == 2 and rows[1].line == 3 and rows[0].safe_image.is_file()
+    for bad, message in ((good.replace("img/b.png", "img/c.png"), "unsafe_image: image"),
+                         (good.replace('"a cat"', '""'), "safe_caption: expected"),
+                         ("[1]", "expected a JSON object"), ("{", "not valid JSON")):
+        path.write_text(good + "\n" + bad + "\n")
+        with pytest.raises(InputError, match=f"visu.jsonl:2: .*{message}"):
+            load_quadruplets(path)

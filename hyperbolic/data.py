@@ -1,0 +1,57 @@
+"""ViSU quadruplets (Poppi et al., ECCV 2024): the data HySAC trains and is evaluated on.
+
+One JSON object per line: ``{"safe_image", "unsafe_image", "safe_caption", "unsafe_caption"}``,
+image paths relative to the JSONL file (DESIGN.md, "Audit data"). Read strictly at the boundary:
+a bad line, a missing field or a missing image is reported as ``file:line: field: problem``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from redteam.data import json_object
+from redteam.errors import InputError
+
+FIELDS = ("safe_image", "unsafe_image", "safe_caption", "unsafe_caption")
+
+
+@dataclass(frozen=True)
+class Quadruplet:
+    safe_image: Path
+    unsafe_image: Path
+    safe_caption: str
+    unsafe_caption: str
+    line: int
+
+
+def load_quadruplets(path: str | Path) -> list[Quadruplet]:
+    """Every quadruplet of the JSONL ``path``, with image paths resolved against its folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: quadruplet file not found")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text") from None
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        obj = json_object(where, line, FIELDS)
+        for name in FIELDS:
+            value = obj.get(name)
+            if not isinstance(value, str) or not value.strip():
+                raise InputError(f"{where}: {name}: expected a non-empty string")
+        images = {}
+        for name in ("safe_image", "unsafe_image"):
+            image = (path.parent / obj[name]).resolve()
+            if not image.is_file():
+                raise InputError(f"{where}: {name}: image {obj[name]} not found")
+            images[name] = image
+        rows.append(Quadruplet(images["safe_image"], images["unsafe_image"],
+                               obj["safe_caption"], obj["unsafe_caption"], number))
+    if not rows:
+        raise InputError(f"{path}: no quadruplets")
+    return rows
