@@ -208,3 +208,80 @@ def test_quadruplets_load_strictly(tmp_path):
         path.write_text(good + "\n" + bad + "\n")
         with pytest.raises(InputError, match=f"visu.jsonl:2: .*{message}"):
             load_quadruplets(path)
+
+
+def _tiny_base(tmp_path):
+    """A tiny CLIP with a word-level tokenizer and an image processor, saved as a folder."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import CLIPImageProcessor, PreTrainedTokenizerFast
+
+    words = ["[PAD]", "[EOS]", "[UNK]", "a", "digit", "with", "marked", "danger",
+             *[str(i) for i in range(10)]]
+    raw = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    raw.post_processor = processors.TemplateProcessing(single="$A [EOS]",
+                                                       special_tokens=[("[EOS]", 1)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, pad_token="[PAD]",
+                                        eos_token="[EOS]", unk_token="[UNK]")
+    clip = _tiny_clip()
+    clip.config.text_config.eos_token_id = 1
+    clip.text_model.eos_token_id = 1
+    processor = CLIPImageProcessor(size={"shortest_edge": 32},
+                                   crop_size={"height": 32, "width": 32})
+    return clip, tokenizer, processor
+
+
+def _digit_quadruplets(folder, count):
+    from hyperbolic.data import load_quadruplets
+    from redteam.vision import save_png
+    from redteam.zoo.digits import digit_images
+
+    images, labels = digit_images()
+    lines = []
+    for i in range(count):
+        safe = images[i].clone()
+        unsafe = safe.clone()
+        unsafe[0, 2:12, 2:12] = 1.0  # a clearly visible red marking
+        unsafe[1:, 2:12, 2:12] = 0.0
+        save_png(safe, folder / f"safe{i}.png")
+        save_png(unsafe, folder / f"unsafe{i}.png")
+        digit = int(labels[i])
+        lines.append(f'{{"safe_image": "safe{i}.png", "unsafe_image": "unsafe{i}.png", '
+                     f'"safe_caption": "a digit {digit}", '
+                     f'"unsafe_caption": "a digit {digit} marked with danger"}}')
+    (folder / "visu.jsonl").write_text("\n".join(lines) + "\n")
+    return load_quadruplets(folder / "visu.jsonl")
+
+
+def test_training_pushes_unsafe_content_farther_from_the_origin(tmp_path):
+    from hyperbolic.model import HySAC
+    from hyperbolic.train import encode_batch, train_hysac
+    from redteam.vision import PixelModel, read_resized
+
+    torch.set_default_dtype(torch.float32)
+    clip, tokenizer, processor = _tiny_base(tmp_path)
+    rows = _digit_quadruplets(tmp_path, 60)
+    model = HySAC(clip)
+    images = {p: torch.from_numpy(read_resized(p, (32, 32))).permute(2, 0, 1)
+              for r in rows for p in (r.safe_image, r.unsafe_image)}
+
+    def farther(points_unsafe, points_safe) -> float:
+        c = model.lorentz.c
+        return (distance_to_origin(points_unsafe, c)
+                > distance_to_origin(points_safe, c)).float().mean().item()
+
+    with torch.no_grad():
+        st, ut, si, ui = encode_batch(model.eval(), tokenizer,
+                                      PixelModel(model.clip, processor), rows, images, "cpu")
+    assert farther(ui, si) < 0.5  # before training, the marked images are not farther out
+    result = train_hysac(model, tokenizer, processor, rows, epochs=12, lr=1e-3, batch_size=16,
+                         weight_decay=0.0, patience=4, seed=0)
+    assert result["train"] == 48 and result["validation"] == 12
+    history = result["history"]
+    assert result["best_val_loss"] < history[0]["val_loss"]
+    assert result["samples_per_s"] > 0 and result["safety_radius"] > 0
+    with torch.no_grad():
+        st, ut, si, ui = encode_batch(model, tokenizer, PixelModel(model.clip, processor), rows,
+                                      images, "cpu")
+    # each unsafe caption and image lies farther out than its safe counterpart
+    assert farther(ut, st) > 0.8 and farther(ui, si) > 0.8

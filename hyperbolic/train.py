@@ -1,0 +1,137 @@
+"""Training HySAC on ViSU quadruplets, with a validation split and early stopping.
+
+The steps, in order: read every image once at the CLIP's input size; split the quadruplets into
+training and validation (seeded); fine-tune the whole model (small CLIPs; LoRA for large ones is
+still to come) with AdamW (lr 1e-4, betas 0.9/0.98, weight decay 0.2, as HySAC) through
+``accelerate``, keeping the weights of the best validation epoch and stopping after ``patience``
+epochs without improvement; finally set the safety radius, the 95th percentile of the safe
+embeddings' distances to the origin (HySAC: content beyond it is classified unsafe, and
+traversal moves a query back to it).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from hyperbolic.data import Quadruplet
+from hyperbolic.lorentz import distance_to_origin
+from hyperbolic.losses import hysac_loss
+from hyperbolic.model import HySAC
+
+SAFE_PERCENTILE = 95
+
+
+def encode_batch(model: HySAC, tokenizer, pixels, rows: list[Quadruplet], images: dict,
+                 device) -> tuple[torch.Tensor, ...]:
+    """(safe text, unsafe text, safe image, unsafe image) points of ``rows``."""
+    limit = int(model.clip.config.text_config.max_position_embeddings)
+
+    def texts(captions: list[str]) -> torch.Tensor:
+        tokens = tokenizer(captions, padding=True, truncation=True, max_length=limit,
+                           return_tensors="pt").to(device)
+        return model.embed_text(tokens["input_ids"], tokens["attention_mask"])
+
+    def pictures(paths) -> torch.Tensor:
+        batch = torch.stack([images[path] for path in paths]).to(device)
+        return model.embed_image(pixels.pixel_values(batch))
+
+    return (texts([r.safe_caption for r in rows]), texts([r.unsafe_caption for r in rows]),
+            pictures([r.safe_image for r in rows]), pictures([r.unsafe_image for r in rows]))
+
+
+def _mean_loss(model, tokenizer, pixels, rows, images, device, batch_size) -> float:
+    model.eval()
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, len(rows), batch_size):
+            batch = rows[start:start + batch_size]
+            points = encode_batch(model, tokenizer, pixels, batch, images, device)
+            total += hysac_loss(*points, model.lorentz.c, model.logit_scale)[0].item() * len(batch)
+    return total / len(rows)
+
+
+def train_hysac(model: HySAC, tokenizer, processor, quadruplets: list[Quadruplet], *,
+                epochs: int = 20, lr: float = 1e-4, batch_size: int = 32,
+                weight_decay: float = 0.2, val_fraction: float = 0.2, patience: int = 3,
+                seed: int = 0, quiet: bool = True) -> dict[str, Any]:
+    """Train ``model`` in place on ``quadruplets``; return the history and the safety radius."""
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    from redteam.training import optimizer_step
+    from redteam.vision import PixelModel, read_resized
+
+    torch.manual_seed(seed)
+    pixels = PixelModel(model.clip, processor)
+    size = pixels.size
+    paths = sorted({p for r in quadruplets for p in (r.safe_image, r.unsafe_image)})
+    images = {p: torch.from_numpy(read_resized(p, size)).permute(2, 0, 1) for p in paths}
+    order = np.random.default_rng(seed).permutation(len(quadruplets))
+    cut = max(1, int(round(val_fraction * len(quadruplets))))
+    val = [quadruplets[i] for i in order[:cut]]
+    train = [quadruplets[i] for i in order[cut:]]
+    if len(train) < 2:
+        raise ValueError(f"{len(quadruplets)} quadruplets are too few to train and validate")
+
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98),
+                                  weight_decay=weight_decay)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    pixels = pixels.to(accelerator.device)
+    steps = -(-len(train) // batch_size)
+    progress = tqdm(total=epochs * steps, desc="train HySAC", disable=quiet, leave=False)
+    generator = torch.Generator().manual_seed(seed)
+    history, best, best_state, waited = [], float("inf"), None, 0
+    started = time.perf_counter()
+    seen = 0
+    for epoch in range(epochs):
+        model.train()
+        shuffled = torch.randperm(len(train), generator=generator).tolist()
+        for start in range(0, len(train), batch_size):
+            batch = [train[i] for i in shuffled[start:start + batch_size]]
+            if len(batch) < 2:  # a contrastive batch needs negatives
+                continue
+            points = encode_batch(model, tokenizer, pixels, batch, images, accelerator.device)
+            loss, _ = hysac_loss(*points, model.lorentz.c, model.logit_scale)
+            optimizer_step(accelerator, model.parameters(), optimizer, loss, progress)
+            seen += len(batch)
+        val_loss = _mean_loss(model, tokenizer, pixels, val, images, accelerator.device,
+                              batch_size)
+        history.append({"epoch": epoch + 1, "train_loss": round(loss.item(), 5),
+                        "val_loss": round(val_loss, 5)})
+        if val_loss < best - 1e-6:
+            best, best_state, waited = val_loss, copy.deepcopy(model.state_dict()), 0
+        else:
+            waited += 1
+            if waited >= patience:
+                break
+    progress.close()
+    model = accelerator.unwrap_model(model)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    model.safety_radius = safe_radius(model, tokenizer, pixels, train, images,
+                                      accelerator.device, batch_size)
+    seconds = time.perf_counter() - started
+    return {"history": history, "best_val_loss": round(best, 5),
+            "epochs_run": len(history), "train": len(train), "validation": len(val),
+            "samples_per_s": round(seen / seconds, 1), "safety_radius": model.safety_radius}
+
+
+def safe_radius(model: HySAC, tokenizer, pixels, rows: list[Quadruplet], images: dict,
+                device, batch_size: int) -> float:
+    """The 95th percentile of the safe texts' and safe images' distances to the origin."""
+    radii = []
+    with torch.no_grad():
+        for start in range(0, len(rows), batch_size):
+            safe_text, _, safe_image, _ = encode_batch(model, tokenizer, pixels,
+                                                       rows[start:start + batch_size], images,
+                                                       device)
+            for points in (safe_text, safe_image):
+                radii.append(distance_to_origin(points, model.lorentz.c).cpu())
+    return float(np.percentile(torch.cat(radii).numpy(), SAFE_PERCENTILE))
