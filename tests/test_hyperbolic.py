@@ -285,3 +285,28 @@ def test_training_pushes_unsafe_content_farther_from_the_origin(tmp_path):
                                       images, "cpu")
     # each unsafe caption and image lies farther out than its safe counterpart
     assert farther(ut, st) > 0.8 and farther(ui, si) > 0.8
+
+
+def test_classification_traversal_and_retrieval():
+    from hyperbolic.inference import classify_unsafe, retrieve, traverse
+
+    c, radius = 1.3, 1.0
+    g = torch.Generator().manual_seed(4)
+    directions = torch.nn.functional.normalize(torch.randn(6, 5, generator=g), dim=-1)
+    lengths = torch.tensor([0.2, 0.5, 0.9, 1.2, 2.0, 3.0]).unsqueeze(-1)
+    points = expmap0(directions * lengths, c)
+    assert classify_unsafe(points, c, radius).tolist() == [False] * 3 + [True] * 3
+    moved = traverse(points, c, radius)
+    radii = distance_to_origin(moved, c)
+    assert torch.allclose(radii[:3], lengths[:3, 0], atol=1e-6)  # safe queries stay
+    assert torch.allclose(radii[3:], torch.full((3,), radius), atol=1e-6)
+    assert torch.allclose(torch.nn.functional.normalize(logmap0(moved, c), dim=-1), directions,
+                          atol=1e-6)  # same direction, only closer to the origin
+    # an unsafe query retrieves its unsafe twin; traversed, its safe twin
+    safe_item, unsafe_item = expmap0(0.9 * directions[:1], c), expmap0(2.5 * directions[:1], c)
+    other = expmap0(0.9 * directions[1:2], c)
+    gallery = torch.cat([safe_item, unsafe_item, other])
+    query = expmap0(2.4 * directions[:1], c)
+    assert retrieve(query, gallery, c, k=1).item() == 1
+    assert retrieve(traverse(query, c, radius), gallery, c, k=1).item() == 0
+    assert retrieve(query, gallery, c, k=10).shape == (1, 3)
