@@ -30,10 +30,10 @@ def run_demo(out: Path = Path("reports/demo"), size: str = "demo", seed: int = 0
              quiet: bool = False) -> Path:
     """Build what is missing, audit each variant into ``out/<variant>``, write the index."""
     from redteam.zoo import build_unlearning_zoo
-    from reports.html import cells_from_documents, load_document, write_index
+    from reports.html import cells_from_documents, write_index
 
     zoo = build_unlearning_zoo(size=size, seed=seed, quiet=quiet)
-    columns, documents = [], {}
+    variants = IndexTable(out)
     cache = ModelCache()
     for variant, description in VARIANTS.items():
         result = run_audit(AuditRequest(
@@ -44,25 +44,41 @@ def run_demo(out: Path = Path("reports/demo"), size: str = "demo", seed: int = 0
                      str(zoo["audit"]), "--reference", str(zoo["original"]), "--retrain",
                      str(zoo["retrain"]), "--out", str(out / variant)],
         ), cache)
-        columns.append(column(variant, description, result))
-        documents[variant] = load_document(out / variant)
-    rows, cells = cells_from_documents(documents)
-    attack_rows, attacks = attack_cells(documents)
+        variants.add(variant, description, result)
+    rows, cells = cells_from_documents(variants.documents)
+    attack_rows, attacks = attack_cells(variants.documents)
     table = {"title": "Which attacks bring the forgotten knowledge back",
              "note": ATTACK_NOTE, "rows": attack_rows, "cells": attacks}
-    return write_index(out / "index.html", rows=rows, columns=columns, cells=cells,
+    return write_index(out / "index.html", rows=rows, columns=variants.columns, cells=cells,
                        title="redteam demo: audits of the embedded zoo",
                        extra_tables=[table, backdoor_demo(out, size, seed, quiet),
                                      adversarial_demo(out, size, seed, quiet, zoo["audit"]),
                                      protection_demo(out, size, seed, quiet)])
 
 
-def column(name: str, description: str, result) -> dict:
-    """One column of an index table: the run in ``<out>/<name>``, its exit code and worst
-    severity."""
-    return {"name": name, "report": f"{name}/report.html", "exit_code": result.exit_code,
-            "description": description,
-            "worst_severity": worst_severity(result.findings) or "none"}
+class IndexTable:
+    """The runs of one table of the index: a column per run (linking its report), a row per
+    probe, cells from each run's findings.json."""
+
+    def __init__(self, out: Path) -> None:
+        self.out, self.columns, self.documents = out, [], {}
+
+    def add(self, name: str, description: str, result) -> None:
+        """Add the run in ``<out>/<name>``."""
+        from reports.html import load_document
+
+        self.columns.append({"name": name, "report": f"{name}/report.html",
+                             "exit_code": result.exit_code, "description": description,
+                             "worst_severity": worst_severity(result.findings) or "none"})
+        self.documents[name] = load_document(self.out / name)
+
+    def table(self, title: str, note: str) -> dict:
+        """The extra table ``reports.html.write_index`` draws."""
+        from reports.html import cells_from_documents
+
+        rows, cells = cells_from_documents(self.documents)
+        return {"title": title, "note": note, "columns": self.columns, "rows": rows,
+                "cells": cells}
 
 
 CLASSIFIERS = {
@@ -78,10 +94,9 @@ def backdoor_demo(out: Path, size: str, seed: int, quiet: bool) -> dict:
 
     from redteam.expose import expose_model
     from redteam.zoo.digits import build_backdoor_zoo
-    from reports.html import cells_from_documents, load_document
 
     zoo = build_backdoor_zoo(size=size, seed=seed, quiet=quiet)
-    columns, documents = [], {}
+    runs = IndexTable(out)
     for name, (model, description) in CLASSIFIERS.items():
         attack = model if model != "clean" else "badnets"
         repaired = out / name / "repaired-model"
@@ -95,11 +110,8 @@ def backdoor_demo(out: Path, size: str, seed: int, quiet: bool) -> dict:
                                   "--poisoned-data", str(zoo[f"poisoned-{attack}"]), "--trigger",
                                   str(zoo[f"trigger-{attack}"]), "--out", str(out / name),
                                   "--remove", str(repaired)])
-        columns.append(column(name, description, result))
-        documents[name] = load_document(out / name)
-    rows, cells = cells_from_documents(documents)
-    return {"title": "Backdoor audit of the digits classifiers (redteam expose)",
-            "note": BACKDOOR_NOTE, "columns": columns, "rows": rows, "cells": cells}
+        runs.add(name, description, result)
+    return runs.table("Backdoor audit of the digits classifiers (redteam expose)", BACKDOOR_NOTE)
 
 
 def adversarial_demo(out: Path, size: str, seed: int, quiet: bool, audit: Path) -> dict:
@@ -110,7 +122,6 @@ def adversarial_demo(out: Path, size: str, seed: int, quiet: bool, audit: Path) 
 
     from redteam.guard import train_guard_command
     from redteam.zoo.digits import build_backdoor_zoo
-    from reports.html import cells_from_documents, load_document
 
     zoo = build_backdoor_zoo(size=size, seed=seed, quiet=quiet)
     guard = out / "prompt-guard" / "guard-model"
@@ -125,7 +136,7 @@ def adversarial_demo(out: Path, size: str, seed: int, quiet: bool, audit: Path) 
                                            "digits classifier (clean) under torchattacks"),
               "prompt-guard": (guard, guard / "guard-eval.jsonl", guard_note)}
     text_settings = {"max_examples": 30}
-    columns, documents = [], {}
+    runs = IndexTable(out)
     for name, (model, data, description) in audits.items():
         result = run_audit(AuditRequest(
             model=model, suite="adversarial", data=data, out=out / name, device="cpu",
@@ -134,11 +145,9 @@ def adversarial_demo(out: Path, size: str, seed: int, quiet: bool, audit: Path) 
                       "adversarial.pruthi": text_settings},
             command=["redteam", "audit", str(model), "--suite", "adversarial", "--data",
                      str(data), "--out", str(out / name)]))
-        columns.append(column(name, description, result))
-        documents[name] = load_document(out / name)
-    rows, cells = cells_from_documents(documents)
-    return {"title": "Adversarial robustness (redteam audit --suite adversarial)",
-            "note": ADVERSARIAL_NOTE, "columns": columns, "rows": rows, "cells": cells}
+        runs.add(name, description, result)
+    return runs.table("Adversarial robustness (redteam audit --suite adversarial)",
+                      ADVERSARIAL_NOTE)
 
 
 ADVERSARIAL_NOTE = (
@@ -166,10 +175,9 @@ def protection_demo(out: Path, size: str, seed: int, quiet: bool) -> dict:
     from redteam.evaluate_protection import evaluate_protection
     from redteam.protect import protect_folder
     from redteam.zoo.protection import build_protection_zoo
-    from reports.html import cells_from_documents, load_document
 
     zoo = build_protection_zoo(size=size, seed=seed, quiet=quiet)
-    columns, documents = [], {}
+    runs = IndexTable(out)
     for name, description in PROTECTIONS.items():
         surrogate = zoo["surrogate"] if name == "digits-uc-surrogate" else None
         protected = out / name / "protected"
@@ -185,11 +193,9 @@ def protection_demo(out: Path, size: str, seed: int, quiet: bool) -> dict:
             quiet=quiet, command=["redteam", "evaluate-protection", str(zoo["publish"]),
                                   str(protected), "--test-data", str(zoo["test"]), "--out",
                                   str(out / name)])
-        columns.append(column(name, f"{description}; protecting took {seconds:.0f} s", result))
-        documents[name] = load_document(out / name)
-    rows, cells = cells_from_documents(documents)
-    return {"title": "Unlearnable digits (redteam protect, redteam evaluate-protection)",
-            "note": PROTECTION_NOTE, "columns": columns, "rows": rows, "cells": cells}
+        runs.add(name, f"{description}; protecting took {seconds:.0f} s", result)
+    return runs.table("Unlearnable digits (redteam protect, redteam evaluate-protection)",
+                      PROTECTION_NOTE)
 
 
 PROTECTION_NOTE = (

@@ -136,8 +136,8 @@ def open_image(file: Path):
 
     try:
         with Image.open(file) as image:
-            image.load()
-            return image.copy()
+            image.load()  # decoded now: the pixels outlive the closed file
+            return image
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise InputError(f"{file}: unreadable image ({exc})") from None
 
