@@ -15,10 +15,14 @@ at x between the origin-to-x ray and the x-to-y geodesic is inside the cone.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
-from geoopt.manifolds.lorentz import math as lorentz_math
 from torch import nn
+
+with warnings.catch_warnings():  # geoopt decorates its math with the deprecated torch.jit.script
+    warnings.simplefilter("ignore", FutureWarning)
+    from geoopt.manifolds.lorentz import math as lorentz_math
 
 EPS = 1e-6
 CONE_K = 0.1  # MERU's minimum cone constant

@@ -1,12 +1,13 @@
 """Training HySAC on ViSU quadruplets, with a validation split and early stopping.
 
 The steps, in order: read every image once at the CLIP's input size; split the quadruplets into
-training and validation (seeded); fine-tune the whole model (small CLIPs; LoRA for large ones is
-still to come) with AdamW (lr 1e-4, betas 0.9/0.98, weight decay 0.2, as HySAC) through
-``accelerate``, keeping the weights of the best validation epoch and stopping after ``patience``
-epochs without improvement; finally set the safety radius, the 95th percentile of the safe
-embeddings' distances to the origin (HySAC: content beyond it is classified unsafe, and
-traversal moves a query back to it).
+training and validation (seeded); fine-tune the whole model (small CLIPs) or LoRA adapters on
+the attention projections (``lora_rank`` > 0; HySAC uses r = 16 on ViT-L/14; they are merged
+into the weights at the end, so the result is a plain ``CLIPModel`` again) with AdamW (lr 1e-4,
+betas 0.9/0.98, weight decay 0.2, as HySAC) through ``accelerate``, keeping the weights of the
+best validation epoch and stopping after ``patience`` epochs without improvement; finally set
+the safety radius, the 95th percentile of the safe embeddings' distances to the origin (HySAC:
+content beyond it is classified unsafe, and traversal moves a query back to it).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 
 from hyperbolic.data import Quadruplet
 from hyperbolic.lorentz import distance_to_origin
-from hyperbolic.losses import hysac_loss
+from hyperbolic.losses import ENTAILMENT_WEIGHT, hysac_loss
 from hyperbolic.model import HySAC
 
 SAFE_PERCENTILE = 95
@@ -44,20 +45,23 @@ def encode_batch(model: HySAC, tokenizer, pixels, rows: list[Quadruplet], images
             pictures([r.safe_image for r in rows]), pictures([r.unsafe_image for r in rows]))
 
 
-def _mean_loss(model, tokenizer, pixels, rows, images, device, batch_size) -> float:
+def _mean_loss(model, tokenizer, pixels, rows, images, device, batch_size,
+               entailment_weight: float) -> float:
     model.eval()
     total = 0.0
     with torch.no_grad():
         for start in range(0, len(rows), batch_size):
             batch = rows[start:start + batch_size]
             points = encode_batch(model, tokenizer, pixels, batch, images, device)
-            total += hysac_loss(*points, model.lorentz.c, model.logit_scale)[0].item() * len(batch)
+            loss = hysac_loss(*points, model.lorentz.c, model.logit_scale, entailment_weight)[0]
+            total += loss.item() * len(batch)
     return total / len(rows)
 
 
 def train_hysac(model: HySAC, tokenizer, processor, quadruplets: list[Quadruplet], *,
                 epochs: int = 20, lr: float = 1e-4, batch_size: int = 32,
                 weight_decay: float = 0.2, val_fraction: float = 0.2, patience: int = 3,
+                entailment_weight: float = ENTAILMENT_WEIGHT, lora_rank: int = 0,
                 seed: int = 0, quiet: bool = True) -> dict[str, Any]:
     """Train ``model`` in place on ``quadruplets``; return the history and the safety radius."""
     from accelerate import Accelerator
@@ -78,9 +82,12 @@ def train_hysac(model: HySAC, tokenizer, processor, quadruplets: list[Quadruplet
     if len(train) < 2:
         raise ValueError(f"{len(quadruplets)} quadruplets are too few to train and validate")
 
+    if lora_rank:
+        model.clip = add_lora(model.clip, lora_rank)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98),
-                                  weight_decay=weight_decay)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr,
+                                  betas=(0.9, 0.98), weight_decay=weight_decay)
     model, optimizer = accelerator.prepare(model, optimizer)
     pixels = pixels.to(accelerator.device)
     steps = -(-len(train) // batch_size)
@@ -97,11 +104,11 @@ def train_hysac(model: HySAC, tokenizer, processor, quadruplets: list[Quadruplet
             if len(batch) < 2:  # a contrastive batch needs negatives
                 continue
             points = encode_batch(model, tokenizer, pixels, batch, images, accelerator.device)
-            loss, _ = hysac_loss(*points, model.lorentz.c, model.logit_scale)
+            loss, _ = hysac_loss(*points, model.lorentz.c, model.logit_scale, entailment_weight)
             optimizer_step(accelerator, model.parameters(), optimizer, loss, progress)
             seen += len(batch)
         val_loss = _mean_loss(model, tokenizer, pixels, val, images, accelerator.device,
-                              batch_size)
+                              batch_size, entailment_weight)
         history.append({"epoch": epoch + 1, "train_loss": round(loss.item(), 5),
                         "val_loss": round(val_loss, 5)})
         if val_loss < best - 1e-6:
@@ -114,13 +121,26 @@ def train_hysac(model: HySAC, tokenizer, processor, quadruplets: list[Quadruplet
     model = accelerator.unwrap_model(model)
     if best_state is not None:
         model.load_state_dict(best_state)
+    if lora_rank:
+        model.clip = model.clip.merge_and_unload()
     model.eval()
     model.safety_radius = safe_radius(model, tokenizer, pixels, train, images,
                                       accelerator.device, batch_size)
     seconds = time.perf_counter() - started
     return {"history": history, "best_val_loss": round(best, 5),
             "epochs_run": len(history), "train": len(train), "validation": len(val),
+            "trainable_parameters": trainable,
             "samples_per_s": round(seen / seconds, 1), "safety_radius": model.safety_radius}
+
+
+def add_lora(clip, rank: int):
+    """``clip`` with LoRA adapters (peft; alpha = rank) on every attention projection; the
+    original weights are frozen."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0,
+                        target_modules=["q_proj", "k_proj", "v_proj", "out_proj"])
+    return get_peft_model(clip, config)
 
 
 def safe_radius(model: HySAC, tokenizer, pixels, rows: list[Quadruplet], images: dict,

@@ -373,6 +373,154 @@ def guard_check(guard_dir: Path, prompts: tuple[str, ...]) -> None:
     sys.exit(1 if any(row["label"] == "flag" for row in results) else 0)
 
 
+@cli.group()
+def hysac() -> None:
+    """Train a hyperbolic safety-aware CLIP (HySAC) and use it: classify, retrieve, evaluate.
+
+    Data is a JSONL of ViSU quadruplets: {"safe_image", "unsafe_image", "safe_caption",
+    "unsafe_caption"}, image paths relative to the file.
+    """
+
+
+@hysac.command("train")
+@click.argument("data", type=EXISTING)
+@click.option("--base", required=True, type=EXISTING, help="The CLIP model folder to fine-tune.")
+@click.option("--out", required=True, type=EXISTING, help="New folder for the HySAC model.")
+@click.option("--epochs", type=int, default=20, show_default=True,
+              help="At most this many epochs (early stopping on the validation loss).")
+@click.option("--lr", type=float, default=1e-4, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--weight-decay", type=float, default=0.2, show_default=True)
+@click.option("--val-fraction", type=float, default=0.2, show_default=True)
+@click.option("--patience", type=int, default=3, show_default=True,
+              help="Stop after this many epochs without a better validation loss.")
+@click.option("--entailment-weight", type=float, default=0.2, show_default=True,
+              help="Weight of the entailment-cone terms (MERU's 0.2).")
+@click.option("--lora-rank", type=int, default=0, show_default=True,
+              help="Train LoRA adapters of this rank (HySAC: 16) instead of every weight.")
+@click.option("--curvature", type=float, default=1.0, show_default=True,
+              help="Initial curvature c (learnt, within [c/10, 10c]).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--allow-pickle", is_flag=True,
+              help="Accept pickle weights, loaded with torch.load(weights_only=True).")
+@click.option("--quiet", is_flag=True)
+def hysac_train(data: Path, base: Path, out: Path, epochs: int, lr: float, batch_size: int,
+                weight_decay: float, val_fraction: float, patience: int,
+                entailment_weight: float, lora_rank: int, curvature: float, device: str,
+                seed: int, allow_pickle: bool, quiet: bool) -> None:
+    """Fine-tune the CLIP in --base into a HySAC model on the quadruplets of DATA.
+
+    OUT is a CLIP folder (safetensors) plus hysac_config.json (curvature, scales, safety
+    radius), which redteam detects as kind hysac, and hysac_training.json (history, hashes).
+
+    \b
+    Example:
+      redteam hysac train visu-train.jsonl --base ./clip-vit-b32 --out ./hysac --lora-rank 16
+    """
+    from redteam.hysac import train_hysac_folder
+
+    record = train_hysac_folder(
+        data, base, out, epochs=epochs, lr=lr, batch_size=batch_size,
+        weight_decay=weight_decay, val_fraction=val_fraction, patience=patience,
+        entailment_weight=entailment_weight, lora_rank=lora_rank, curvature=curvature,
+        seed=seed, device=device, allow_pickle=allow_pickle, quiet=quiet)
+    click.echo(f"trained on {record['train']} quadruplets, validated on {record['validation']}: "
+               f"{record['epochs_run']} epochs, best validation loss {record['best_val_loss']}, "
+               f"{record['samples_per_s']} quadruplets/s")
+    click.echo(f"safety radius {record['safety_radius']:.4f} (95th percentile of the safe "
+               f"training embeddings' distances to the origin)")
+    click.echo(f"HySAC model: {out}")
+
+
+@hysac.command("evaluate")
+@click.argument("model", type=EXISTING)
+@click.argument("data", type=EXISTING)
+@click.option("--reference", type=EXISTING, help="The base CLIP, measured side by side.")
+@click.option("--out", type=EXISTING, help="Run folder [default: reports/<model>-<UTC time>].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True)
+@click.option("--fail-on", type=click.Choice(SEVERITIES), default="high", show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace an earlier run in --out.")
+def hysac_evaluate(model: Path, data: Path, reference, out, device, fail_on,
+                   overwrite) -> None:
+    """Run the safety suite on MODEL (a HySAC or a plain CLIP) with held-out quadruplets.
+
+    The same as `redteam audit MODEL --suite safety --data DATA`.
+
+    \b
+    Example:
+      redteam hysac evaluate ./hysac visu-test.jsonl --reference ./clip-vit-b32
+    """
+    from redteam.engine import AuditRequest, run_audit
+
+    result = run_audit(AuditRequest(
+        model=model, suite="safety", data=data, reference=reference, out=out, device=device,
+        fail_on=fail_on, overwrite=overwrite, quiet=True, command=["redteam", *sys.argv[1:]]))
+    for finding in result.findings:
+        click.echo(f"{finding.status:4} {finding.probe}: {finding.summary}")
+    click.echo(f"report: {result.out_dir / 'report.html'}")
+    sys.exit(result.exit_code)
+
+
+@hysac.command("classify")
+@click.argument("model", type=EXISTING)
+@click.option("--text", "texts", multiple=True, help="A caption to classify (repeatable).")
+@click.option("--image", "images", multiple=True, type=EXISTING,
+              help="An image file to classify (repeatable).")
+def hysac_classify(model: Path, texts: tuple[str, ...], images: tuple[Path, ...]) -> None:
+    """Classify captions and images as safe or unsafe by their distance from the origin.
+
+    One line each: UNSAFE/safe, radius, the bound, the input. Exit code 1 when anything is
+    unsafe.
+
+    \b
+    Example:
+      redteam hysac classify ./hysac --text "a photo of a knife fight" --image photo.jpg
+    """
+    from redteam.hysac import classify
+
+    if not texts and not images:
+        raise click.UsageError("give at least one --text or --image")
+    for image in images:
+        if not image.is_file():
+            raise InputError(f"{image}: image not found")
+    results = classify(model, list(texts), list(images))
+    for row in results:
+        label = "UNSAFE" if row["unsafe"] else "safe  "
+        click.echo(f"{label} {row['radius']:.4f} (bound {row['bound']:.4f}) {row['modality']}: "
+                   f"{row['input']}")
+    sys.exit(1 if any(row["unsafe"] for row in results) else 0)
+
+
+@hysac.command("retrieve")
+@click.argument("model", type=EXISTING)
+@click.option("--query", required=True, help="The caption to search with.")
+@click.option("--gallery", required=True, type=EXISTING, help="A folder of images to search.")
+@click.option("--traverse", is_flag=True,
+              help="Move an unsafe query back to the safety radius first (HySAC only).")
+@click.option("-k", "--top", "k", type=int, default=5, show_default=True)
+def hysac_retrieve(model: Path, query: str, gallery: Path, traverse: bool, k: int) -> None:
+    """The images of --gallery nearest to --query (geodesic distance for HySAC, cosine for a
+    plain CLIP).
+
+    \b
+    Example:
+      redteam hysac retrieve ./hysac --query "a street fight" --gallery photos/ --traverse
+    """
+    from redteam.hysac import retrieve_images
+
+    answer = retrieve_images(model, query, gallery, k=k, traverse=traverse)
+    if "radius" in answer:
+        verdict = "unsafe" if answer["unsafe"] else "safe"
+        moved = "; moved back to the safety radius" if answer["traversed"] else ""
+        click.echo(f"query: {verdict} (radius {answer['radius']:.4f}, bound "
+                   f"{answer['bound']:.4f}){moved}")
+    for rank, row in enumerate(answer["results"], start=1):
+        click.echo(f"{rank:2} {row['distance']:.4f} {row['image']}")
+
+
 @cli.command()
 @click.option("--out", type=EXISTING, default=Path("reports/demo"), show_default=True)
 @click.option("--size", type=click.Choice(["demo", "test"]), default="demo", show_default=True,

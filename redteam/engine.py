@@ -120,8 +120,9 @@ def kind_of(request: AuditRequest) -> str:
 
 
 def load_data(path: Path, target: Target):
-    """The audit data for ``target``: the JSONL of an LLM audit, or a folder of class
-    sub-folders of images for an image classifier (labelled with the model's label ids)."""
+    """The audit data for ``target``: the JSONL of an LLM audit, a folder of class sub-folders
+    of images for an image classifier (labelled with the model's label ids), labelled texts for
+    a text classifier, or ViSU quadruplets for a CLIP or HySAC model."""
     if target.kind == "image-classifier":
         from redteam.vision import label_ids, load_image_folder
 
@@ -130,6 +131,10 @@ def load_data(path: Path, target: Target):
         from redteam.text_data import load_labelled_texts
 
         return load_labelled_texts(path, target.model.config.label2id)
+    if target.kind in ("clip", "hysac"):
+        from hyperbolic.data import load_quadruplets
+
+        return load_quadruplets(path)
     return load_audit_jsonl(path)
 
 

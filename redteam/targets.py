@@ -17,7 +17,7 @@ from redteam.errors import InputError, UnsupportedKindError
 from redteam.fileio import hash_tree
 
 KINDS = ("causal-lm", "image-classifier", "text-classifier", "clip", "hysac", "diffusion")
-SUPPORTED_KINDS = ("causal-lm", "image-classifier", "text-classifier")
+SUPPORTED_KINDS = ("causal-lm", "image-classifier", "text-classifier", "clip", "hysac")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 HYSAC_CONFIG = "hysac_config.json"
 
@@ -28,7 +28,7 @@ class Target:
 
     path: Path
     kind: str
-    model: Any
+    model: Any  # a CLIP or HySAC is a ``hyperbolic.encoder.Encoder`` (tokenizer and processor in)
     tokenizer: Any = None  # the tokenizer, or an image classifier's image processor
     device: str = "cpu"
     files: dict[str, str] = field(default_factory=dict)
@@ -209,13 +209,32 @@ def load_image_classifier(path: Path, device: str, allow_pickle: bool) -> tuple[
 
 
 def load_clip(path: Path, device: str, allow_pickle: bool) -> tuple[Any, Any]:
-    """(``CLIPModel``, its image processor). Audits of CLIP targets come with the safety suite;
-    for now a CLIP serves as the surrogate of ``redteam protect``."""
+    """(``CLIPModel``, its image processor): e.g. the surrogate of ``redteam protect``."""
     import torch
     from transformers import CLIPModel
 
     processor = _image_processor(path)
     return _from_pretrained(path, CLIPModel, device, allow_pickle, torch.float32), processor
+
+
+def load_clip_encoder(path: Path, device: str, allow_pickle: bool) -> tuple[Any, Any]:
+    """(``Encoder`` of the plain CLIP, its tokenizer), for the safety suite."""
+    from hyperbolic.encoder import Encoder
+
+    clip, processor = load_clip(path, device, allow_pickle)
+    tokenizer = _tokenizer(path)
+    return Encoder(clip, tokenizer, processor).eval(), tokenizer
+
+
+def load_hysac_encoder(path: Path, device: str, allow_pickle: bool) -> tuple[Any, Any]:
+    """(``Encoder`` of the HySAC model: the CLIP plus ``hysac_config.json``, its tokenizer)."""
+    from hyperbolic.encoder import Encoder
+    from hyperbolic.model import HySAC
+
+    clip, processor = load_clip(path, device, allow_pickle)
+    tokenizer = _tokenizer(path)
+    model = HySAC.from_clip_and_config(clip, path).to(device)
+    return Encoder(model, tokenizer, processor).eval(), tokenizer
 
 
 def load_text_classifier(path: Path, device: str, allow_pickle: bool) -> tuple[Any, Any]:
@@ -234,7 +253,8 @@ def load_text_classifier(path: Path, device: str, allow_pickle: bool) -> tuple[A
 
 
 LOADERS = {"causal-lm": load_causal_lm, "image-classifier": load_image_classifier,
-           "text-classifier": load_text_classifier}
+           "text-classifier": load_text_classifier, "clip": load_clip_encoder,
+           "hysac": load_hysac_encoder}
 
 
 def _one_line(exc: BaseException) -> str:

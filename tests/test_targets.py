@@ -48,9 +48,11 @@ def test_detect_diffusion_and_bad_dirs(tmp_path):
 
 
 def test_later_kinds_are_refused_clearly(tmp_path):
-    path = _config_dir(tmp_path, "clip", ["CLIPModel"])
-    with pytest.raises(UnsupportedKindError, match="clip is not supported yet"):
-        load_target(path)
+    pipe = tmp_path / "pipe"
+    pipe.mkdir()
+    (pipe / "model_index.json").write_text("{}")
+    with pytest.raises(UnsupportedKindError, match="diffusion is not supported yet"):
+        load_target(pipe)
 
 
 def test_safetensors_model_loads_and_is_hashed(tiny_lm):

@@ -16,6 +16,7 @@ from redteam.probes import (  # noqa: F401  (registers the probes)
     reintroduction,
     relearning,
     rwku,
+    safety,
     text_adversarial,
     worst_case,
 )
@@ -52,7 +53,7 @@ SUITES: dict[str, list[str]] = {
         "adversarial.textbugger",
     ],
     "concept": [],
-    "safety": [],
+    "safety": ["safety.safe_retrieval", "safety.unsafe_retrieval", "safety.unsafe_classification"],
 }
 
 

@@ -1,0 +1,136 @@
+"""``redteam hysac``: train a HySAC model from a CLIP, and use it (classify, retrieve).
+
+The method lives in ``hyperbolic`` (Poppi et al., CVPR 2025). This module is the boundary: it
+validates the paths and the data before anything heavy runs, loads models with the audit's
+safety rules (safetensors only, offline, no remote code), and writes the trained model as a new
+folder in one atomic step. ``redteam hysac evaluate`` is the safety suite of ``redteam audit``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from hyperbolic.losses import ENTAILMENT_WEIGHT
+from redteam.errors import InputError
+from redteam.targets import detect_kind, load_target, resolve_device
+from redteam.unlearn import check_new_folder
+
+TRAINING_RECORD = "hysac_training.json"
+
+
+def load_encoder(path: Path, device: str = "cpu", allow_pickle: bool = False,
+                 kinds: tuple[str, ...] = ("clip", "hysac")):
+    """The ``hyperbolic.encoder.Encoder`` of a CLIP or HySAC folder, loaded as an audit target."""
+    kind = detect_kind(path)
+    if kind not in kinds:
+        raise InputError(f"{path}: a {kind} model, expected {' or '.join(kinds)}")
+    return load_target(path, kind=kind, device=device, allow_pickle=allow_pickle).model
+
+
+def train_hysac_folder(data: Path, base: Path, out: Path, *, epochs: int = 20,
+                       lr: float = 1e-4, batch_size: int = 32, weight_decay: float = 0.2,
+                       val_fraction: float = 0.2, patience: int = 3,
+                       entailment_weight: float = ENTAILMENT_WEIGHT, lora_rank: int = 0,
+                       curvature: float = 1.0, seed: int = 0, device: str = "auto",
+                       allow_pickle: bool = False, quiet: bool = True) -> dict[str, Any]:
+    """Fine-tune the CLIP folder ``base`` into a HySAC on the quadruplets of ``data``; write it
+    to the new folder ``out`` (with ``hysac_training.json``); return that record."""
+    import torch
+
+    from hyperbolic.data import load_quadruplets
+    from hyperbolic.model import HySAC
+    from hyperbolic.train import train_hysac
+    from redteam.fileio import atomic_dir, atomic_write_json, hash_tree
+
+    data, base, out = Path(data), Path(base), Path(out)
+    for name, value, ok in (("--epochs", epochs, epochs >= 1), ("--lr", lr, lr > 0),
+                            ("--batch-size", batch_size, batch_size >= 2),
+                            ("--val-fraction", val_fraction, 0 < val_fraction < 1),
+                            ("--patience", patience, patience >= 1),
+                            ("--entailment-weight", entailment_weight, entailment_weight >= 0),
+                            ("--lora-rank", lora_rank, lora_rank >= 0),
+                            ("--curvature", curvature, curvature > 0 and math.isfinite(curvature))):
+        if not ok:
+            raise InputError(f"{name} {value}: out of range")
+    rows = load_quadruplets(data)
+    if len(rows) < 4:
+        raise InputError(f"{data}: {len(rows)} quadruplets are too few to train and validate")
+    check_new_folder(out, base, "the base model folder")
+    check_new_folder(out, data.resolve().parent, "the data's folder")
+    device = resolve_device(device)
+    encoder = load_encoder(base, device, allow_pickle, kinds=("clip",))
+    model = HySAC(encoder.clip, curvature=curvature).to(device)
+    result = train_hysac(model, encoder.tokenizer, encoder.processor, rows, epochs=epochs,
+                         lr=lr, batch_size=batch_size, weight_decay=weight_decay,
+                         val_fraction=val_fraction, patience=patience,
+                         entailment_weight=entailment_weight, lora_rank=lora_rank, seed=seed,
+                         quiet=quiet)
+    record = {"base": {"path": str(base), "files": hash_tree(base)},
+              "data": {"path": str(data), "files": hash_tree(data), "quadruplets": len(rows)},
+              "settings": {"epochs": epochs, "lr": lr, "batch_size": batch_size,
+                           "weight_decay": weight_decay, "val_fraction": val_fraction,
+                           "patience": patience, "entailment_weight": entailment_weight,
+                           "lora_rank": lora_rank,
+                           "curvature": curvature, "seed": seed, "device": device,
+                           "torch": torch.__version__},
+              **result}
+    with atomic_dir(out) as tmp:
+        model.save(tmp)
+        encoder.tokenizer.save_pretrained(tmp)
+        encoder.processor.save_pretrained(tmp)
+        atomic_write_json(tmp / TRAINING_RECORD, record)
+    return record
+
+
+def classify(model_dir: Path, texts: list[str], images: list[Path], *,
+             device: str = "cpu") -> list[dict[str, Any]]:
+    """Each caption and image with its distance from the origin and its verdict against the
+    HySAC model's safety radius: ``{"input", "modality", "radius", "bound", "unsafe"}``."""
+    encoder = load_encoder(Path(model_dir), resolve_device(device), kinds=("hysac",))
+    if encoder.hysac.safety_radius is None:
+        raise InputError(f"{model_dir}: hysac_config.json has no safety_radius")
+    results = []
+    for modality, inputs, points in (
+            ("text", texts, encoder.embed_texts(texts) if texts else None),
+            ("image", images, encoder.embed_images(encoder.read_images(images))
+             if images else None)):
+        if points is None:
+            continue
+        for item, radius, unsafe in zip(inputs, encoder.radii(points).tolist(),
+                                        encoder.classify_unsafe(points).tolist(), strict=True):
+            results.append({"input": str(item), "modality": modality, "radius": radius,
+                            "bound": encoder.safety_radius, "unsafe": bool(unsafe)})
+    return results
+
+
+def retrieve_images(model_dir: Path, query: str, gallery: Path, *, k: int = 5,
+                    traverse: bool = False, device: str = "cpu") -> dict[str, Any]:
+    """The ``k`` images of the folder ``gallery`` nearest to the caption ``query``. With
+    ``traverse`` (HySAC only), an unsafe query is first moved back to the safety radius."""
+    from redteam.vision import list_image_files
+
+    if k < 1:
+        raise InputError(f"--k {k}: must be at least 1")
+    encoder = load_encoder(Path(model_dir), resolve_device(device))
+    if traverse and encoder.hysac is None:
+        raise InputError(f"{model_dir}: --traverse needs a HySAC model (this is a plain CLIP)")
+    files = list_image_files(gallery)
+    if not files:
+        raise InputError(f"{gallery}: no images")
+    point = encoder.embed_texts([query])
+    answer: dict[str, Any] = {"query": query, "traversed": False}
+    if encoder.hysac is not None and encoder.hysac.safety_radius is not None:
+        answer["radius"] = encoder.radii(point).item()
+        answer["bound"] = encoder.safety_radius
+        answer["unsafe"] = bool(encoder.classify_unsafe(point).item())
+        if traverse and answer["unsafe"]:
+            point, answer["traversed"] = encoder.traverse(point), True
+    gallery_points = encoder.embed_images(encoder.read_images(files))
+    distances = encoder.distances(point, gallery_points)[0]
+    nearest = distances.topk(min(k, len(files)), largest=False).indices.tolist()
+    answer["results"] = [{"image": str(files[i]), "distance": distances[i].item()}
+                         for i in nearest]
+    return answer
+
