@@ -55,3 +55,19 @@ def load_quadruplets(path: str | Path) -> list[Quadruplet]:
     if not rows:
         raise InputError(f"{path}: no quadruplets")
     return rows
+
+
+def hash_quadruplets(path: str | Path, rows: list[Quadruplet]) -> dict[str, str]:
+    """SHA-256 of the JSONL ``path`` and of every image its quadruplets name (for the record)."""
+    from redteam.fileio import sha256_file
+
+    path = Path(path)
+    images = sorted({image for r in rows for image in (r.safe_image, r.unsafe_image)})
+    files = {path.name: sha256_file(path)}
+    for image in images:
+        try:
+            name = str(image.relative_to(path.parent.resolve()))
+        except ValueError:
+            name = str(image)
+        files[name] = sha256_file(image)
+    return files

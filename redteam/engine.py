@@ -320,7 +320,12 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
     inputs = {label: model.files for label, model in
               (("reference", reference), ("retrain", retrain)) if model is not None}
     if request.data:
-        inputs["data"] = hash_tree(request.data)
+        if target.kind in ("clip", "hysac"):
+            from hyperbolic.data import hash_quadruplets
+
+            inputs["data"] = hash_quadruplets(request.data, data)  # the JSONL and its images
+        else:
+            inputs["data"] = hash_tree(request.data)
     run = RunRecord(
         tool_version=__version__, command=request.command, suite=request.suite,
         target={"path": str(request.model), "name": target.name, "kind": target.kind,

@@ -39,7 +39,7 @@ def train_hysac_folder(data: Path, base: Path, out: Path, *, epochs: int = 20,
     to the new folder ``out`` (with ``hysac_training.json``); return that record."""
     import torch
 
-    from hyperbolic.data import load_quadruplets
+    from hyperbolic.data import hash_quadruplets, load_quadruplets
     from hyperbolic.model import HySAC
     from hyperbolic.train import train_hysac
     from redteam.fileio import atomic_dir, atomic_write_json, hash_tree
@@ -58,7 +58,6 @@ def train_hysac_folder(data: Path, base: Path, out: Path, *, epochs: int = 20,
     if len(rows) < 4:
         raise InputError(f"{data}: {len(rows)} quadruplets are too few to train and validate")
     check_new_folder(out, base, "the base model folder")
-    check_new_folder(out, data.resolve().parent, "the data's folder")
     device = resolve_device(device)
     encoder = load_encoder(base, device, allow_pickle, kinds=("clip",))
     model = HySAC(encoder.clip, curvature=curvature).to(device)
@@ -68,7 +67,8 @@ def train_hysac_folder(data: Path, base: Path, out: Path, *, epochs: int = 20,
                          entailment_weight=entailment_weight, lora_rank=lora_rank, seed=seed,
                          quiet=quiet)
     record = {"base": {"path": str(base), "files": hash_tree(base)},
-              "data": {"path": str(data), "files": hash_tree(data), "quadruplets": len(rows)},
+              "data": {"path": str(data), "files": hash_quadruplets(data, rows),
+                       "quadruplets": len(rows)},
               "settings": {"epochs": epochs, "lr": lr, "batch_size": batch_size,
                            "weight_decay": weight_decay, "val_fraction": val_fraction,
                            "patience": patience, "entailment_weight": entailment_weight,

@@ -91,3 +91,12 @@ def protection_zoo(tmp_path_factory) -> dict[str, Path]:
     from redteam.zoo.protection import build_protection_zoo
 
     return build_protection_zoo(tmp_path_factory.mktemp("protection"), size="test", seed=0)
+
+
+@pytest.fixture(scope="session")
+def visu_zoo(tmp_path_factory) -> dict[str, Path]:
+    """The "test"-size HySAC demo (ViSU-style digit quadruplets, the tiny base CLIP and its
+    HySAC version), built once per session (about 25 s on 2 cores)."""
+    from redteam.zoo.visu import build_visu_zoo
+
+    return build_visu_zoo(tmp_path_factory.mktemp("visu"), size="test", seed=0)

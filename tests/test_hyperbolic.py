@@ -211,23 +211,11 @@ def test_quadruplets_load_strictly(tmp_path):
 
 
 def _tiny_base(tmp_path):
-    """A tiny CLIP with a word-level tokenizer and an image processor, saved as a folder."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import CLIPImageProcessor, PreTrainedTokenizerFast
+    """The demo's tiny CLIP, untrained, with a word-level tokenizer and an image processor."""
+    from redteam.zoo.visu import caption_tokenizer, tiny_clip
 
-    words = ["[PAD]", "[EOS]", "[UNK]", "a", "digit", "with", "marked", "danger",
-             *[str(i) for i in range(10)]]
-    raw = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
-    raw.pre_tokenizer = pre_tokenizers.Whitespace()
-    raw.post_processor = processors.TemplateProcessing(single="$A [EOS]",
-                                                       special_tokens=[("[EOS]", 1)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, pad_token="[PAD]",
-                                        eos_token="[EOS]", unk_token="[UNK]")
-    clip = _tiny_clip()
-    clip.config.text_config.eos_token_id = 1
-    clip.text_model.eos_token_id = 1
-    processor = CLIPImageProcessor(size={"shortest_edge": 32},
-                                   crop_size={"height": 32, "width": 32})
+    tokenizer = caption_tokenizer([f"a digit {i} marked with danger" for i in range(10)])
+    clip, processor = tiny_clip(len(tokenizer), 32, seed=0)
     return clip, tokenizer, processor
 
 
@@ -255,36 +243,36 @@ def _digit_quadruplets(folder, count):
 
 def test_training_pushes_unsafe_content_farther_from_the_origin(tmp_path):
     from hyperbolic.model import HySAC
-    from hyperbolic.train import encode_batch, train_hysac
+    from hyperbolic.train import encode_batch, safe_radius, train_hysac
     from redteam.vision import PixelModel, read_resized
 
     torch.set_default_dtype(torch.float32)
     clip, tokenizer, processor = _tiny_base(tmp_path)
-    rows = _digit_quadruplets(tmp_path, 60)
+    rows = _digit_quadruplets(tmp_path, 120)
     model = HySAC(clip)
     images = {p: torch.from_numpy(read_resized(p, (32, 32))).permute(2, 0, 1)
               for r in rows for p in (r.safe_image, r.unsafe_image)}
 
-    def farther(points_unsafe, points_safe) -> float:
+    def separation() -> float:
+        """Share of captions and images on the right side of the safety radius."""
+        radius = safe_radius(model, tokenizer, pixels, rows, images, "cpu", 64)
+        with torch.no_grad():
+            st, ut, si, ui = encode_batch(model.eval(), tokenizer, pixels, rows, images, "cpu")
         c = model.lorentz.c
-        return (distance_to_origin(points_unsafe, c)
-                > distance_to_origin(points_safe, c)).float().mean().item()
+        right = [distance_to_origin(p, c) <= radius for p in (st, si)]
+        right += [distance_to_origin(p, c) > radius for p in (ut, ui)]
+        return torch.cat(right).float().mean().item()
 
-    with torch.no_grad():
-        st, ut, si, ui = encode_batch(model.eval(), tokenizer,
-                                      PixelModel(model.clip, processor), rows, images, "cpu")
-    assert farther(ui, si) < 0.5  # before training, the marked images are not farther out
-    result = train_hysac(model, tokenizer, processor, rows, epochs=12, lr=1e-3, batch_size=16,
-                         weight_decay=0.0, patience=4, seed=0)
-    assert result["train"] == 48 and result["validation"] == 12
+    pixels = PixelModel(model.clip, processor)
+    before = separation()
+    assert before < 0.7  # the untrained lift does not tell marked digits apart
+    result = train_hysac(model, tokenizer, processor, rows, epochs=40, lr=1e-3, batch_size=16,
+                         weight_decay=0.0, patience=10, entailment_weight=1.0, seed=0)
+    assert result["train"] == 96 and result["validation"] == 24
     history = result["history"]
     assert result["best_val_loss"] < history[0]["val_loss"]
     assert result["samples_per_s"] > 0 and result["safety_radius"] > 0
-    with torch.no_grad():
-        st, ut, si, ui = encode_batch(model, tokenizer, PixelModel(model.clip, processor), rows,
-                                      images, "cpu")
-    # each unsafe caption and image lies farther out than its safe counterpart
-    assert farther(ut, st) > 0.8 and farther(ui, si) > 0.8
+    assert separation() > 0.85
 
 
 def test_classification_traversal_and_retrieval():
@@ -310,3 +298,27 @@ def test_classification_traversal_and_retrieval():
     assert retrieve(query, gallery, c, k=1).item() == 1
     assert retrieve(traverse(query, c, radius), gallery, c, k=1).item() == 0
     assert retrieve(query, gallery, c, k=10).shape == (1, 3)
+
+
+def test_lora_trains_only_the_attention_adapters_and_merges_into_a_plain_clip(tmp_path):
+    from transformers import CLIPModel
+
+    from hyperbolic.model import HySAC
+    from hyperbolic.train import train_hysac
+
+    torch.set_default_dtype(torch.float32)
+    clip, tokenizer, processor = _tiny_base(tmp_path)
+    rows = _digit_quadruplets(tmp_path, 24)
+    before = {name: value.clone() for name, value in clip.state_dict().items()}
+    model = HySAC(clip)
+    result = train_hysac(model, tokenizer, processor, rows, epochs=3, lr=1e-2, batch_size=8,
+                         weight_decay=0.0, lora_rank=4, seed=0)
+    assert type(model.clip) is CLIPModel  # the adapters are merged away
+    after = model.clip.state_dict()
+    assert set(after) == set(before)
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    attention = ("q_proj.weight", "k_proj.weight", "v_proj.weight", "out_proj.weight")
+    assert changed and all(name.endswith(attention) for name in changed)
+    assert result["trainable_parameters"] < sum(v.numel() for v in before.values()) / 4
+    model.save(tmp_path / "merged")
+    assert set(CLIPModel.from_pretrained(tmp_path / "merged").state_dict()) == set(before)
