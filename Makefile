@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_backdoor.py
 	$(BIN)/python benchmarks/bench_protect.py
 	$(BIN)/python benchmarks/bench_pgd.py
+	$(BIN)/python benchmarks/bench_hysac.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

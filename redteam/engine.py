@@ -42,7 +42,7 @@ from redteam.targets import Target, load_target, resolve_device
 EXIT_OK, EXIT_FINDINGS, EXIT_BAD_INPUT, EXIT_NOTHING_APPLIED = 0, 1, 2, 3
 RUN_FILES = ("findings.json", "events.jsonl", "report.html")
 LIBRARIES = ("torch", "transformers", "tokenizers", "safetensors", "numpy", "scikit-learn",
-             "rouge-score", "accelerate", "peft", "torchattacks", "textattack", "nltk")
+             "rouge-score", "accelerate", "peft", "torchattacks", "textattack", "nltk", "geoopt")
 
 
 @dataclass

@@ -40,7 +40,7 @@ def load_surrogate(path: Path, device: str = "cpu",
     if kind == "image-classifier":
         classifier, processor = load_image_classifier(path, device, allow_pickle)
         hf_model, feature = classifier.hf_model, "penultimate (pooled) features"
-    elif kind == "clip":
+    elif kind in ("clip", "hysac"):  # a HySAC folder is a CLIP with a hyperbolic head
         hf_model, processor = load_clip(path, device, allow_pickle)
         feature = "CLIP image embedding"
     else:
