@@ -5,7 +5,7 @@ the exponential map at the origin onto the hyperboloid of learnable curvature âˆ
 et al. 2023; HySAC, Poppi et al. 2025). Similarity is negative geodesic distance Ã— a learnable
 logit scale. A saved HySAC folder is the CLIP folder (safetensors) plus ``hysac_config.json``
 with the hyperbolic parameters and the safety radius, which ``redteam`` detects as kind
-``hysac``. Training, the safety bound and traversal build on this (issue 7, in progress).
+``hysac``. Training (``train``) sets the safety radius; ``inference`` uses it.
 """
 
 from __future__ import annotations

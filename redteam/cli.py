@@ -64,8 +64,10 @@ def list_probes(suite: str | None) -> None:
 @click.option("--suite", required=True, help="Suite to run (see `redteam list`).")
 @click.option("--data", type=EXISTING,
               help="Audit data: JSONL for LLMs, a folder of class sub-folders of images for "
-                   "image classifiers, labelled-text JSONL for text classifiers (see README).")
-@click.option("--reference", type=EXISTING, help="The original model, before unlearning.")
+                   "image classifiers, labelled-text JSONL for text classifiers, ViSU "
+                   "quadruplet JSONL for CLIP/HySAC (see README).")
+@click.option("--reference", type=EXISTING,
+              help="The original model: before unlearning, or the base CLIP of a HySAC.")
 @click.option("--retrain", type=EXISTING, help="Gold model retrained without the forget set.")
 @click.option("--out", type=EXISTING, help="Run folder [default: reports/<model>-<UTC time>].")
 @click.option("--probe", "probes", multiple=True, help="Run only this probe (repeatable).")
