@@ -225,6 +225,7 @@ class PGDLinf(ImageAttackProbe):
     title = "Accuracy under PGD (L∞)"
     goal = "measure accuracy under projected gradient descent within an L∞ ball of radius ε"
     attack_name = "PGD-L∞"
+    attack_class = "PGD"  # the torchattacks class
     references = ("arXiv:1706.06083 (PGD)", TORCHATTACKS)
     defaults = {**ImageAttackProbe.defaults, "steps": 10}
 
@@ -232,32 +233,22 @@ class PGDLinf(ImageAttackProbe):
         import torchattacks
 
         steps = int(self.config["steps"])
-        return torchattacks.PGD(model, eps=epsilon, alpha=2.5 * epsilon / steps, steps=steps,
-                                random_start=True)
+        return getattr(torchattacks, self.attack_class)(
+            model, eps=epsilon, alpha=2.5 * epsilon / steps, steps=steps, random_start=True)
 
     def settings_text(self) -> str:
         return f"{self.config['steps']} steps of 2.5·ε/steps, random start"
 
 
 @register
-class PGDL2(ImageAttackProbe):
+class PGDL2(PGDLinf):
     name = "adversarial.pgd_l2"
     title = "Accuracy under PGD (L2)"
     goal = "measure accuracy under projected gradient descent within an L2 ball of radius ε"
     attack_name = "PGD-L2"
+    attack_class = "PGDL2"
     norm = "L2"
-    references = ("arXiv:1706.06083 (PGD)", TORCHATTACKS)
     defaults = {**COMMON, "epsilons": L2_EPSILONS, "reference_epsilon": 0.5, "steps": 10}
-
-    def make_attack(self, model, epsilon):
-        import torchattacks
-
-        steps = int(self.config["steps"])
-        return torchattacks.PGDL2(model, eps=epsilon, alpha=2.5 * epsilon / steps, steps=steps,
-                                  random_start=True)
-
-    def settings_text(self) -> str:
-        return f"{self.config['steps']} steps of 2.5·ε/steps, random start"
 
 
 @register
