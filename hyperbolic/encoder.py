@@ -29,12 +29,16 @@ class Encoder(nn.Module):
         self.model = model
         self.tokenizer = tokenizer
         self.processor = processor
-        self.clip = model.clip if isinstance(model, HySAC) else model
-        self.pixels = PixelModel(self.clip, processor)
+        self.pixels = PixelModel(self.clip, processor)  # resizing and normalisation only
 
     @property
     def hysac(self) -> HySAC | None:
         return self.model if isinstance(self.model, HySAC) else None
+
+    @property
+    def clip(self) -> nn.Module:
+        """The CLIP, read through the HySAC each time (training may wrap it in LoRA)."""
+        return self.model.clip if isinstance(self.model, HySAC) else self.model
 
     @property
     def size(self) -> tuple[int, int]:
@@ -83,6 +87,12 @@ class Encoder(nn.Module):
         from redteam.vision import images_tensor, read_resized
 
         return images_tensor([read_resized(Path(f), self.size) for f in files])
+
+    def embed_files(self, files: Sequence[Path], batch_size: int = 256) -> torch.Tensor:
+        """One embedding per image file, read batch by batch (a large gallery never sits in
+        memory as pixels)."""
+        return torch.cat([self.embed_images(self.read_images(files[start:start + batch_size]))
+                          for start in range(0, len(files), batch_size)])
 
     def distances(self, queries: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:
         """``[queries, gallery]``: geodesic distance (HySAC) or cosine distance (CLIP)."""

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from hyperbolic.data import Quadruplet
+from hyperbolic.encoder import Encoder
 from hyperbolic.lorentz import distance_to_origin
 from hyperbolic.losses import ENTAILMENT_WEIGHT, hysac_loss
 from hyperbolic.model import HySAC
@@ -27,32 +28,30 @@ from hyperbolic.model import HySAC
 SAFE_PERCENTILE = 95
 
 
-def encode_batch(model: HySAC, tokenizer, pixels, rows: list[Quadruplet], images: dict,
-                 device) -> tuple[torch.Tensor, ...]:
-    """(safe text, unsafe text, safe image, unsafe image) points of ``rows``."""
-    limit = int(model.clip.config.text_config.max_position_embeddings)
+def encode_batch(encoder: Encoder, rows: list[Quadruplet],
+                 images: dict) -> tuple[torch.Tensor, ...]:
+    """(safe text, unsafe text, safe image, unsafe image) points of ``rows``, with gradients;
+    ``images`` holds every image of ``rows`` as pixels at the model's input size."""
+    model = encoder.hysac
 
     def texts(captions: list[str]) -> torch.Tensor:
-        tokens = tokenizer(captions, padding=True, truncation=True, max_length=limit,
-                           return_tensors="pt").to(device)
-        return model.embed_text(tokens["input_ids"], tokens["attention_mask"])
+        return model.embed_text(**encoder.tokenize(captions))
 
     def pictures(paths) -> torch.Tensor:
-        batch = torch.stack([images[path] for path in paths]).to(device)
-        return model.embed_image(pixels.pixel_values(batch))
+        batch = torch.stack([images[path] for path in paths]).to(encoder.device)
+        return model.embed_image(encoder.pixels.pixel_values(batch))
 
     return (texts([r.safe_caption for r in rows]), texts([r.unsafe_caption for r in rows]),
             pictures([r.safe_image for r in rows]), pictures([r.unsafe_image for r in rows]))
 
 
-def _mean_loss(model, tokenizer, pixels, rows, images, device, batch_size,
-               entailment_weight: float) -> float:
-    model.eval()
+def _mean_loss(encoder: Encoder, rows, images, batch_size, entailment_weight: float) -> float:
+    model = encoder.hysac.eval()
     total = 0.0
     with torch.no_grad():
         for start in range(0, len(rows), batch_size):
             batch = rows[start:start + batch_size]
-            points = encode_batch(model, tokenizer, pixels, batch, images, device)
+            points = encode_batch(encoder, batch, images)
             loss = hysac_loss(*points, model.lorentz.c, model.logit_scale, entailment_weight)[0]
             total += loss.item() * len(batch)
     return total / len(rows)
@@ -68,11 +67,11 @@ def train_hysac(model: HySAC, tokenizer, processor, quadruplets: list[Quadruplet
     from tqdm.auto import tqdm
 
     from redteam.training import optimizer_step
-    from redteam.vision import PixelModel, read_resized
+    from redteam.vision import read_resized
 
     torch.manual_seed(seed)
-    pixels = PixelModel(model.clip, processor)
-    size = pixels.size
+    encoder = Encoder(model, tokenizer, processor)
+    size = encoder.size
     paths = sorted({p for r in quadruplets for p in (r.safe_image, r.unsafe_image)})
     images = {p: torch.from_numpy(read_resized(p, size)).permute(2, 0, 1) for p in paths}
     order = np.random.default_rng(seed).permutation(len(quadruplets))
@@ -89,7 +88,7 @@ def train_hysac(model: HySAC, tokenizer, processor, quadruplets: list[Quadruplet
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr,
                                   betas=(0.9, 0.98), weight_decay=weight_decay)
     model, optimizer = accelerator.prepare(model, optimizer)
-    pixels = pixels.to(accelerator.device)
+    encoder.to(accelerator.device)
     steps = -(-len(train) // batch_size)
     progress = tqdm(total=epochs * steps, desc="train HySAC", disable=quiet, leave=False)
     generator = torch.Generator().manual_seed(seed)
@@ -103,12 +102,11 @@ def train_hysac(model: HySAC, tokenizer, processor, quadruplets: list[Quadruplet
             batch = [train[i] for i in shuffled[start:start + batch_size]]
             if len(batch) < 2:  # a contrastive batch needs negatives
                 continue
-            points = encode_batch(model, tokenizer, pixels, batch, images, accelerator.device)
+            points = encode_batch(encoder, batch, images)
             loss, _ = hysac_loss(*points, model.lorentz.c, model.logit_scale, entailment_weight)
             optimizer_step(accelerator, model.parameters(), optimizer, loss, progress)
             seen += len(batch)
-        val_loss = _mean_loss(model, tokenizer, pixels, val, images, accelerator.device,
-                              batch_size, entailment_weight)
+        val_loss = _mean_loss(encoder, val, images, batch_size, entailment_weight)
         history.append({"epoch": epoch + 1, "train_loss": round(loss.item(), 5),
                         "val_loss": round(val_loss, 5)})
         if val_loss < best - 1e-6:
@@ -124,8 +122,7 @@ def train_hysac(model: HySAC, tokenizer, processor, quadruplets: list[Quadruplet
     if lora_rank:
         model.clip = model.clip.merge_and_unload()
     model.eval()
-    model.safety_radius = safe_radius(model, tokenizer, pixels, train, images,
-                                      accelerator.device, batch_size)
+    model.safety_radius = safe_radius(encoder, train, images, batch_size)
     seconds = time.perf_counter() - started
     return {"history": history, "best_val_loss": round(best, 5),
             "epochs_run": len(history), "train": len(train), "validation": len(val),
@@ -143,15 +140,14 @@ def add_lora(clip, rank: int):
     return get_peft_model(clip, config)
 
 
-def safe_radius(model: HySAC, tokenizer, pixels, rows: list[Quadruplet], images: dict,
-                device, batch_size: int) -> float:
+def safe_radius(encoder: Encoder, rows: list[Quadruplet], images: dict,
+                batch_size: int) -> float:
     """The 95th percentile of the safe texts' and safe images' distances to the origin."""
     radii = []
     with torch.no_grad():
         for start in range(0, len(rows), batch_size):
-            safe_text, _, safe_image, _ = encode_batch(model, tokenizer, pixels,
-                                                       rows[start:start + batch_size], images,
-                                                       device)
+            safe_text, _, safe_image, _ = encode_batch(encoder, rows[start:start + batch_size],
+                                                       images)
             for points in (safe_text, safe_image):
-                radii.append(distance_to_origin(points, model.lorentz.c).cpu())
+                radii.append(distance_to_origin(points, encoder.hysac.lorentz.c).cpu())
     return float(np.percentile(torch.cat(radii).numpy(), SAFE_PERCENTILE))

@@ -302,10 +302,7 @@ def evaluate_protection(clean_dir: Path, protected_dir: Path, test_data, out, le
                       groups=groups, epochs=epochs, image_size=image_size, epsilon=epsilon,
                       seed=seed, device=device, fail_on=fail_on, overwrite=overwrite,
                       quiet=quiet, command=["redteam", *sys.argv[1:]])
-    for finding in result.findings:
-        click.echo(f"{finding.status:4} {finding.probe}: {finding.summary}")
-    click.echo(f"report: {result.out_dir / 'report.html'}")
-    sys.exit(result.exit_code)
+    _print_findings_and_exit(result)
 
 
 @cli.group()
@@ -460,10 +457,7 @@ def hysac_evaluate(model: Path, data: Path, reference, out, device, fail_on,
     result = run_audit(AuditRequest(
         model=model, suite="safety", data=data, reference=reference, out=out, device=device,
         fail_on=fail_on, overwrite=overwrite, quiet=True, command=["redteam", *sys.argv[1:]]))
-    for finding in result.findings:
-        click.echo(f"{finding.status:4} {finding.probe}: {finding.summary}")
-    click.echo(f"report: {result.out_dir / 'report.html'}")
-    sys.exit(result.exit_code)
+    _print_findings_and_exit(result)
 
 
 @hysac.command("classify")
@@ -540,6 +534,14 @@ def demo(out: Path, size: str, seed: int, quiet: bool) -> None:
 
     index = run_demo(out=out, size=size, seed=seed, quiet=quiet)
     click.echo(f"demo report: {index}")
+
+
+def _print_findings_and_exit(result) -> None:
+    """One line per finding (status, probe, summary), the report's path, the run's exit code."""
+    for finding in result.findings:
+        click.echo(f"{finding.status:4} {finding.probe}: {finding.summary}")
+    click.echo(f"report: {result.out_dir / 'report.html'}")
+    sys.exit(result.exit_code)
 
 
 def main(argv: list[str] | None = None) -> int:

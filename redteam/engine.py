@@ -37,7 +37,7 @@ from redteam.findings import (
 )
 from redteam.probes import REGISTRY, SUITES, Probe, ProbeContext, load_plugins
 from redteam.scoring import CausalLMScorer
-from redteam.targets import Target, load_target, resolve_device
+from redteam.targets import CLIP_KINDS, Target, load_target, resolve_device
 
 EXIT_OK, EXIT_FINDINGS, EXIT_BAD_INPUT, EXIT_NOTHING_APPLIED = 0, 1, 2, 3
 RUN_FILES = ("findings.json", "events.jsonl", "report.html")
@@ -131,7 +131,7 @@ def load_data(path: Path, target: Target):
         from redteam.text_data import load_labelled_texts
 
         return load_labelled_texts(path, target.model.config.label2id)
-    if target.kind in ("clip", "hysac"):
+    if target.kind in CLIP_KINDS:
         from hyperbolic.data import load_quadruplets
 
         return load_quadruplets(path)
@@ -320,7 +320,7 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
     inputs = {label: model.files for label, model in
               (("reference", reference), ("retrain", retrain)) if model is not None}
     if request.data:
-        if target.kind in ("clip", "hysac"):
+        if target.kind in CLIP_KINDS:
             from hyperbolic.data import hash_quadruplets
 
             inputs["data"] = hash_quadruplets(request.data, data)  # the JSONL and its images

@@ -14,14 +14,14 @@ from typing import Any
 
 from hyperbolic.losses import ENTAILMENT_WEIGHT
 from redteam.errors import InputError
-from redteam.targets import detect_kind, load_target, resolve_device
+from redteam.targets import CLIP_KINDS, detect_kind, load_target, resolve_device
 from redteam.unlearn import check_new_folder
 
 TRAINING_RECORD = "hysac_training.json"
 
 
 def load_encoder(path: Path, device: str = "cpu", allow_pickle: bool = False,
-                 kinds: tuple[str, ...] = ("clip", "hysac")):
+                 kinds: tuple[str, ...] = CLIP_KINDS):
     """The ``hyperbolic.encoder.Encoder`` of a CLIP or HySAC folder, loaded as an audit target."""
     kind = detect_kind(path)
     if kind not in kinds:
@@ -94,8 +94,7 @@ def classify(model_dir: Path, texts: list[str], images: list[Path], *,
     results = []
     for modality, inputs, points in (
             ("text", texts, encoder.embed_texts(texts) if texts else None),
-            ("image", images, encoder.embed_images(encoder.read_images(images))
-             if images else None)):
+            ("image", images, encoder.embed_files(images) if images else None)):
         if points is None:
             continue
         for item, radius, unsafe in zip(inputs, encoder.radii(points).tolist(),
@@ -127,7 +126,7 @@ def retrieve_images(model_dir: Path, query: str, gallery: Path, *, k: int = 5,
         answer["unsafe"] = bool(encoder.classify_unsafe(point).item())
         if traverse and answer["unsafe"]:
             point, answer["traversed"] = encoder.traverse(point), True
-    gallery_points = encoder.embed_images(encoder.read_images(files))
+    gallery_points = encoder.embed_files(files)
     distances = encoder.distances(point, gallery_points)[0]
     nearest = distances.topk(min(k, len(files)), largest=False).indices.tolist()
     answer["results"] = [{"image": str(files[i]), "distance": distances[i].item()}

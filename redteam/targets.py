@@ -18,6 +18,7 @@ from redteam.fileio import hash_tree
 
 KINDS = ("causal-lm", "image-classifier", "text-classifier", "clip", "hysac", "diffusion")
 SUPPORTED_KINDS = ("causal-lm", "image-classifier", "text-classifier", "clip", "hysac")
+CLIP_KINDS = ("clip", "hysac")  # a HySAC folder is a CLIP folder plus its hyperbolic head
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 HYSAC_CONFIG = "hysac_config.json"
 

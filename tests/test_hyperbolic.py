@@ -242,9 +242,10 @@ def _digit_quadruplets(folder, count):
 
 
 def test_training_pushes_unsafe_content_farther_from_the_origin(tmp_path):
+    from hyperbolic.encoder import Encoder
     from hyperbolic.model import HySAC
     from hyperbolic.train import encode_batch, safe_radius, train_hysac
-    from redteam.vision import PixelModel, read_resized
+    from redteam.vision import read_resized
 
     torch.set_default_dtype(torch.float32)
     clip, tokenizer, processor = _tiny_base(tmp_path)
@@ -255,15 +256,15 @@ def test_training_pushes_unsafe_content_farther_from_the_origin(tmp_path):
 
     def separation() -> float:
         """Share of captions and images on the right side of the safety radius."""
-        radius = safe_radius(model, tokenizer, pixels, rows, images, "cpu", 64)
+        encoder = Encoder(model.eval(), tokenizer, processor)
+        radius = safe_radius(encoder, rows, images, 64)
         with torch.no_grad():
-            st, ut, si, ui = encode_batch(model.eval(), tokenizer, pixels, rows, images, "cpu")
+            st, ut, si, ui = encode_batch(encoder, rows, images)
         c = model.lorentz.c
         right = [distance_to_origin(p, c) <= radius for p in (st, si)]
         right += [distance_to_origin(p, c) > radius for p in (ut, ui)]
         return torch.cat(right).float().mean().item()
 
-    pixels = PixelModel(model.clip, processor)
     before = separation()
     assert before < 0.7  # the untrained lift does not tell marked digits apart
     result = train_hysac(model, tokenizer, processor, rows, epochs=40, lr=1e-3, batch_size=16,

@@ -61,6 +61,7 @@ def test_an_untrained_hysac_head_fails_the_classification(visu_zoo, tmp_path):
     """The control: the CLIP lifted to the hyperboloid without HySAC training does not
     separate unsafe content by radius, and the suite says so."""
     from hyperbolic.data import load_quadruplets
+    from hyperbolic.encoder import Encoder
     from hyperbolic.model import HySAC
     from hyperbolic.train import safe_radius
     from redteam.hysac import load_encoder
@@ -69,7 +70,8 @@ def test_an_untrained_hysac_head_fails_the_classification(visu_zoo, tmp_path):
     model = HySAC(base.clip).eval()
     rows = load_quadruplets(visu_zoo["train"])
     images = {p: base.read_images([p])[0] for r in rows for p in (r.safe_image, r.unsafe_image)}
-    model.safety_radius = safe_radius(model, base.tokenizer, base.pixels, rows, images, "cpu", 64)
+    lifted = Encoder(model, base.tokenizer, base.processor)
+    model.safety_radius = safe_radius(lifted, rows, images, 64)
     model.save(tmp_path / "untrained")
     base.tokenizer.save_pretrained(tmp_path / "untrained")
     base.processor.save_pretrained(tmp_path / "untrained")

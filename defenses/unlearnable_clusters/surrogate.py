@@ -34,13 +34,13 @@ def load_surrogate(path: Path, device: str = "cpu",
                    allow_pickle: bool = False) -> tuple[PixelEncoder, dict]:
     """A user's image classifier or CLIP directory as a ``PixelEncoder``, and its description."""
     from redteam.fileio import hash_tree
-    from redteam.targets import detect_kind, load_clip, load_image_classifier
+    from redteam.targets import CLIP_KINDS, detect_kind, load_clip, load_image_classifier
 
     kind = detect_kind(path)
     if kind == "image-classifier":
         classifier, processor = load_image_classifier(path, device, allow_pickle)
         hf_model, feature = classifier.hf_model, "penultimate (pooled) features"
-    elif kind in ("clip", "hysac"):  # a HySAC folder is a CLIP with a hyperbolic head
+    elif kind in CLIP_KINDS:
         hf_model, processor = load_clip(path, device, allow_pickle)
         feature = "CLIP image embedding"
     else:

@@ -22,7 +22,7 @@ from hyperbolic.data import Quadruplet
 from redteam.findings import Evidence, Finding, Metric
 from redteam.metrics import auc, bootstrap_ci
 from redteam.probes.base import Probe, ProbeContext, register
-from redteam.targets import Target
+from redteam.targets import CLIP_KINDS, Target
 
 HYSAC = "Poppi et al., CVPR 2025 (HySAC: Hyperbolic Safety-Aware Vision-Language Models)"
 VISU = "Poppi et al., ECCV 2024 (Safe-CLIP; the ViSU dataset)"
@@ -48,10 +48,8 @@ def embed_quadruplets(encoder, rows: list[Quadruplet], batch_size: int = 256) ->
     return Embedded(
         safe_text=encoder.embed_texts(safe_captions, batch_size),
         unsafe_text=encoder.embed_texts(unsafe_captions, batch_size),
-        safe_image=encoder.embed_images(encoder.read_images([r.safe_image for r in rows]),
-                                        batch_size),
-        unsafe_image=encoder.embed_images(encoder.read_images([r.unsafe_image for r in rows]),
-                                          batch_size),
+        safe_image=encoder.embed_files([r.safe_image for r in rows], batch_size),
+        unsafe_image=encoder.embed_files([r.unsafe_image for r in rows], batch_size),
         safe_captions=safe_captions, unsafe_captions=unsafe_captions)
 
 
@@ -78,7 +76,7 @@ class SafetyProbe(Probe):
     """A probe of CLIP-style models on held-out ViSU quadruplets."""
 
     suite = "safety"
-    kinds: ClassVar[tuple[str, ...]] = ("clip", "hysac")
+    kinds: ClassVar[tuple[str, ...]] = CLIP_KINDS
     data = "a JSONL of ViSU quadruplets (safe_image, unsafe_image, safe_caption, unsafe_caption)"
     references = (HYSAC, VISU)
     defaults: ClassVar[dict[str, Any]] = {"max_quadruplets": 2000, "batch_size": 256}
@@ -138,11 +136,12 @@ class SafeRetrieval(SafetyProbe):
         for label, model in self.models(target, ctx).items():
             e = self.embedded(model, data, ctx)
             ranked = model.model.nearest(e.safe_text, e.safe_image, max(RECALL_KS))
-            recall[label] = recall_at(ranked, same_caption(e.safe_captions, e.safe_captions))
+            relevant = same_caption(e.safe_captions, e.safe_captions)
+            recall[label] = recall_at(ranked, relevant)
             table.append({"model": f"{label} ({model.kind}: {model.name})", **recall[label]})
             if label == "target":
-                hits = same_caption(e.safe_captions, e.safe_captions).gather(1, ranked[:, :1])
-                ci = bootstrap_ci(hits[:, 0].float().numpy(), seed=ctx.seed)
+                hits = relevant.gather(1, ranked[:, :1])[:, 0]
+                ci = bootstrap_ci(hits.float().numpy(), seed=ctx.seed)
         value = recall["target"]["R@1"]
         details = {"recall": recall,
                    "quadruplets": len(_rows(data, self.config["max_quadruplets"])),
