@@ -10,10 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from redteam.data import json_object
 from redteam.errors import InputError
+from redteam.untrusted import check_text_length, json_object, read_jsonl_lines
 
 FIELDS = ("safe_image", "unsafe_image", "safe_caption", "unsafe_caption")
+MAX_FIELD_CHARS = 10_000  # captions are tokenised to CLIP's 77 tokens; paths are short
 
 
 @dataclass(frozen=True)
@@ -28,22 +29,15 @@ class Quadruplet:
 def load_quadruplets(path: str | Path) -> list[Quadruplet]:
     """Every quadruplet of the JSONL ``path``, with image paths resolved against its folder."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: quadruplet file not found")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not UTF-8 text") from None
     rows = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for number, line in read_jsonl_lines(path, "quadruplet file"):
         where = f"{path}:{number}"
         obj = json_object(where, line, FIELDS)
         for name in FIELDS:
             value = obj.get(name)
             if not isinstance(value, str) or not value.strip():
                 raise InputError(f"{where}: {name}: expected a non-empty string")
+            check_text_length(where, name, value, MAX_FIELD_CHARS)
         images = {}
         for name in ("safe_image", "unsafe_image"):
             image = (path.parent / obj[name]).resolve()

@@ -161,9 +161,12 @@ def report(run_dir: Path) -> None:
     Example:
       redteam report reports/x
     """
+    from redteam.outputs import record_rewritten
     from reports.html import write_report
 
-    click.echo(write_report(run_dir))
+    path = write_report(run_dir)
+    record_rewritten(run_dir, path.name)  # so that --overwrite may still replace the run
+    click.echo(path)
 
 
 class _UnlearningMethod(click.Choice):

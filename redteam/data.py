@@ -6,16 +6,20 @@ so the user can fix it without reading a traceback.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from redteam.errors import InputError
+from redteam.untrusted import check_text_length, json_object, read_jsonl_lines
 
 SPLITS = ("forget", "retain", "holdout")
 STRING_FIELDS = ("subject", "question", "answer", "text")
 LIST_FIELDS = ("aliases", "choices")
 KNOWN_FIELDS = ("split", *STRING_FIELDS, *LIST_FIELDS)
+# Bounds checked before anything is tokenised: a question of 50 MB would otherwise be tokenised
+# whole (minutes) only to be truncated to the scorer's context length.
+MAX_FIELD_CHARS = {"subject": 1_000, "question": 20_000, "answer": 20_000, "text": 200_000}
+MAX_LIST_ITEMS, MAX_ITEM_CHARS = 100, 20_000
 
 
 @dataclass(frozen=True)
@@ -50,20 +54,6 @@ class AuditData:
         return {name: len(self.split(name)) for name in SPLITS}
 
 
-def json_object(where: str, line: str, known: tuple[str, ...]) -> dict:
-    """One JSONL line as an object with only ``known`` fields; ``where`` is ``file:line``."""
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-    if not isinstance(obj, dict):
-        raise InputError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-    unknown = sorted(set(obj) - set(known))
-    if unknown:
-        raise InputError(f"{where}: {unknown[0]}: unknown field (known: {', '.join(known)})")
-    return obj
-
-
 def _parse_line(path: Path, number: int, line: str) -> AuditItem:
     where = f"{path}:{number}"
     obj = json_object(where, line, KNOWN_FIELDS)
@@ -75,29 +65,25 @@ def _parse_line(path: Path, number: int, line: str) -> AuditItem:
         if name in obj:
             if not isinstance(obj[name], str):
                 raise InputError(f"{where}: {name}: expected a string")
-            values[name] = obj[name]
+            values[name] = check_text_length(where, name, obj[name], MAX_FIELD_CHARS[name])
     for name in LIST_FIELDS:
         if name in obj:
             value = obj[name]
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise InputError(f"{where}: {name}: expected a list of strings")
-            values[name] = tuple(value)
+            if len(value) > MAX_LIST_ITEMS:
+                raise InputError(f"{where}: {name}: {len(value)} entries; at most "
+                                 f"{MAX_LIST_ITEMS} are accepted")
+            values[name] = tuple(check_text_length(where, name, v, MAX_ITEM_CHARS)
+                                 for v in value)
     return AuditItem(**values)
 
 
 def load_audit_jsonl(path: str | Path) -> AuditData:
     """Read and validate an audit JSONL file; blank lines are skipped, all else is checked."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: audit data file not found")
-    items = []
-    try:
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if line.strip():
-                    items.append(_parse_line(path, number, line))
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not UTF-8 text") from None
+    items = [_parse_line(path, number, line)
+             for number, line in read_jsonl_lines(path, "audit data file")]
     if not items:
         raise InputError(f"{path}: no audit items (the file is empty)")
     return AuditData(path=path, items=items)

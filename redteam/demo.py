@@ -15,6 +15,9 @@ from pathlib import Path
 
 from redteam.engine import AuditRequest, ModelCache, run_audit
 from redteam.findings import worst_severity
+from redteam.outputs import check_output_path, claim_output, clear_output, seal_output
+
+OUTPUTS = "outputs"  # models and datasets the demo writes, beside (never inside) the run folders
 
 VARIANTS = {
     "original": "the model before unlearning (memorised every author)",
@@ -29,11 +32,26 @@ VARIANTS = {
 
 def run_demo(out: Path = Path("reports/demo"), size: str = "demo", seed: int = 0,
              quiet: bool = False) -> Path:
-    """Build what is missing, audit each variant into ``out/<variant>``, write the index."""
+    """Build what is missing, audit each variant into ``out/<variant>``, write the index.
+
+    ``out`` is replaced when it holds an earlier demo (or any output of ours), else it must be
+    new or empty, as for every command.
+    """
     from redteam.zoo import build_unlearning_zoo
+
+    check_output_path(out, {}, overwrite=True)
+    zoo = build_unlearning_zoo(size=size, seed=seed, quiet=quiet)
+    claim_output(out, "demo")
+    try:
+        return _audit_everything(out, zoo, size, seed, quiet)
+    finally:
+        seal_output(out)
+
+
+def _audit_everything(out: Path, zoo: dict[str, Path], size: str, seed: int,
+                      quiet: bool) -> Path:
     from reports.html import cells_from_documents, write_index
 
-    zoo = build_unlearning_zoo(size=size, seed=seed, quiet=quiet)
     variants = IndexTable(out)
     cache = ModelCache()
     for variant, description in VARIANTS.items():
@@ -92,8 +110,6 @@ CLASSIFIERS = {
 
 def backdoor_demo(out: Path, size: str, seed: int, quiet: bool) -> dict:
     """``redteam expose`` on the digits classifiers (removal included); the index's table."""
-    import shutil
-
     from redteam.expose import expose_model
     from redteam.zoo.digits import build_backdoor_zoo
 
@@ -101,8 +117,8 @@ def backdoor_demo(out: Path, size: str, seed: int, quiet: bool) -> dict:
     runs = IndexTable(out)
     for name, (model, description) in CLASSIFIERS.items():
         attack = model if model != "clean" else "badnets"
-        repaired = out / name / "repaired-model"
-        shutil.rmtree(repaired, ignore_errors=True)  # the demo's own output of an earlier run
+        repaired = out / OUTPUTS / f"{name}-repaired"
+        clear_output(repaired)  # the demo's own output of an earlier run, and nothing else
         result = expose_model(
             zoo[model], zoo["clean-data"], test_data=zoo["test-data"],
             poisoned_data=zoo[f"poisoned-{attack}"], trigger=zoo[f"trigger-{attack}"],
@@ -120,14 +136,12 @@ def adversarial_demo(out: Path, size: str, seed: int, quiet: bool, audit: Path) 
     """``redteam audit --suite adversarial`` on the clean digits classifier, and on a prompt
     guard trained (``redteam guard train``) on the unlearning demo's audit data; the index's
     table."""
-    import shutil
-
     from redteam.guard import train_guard_command
     from redteam.zoo.digits import build_backdoor_zoo
 
     zoo = build_backdoor_zoo(size=size, seed=seed, quiet=quiet)
-    guard = out / "prompt-guard" / "guard-model"
-    shutil.rmtree(guard, ignore_errors=True)  # the demo's own output of an earlier run
+    guard = out / OUTPUTS / "prompt-guard"
+    clear_output(guard)  # the demo's own output of an earlier run, and nothing else
     record = train_guard_command(audit, guard, seed=seed, quiet=quiet)["evaluation"]
     guard_note = (f"prompt guard trained on the demo audit data (redteam guard train): flags "
                   f"{record['cv_detection_rate']:.0%} of held-out forget prompts and "
@@ -182,7 +196,7 @@ def protection_demo(out: Path, size: str, seed: int, quiet: bool) -> dict:
     runs = IndexTable(out)
     for name, description in PROTECTIONS.items():
         surrogate = zoo["surrogate"] if name == "digits-uc-surrogate" else None
-        protected = out / name / "protected"
+        protected = out / OUTPUTS / f"{name}-protected"
         started = time.perf_counter()
         protect_folder(zoo["publish"], protected, surrogate=surrogate, seed=seed,
                        overwrite=True, quiet=quiet,

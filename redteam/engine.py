@@ -35,12 +35,12 @@ from redteam.findings import (
     findings_document,
     severity_rank,
 )
+from redteam.outputs import check_output_path, claim_output, seal_output
 from redteam.probes import REGISTRY, SUITES, Probe, ProbeContext, load_plugins
 from redteam.scoring import CausalLMScorer
 from redteam.targets import CLIP_KINDS, Target, load_target, resolve_device
 
 EXIT_OK, EXIT_FINDINGS, EXIT_BAD_INPUT, EXIT_NOTHING_APPLIED = 0, 1, 2, 3
-RUN_FILES = ("findings.json", "events.jsonl", "report.html")
 LIBRARIES = ("torch", "transformers", "tokenizers", "safetensors", "numpy", "scikit-learn",
              "rouge-score", "accelerate", "peft", "torchattacks", "textattack", "nltk", "geoopt")
 
@@ -66,6 +66,7 @@ class AuditRequest:
     quiet: bool = False
     command: list[str] = field(default_factory=lambda: list(sys.argv))
     settings: dict[str, dict] = field(default_factory=dict)  # probe -> settings over the config
+    extra_inputs: dict[str, Path] = field(default_factory=dict)  # label -> path, never written
 
 
 @dataclass
@@ -136,25 +137,6 @@ def load_data(path: Path, target: Target):
 
         return load_quadruplets(path)
     return load_audit_jsonl(path)
-
-
-def prepare_out_dir(out: Path, overwrite: bool, create: bool = True) -> Path:
-    """Check (and create) the run folder; never clobber an earlier run unless asked to.
-
-    Called once with ``create=False`` before the models load, so bad input leaves nothing behind.
-    """
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: --out exists and is not a folder")
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise InputError(f"{out}: output folder is not empty (pass --overwrite to replace "
-                             "an earlier run there)")
-        if create:
-            for name in RUN_FILES:
-                (out / name).unlink(missing_ok=True)
-    if create:
-        out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 def library_versions() -> dict[str, str]:
@@ -278,7 +260,7 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
     if request.data and kind_of(request) == "causal-lm":
         load_audit_jsonl(request.data)  # bad data fails before any model loads
     out = request.out or default_out_dir(request.model)
-    prepare_out_dir(out, request.overwrite, create=False)
+    check_output_path(out, audit_inputs(request), overwrite=request.overwrite)
     started = now()
     seed_everything(request.seed)
 
@@ -290,54 +272,66 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
     target = load(request.model)
     data = load_data(request.data, target) if request.data else None
     reference, retrain = load(request.reference), load(request.retrain)
-    prepare_out_dir(out, request.overwrite)
-    scoring = config.get("scoring", {})
+    claim_output(out, "audit run")
+    try:
+        scoring = config.get("scoring", {})
 
-    def scorer_for(model: Target) -> CausalLMScorer:
-        return cache.scorer(model, int(scoring.get("batch_size", 16)),
-                            int(scoring.get("max_length", 512)), request.quiet)
+        def scorer_for(model: Target) -> CausalLMScorer:
+            return cache.scorer(model, int(scoring.get("batch_size", 16)),
+                                int(scoring.get("max_length", 512)), request.quiet)
 
-    events = EventLog(out / "events.jsonl")
-    events.write("run_start", suite=request.suite, target=str(request.model))
-    artifacts = out / "artifacts"
-    artifacts.mkdir(exist_ok=True)
-    findings: list[Finding] = []
-    shared: dict = {}  # results probes of this run share (e.g. the exposed model)
-    not_applicable: dict[str, str] = {}
-    progress = tqdm(probes, desc="probes", unit="probe", disable=request.quiet)
-    for probe in progress:
-        progress.set_postfix_str(probe.name)
-        if target.kind not in probe.kinds:
-            not_applicable[probe.name] = f"does not apply to kind {target.kind}"
-            continue
-        ctx = ProbeContext(config=probe.config, seed=request.seed, device=device,
-                           artifacts_dir=artifacts, quiet=request.quiet, reference=reference,
-                           retrain=retrain, scorer_for=scorer_for, findings=list(findings),
-                           shared=shared)
-        seed_everything(request.seed)
-        findings.extend(run_probe(probe, target, data, ctx, events))
+        events = EventLog(out / "events.jsonl")
+        events.write("run_start", suite=request.suite, target=str(request.model))
+        artifacts = out / "artifacts"
+        artifacts.mkdir(exist_ok=True)
+        findings: list[Finding] = []
+        shared: dict = {}  # results probes of this run share (e.g. the exposed model)
+        not_applicable: dict[str, str] = {}
+        progress = tqdm(probes, desc="probes", unit="probe", disable=request.quiet)
+        for probe in progress:
+            progress.set_postfix_str(probe.name)
+            if target.kind not in probe.kinds:
+                not_applicable[probe.name] = f"does not apply to kind {target.kind}"
+                continue
+            ctx = ProbeContext(config=probe.config, seed=request.seed, device=device,
+                               artifacts_dir=artifacts, quiet=request.quiet, reference=reference,
+                               retrain=retrain, scorer_for=scorer_for, findings=list(findings),
+                               shared=shared)
+            seed_everything(request.seed)
+            findings.extend(run_probe(probe, target, data, ctx, events))
 
-    inputs = {label: model.files for label, model in
-              (("reference", reference), ("retrain", retrain)) if model is not None}
-    if request.data:
-        if target.kind in CLIP_KINDS:
-            from hyperbolic.data import hash_quadruplets
+        inputs = {label: model.files for label, model in
+                  (("reference", reference), ("retrain", retrain)) if model is not None}
+        if request.data:
+            if target.kind in CLIP_KINDS:
+                from hyperbolic.data import hash_quadruplets
 
-            inputs["data"] = hash_quadruplets(request.data, data)  # the JSONL and its images
-        else:
-            inputs["data"] = hash_tree(request.data)
-    run = RunRecord(
-        tool_version=__version__, command=request.command, suite=request.suite,
-        target={"path": str(request.model), "name": target.name, "kind": target.kind,
-                "files": target.files},
-        config=config,
-        config_sha256=hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest(),
-        seed=request.seed, fail_on=request.fail_on, device=device,
-        libraries=library_versions(), started=started, inputs=inputs, probes_skipped=not_applicable,
-    )
-    exit_code = write_run(out, run, findings)
-    events.write("run_end", exit_code=exit_code)
-    return AuditResult(exit_code=exit_code, out_dir=out, findings=findings)
+                inputs["data"] = hash_quadruplets(request.data, data)  # the JSONL and its images
+            else:
+                inputs["data"] = hash_tree(request.data)
+        run = RunRecord(
+            tool_version=__version__, command=request.command, suite=request.suite,
+            target={"path": str(request.model), "name": target.name, "kind": target.kind,
+                    "files": target.files},
+            config=config,
+            config_sha256=hashlib.sha256(
+                json.dumps(config, sort_keys=True).encode()).hexdigest(),
+            seed=request.seed, fail_on=request.fail_on, device=device,
+            libraries=library_versions(), started=started, inputs=inputs,
+            probes_skipped=not_applicable,
+        )
+        exit_code = write_run(out, run, findings)
+        events.write("run_end", exit_code=exit_code)
+        return AuditResult(exit_code=exit_code, out_dir=out, findings=findings)
+    finally:
+        seal_output(out)  # also after Ctrl-C: what was written is recorded, so --overwrite works
+
+
+def audit_inputs(request: AuditRequest) -> dict[str, Path | None]:
+    """What an audit reads, by label: the run folder may be none of these, nor hold them."""
+    return {"model": request.model, "data": request.data, "reference model": request.reference,
+            "retrain model": request.retrain, "config": request.config,
+            **{f"{label}": Path(path) for label, path in request.extra_inputs.items()}}
 
 
 def write_run(out: Path, run: RunRecord, findings: list[Finding]) -> int:

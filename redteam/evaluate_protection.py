@@ -11,7 +11,6 @@ protected image is within ε of its original. The run folder is the one ``redtea
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -24,15 +23,16 @@ from redteam.engine import (
     default_out_dir,
     library_versions,
     now,
-    prepare_out_dir,
     seed_everything,
     write_run,
 )
 from redteam.errors import InputError
 from redteam.fileio import hash_tree
 from redteam.findings import Evidence, Finding, Metric, RunRecord
+from redteam.outputs import check_output_path, claim_output, seal_output
 from redteam.protect import MANIFEST, parse_epsilon, perturbation_size, within_epsilon
-from redteam.vision import ImageFolder, load_image_folder, open_image, save_png
+from redteam.untrusted import open_image, read_json_object
+from redteam.vision import ImageFolder, load_image_folder, save_png
 
 SUITE = "protection"
 REFERENCES = ["arXiv:2301.01217"]
@@ -64,15 +64,32 @@ def parse_groups(text: str | None, classes: list[str]) -> list[list[str]]:
 
 
 def read_manifest(protected_dir: Path) -> dict:
+    """``protection.json`` of a protected folder, checked field by field ({} when absent).
+
+    The manifest comes with the folder, from whoever protected it: every value used here is
+    checked for type and range, so a tampered one is bad input, not a crash mid-run.
+    """
     path = protected_dir / MANIFEST
     if not path.is_file():
         return {}
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("parameters"), dict):
-        raise InputError(f"{path}: not a redteam protection manifest (no 'parameters')")
+    manifest = read_json_object(path, "protection manifest")
+    parameters, surrogate = manifest.get("parameters"), manifest.get("surrogate", {})
+    if not isinstance(parameters, dict):
+        raise InputError(f"{path}: parameters: missing; not a redteam protection manifest")
+    epsilon = parameters.get("epsilon", 8 / 255)
+    if isinstance(epsilon, bool) or not isinstance(epsilon, int | float) or not 0 < epsilon < 1:
+        raise InputError(f"{path}: parameters.epsilon: expected a number between 0 and 1, got "
+                         f"{epsilon!r}")
+    size = parameters.get("working_size", [32])
+    if (not isinstance(size, list) or not size or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 8 <= v <= 1024 for v in size)):
+        raise InputError(f"{path}: parameters.working_size: expected a list of sizes in "
+                         f"[8, 1024], got {size!r}")
+    if not isinstance(surrogate, dict | None) or not all(
+            isinstance(v, str | int | float | bool | None) for v in (surrogate or {}).values()):
+        raise InputError(f"{path}: surrogate: expected an object of plain values")
+    if not isinstance(manifest.get("images", []), list):
+        raise InputError(f"{path}: images: expected a list")
     return manifest
 
 
@@ -223,7 +240,8 @@ def evaluate_protection(clean_dir: Path, protected_dir: Path, test_dir: Path, *,
     classes = _class_names(clean_dir)
     grouping = parse_groups(groups, classes)
     out = out or default_out_dir(protected_dir)
-    prepare_out_dir(out, overwrite, create=False)
+    check_output_path(out, {"clean folder": clean_dir, "protected folder": protected_dir,
+                            "test data": test_dir}, overwrite=overwrite)
     device = resolve_device(device)
 
     index = {name: i for i, name in enumerate(classes)}
@@ -231,69 +249,74 @@ def evaluate_protection(clean_dir: Path, protected_dir: Path, test_dir: Path, *,
     protected = load_image_folder(protected_dir, (size, size), index)
     test = load_image_folder(test_dir, (size, size), index)
     _paired(clean, protected)
-    prepare_out_dir(out, overwrite)
-    (out / "artifacts").mkdir(exist_ok=True)
-    started = now()
+    claim_output(out, "protection evaluation")
+    try:
+        (out / "artifacts").mkdir(exist_ok=True)
+        started = now()
 
-    sizes = measure_perturbations(clean, protected)
-    coarse = torch.tensor([next(g for g, group in enumerate(grouping) if name in group)
-                           for name in classes])
-    labellings = {"original labels": (clean.labels, test.labels, len(classes)),
-                  "grouped labels": (coarse[clean.labels], coarse[test.labels], len(grouping))}
-    accuracy: dict[str, dict[str, float]] = {}
-    for labelling, (train_labels, test_labels, count) in labellings.items():
-        accuracy[labelling] = {}
-        for name, data in (("trained on clean", clean), ("trained on protected", protected)):
-            seed_everything(seed)
-            accuracy[labelling][name] = _train_and_test(
-                learner, data.images, train_labels, test.images, test_labels, count, epochs,
-                seed, device, quiet)
-        majority = torch.bincount(test_labels, minlength=count).max().item() / len(test_labels)
-        accuracy[labelling]["chance (majority class)"] = majority
+        sizes = measure_perturbations(clean, protected)
+        coarse = torch.tensor([next(g for g, group in enumerate(grouping) if name in group)
+                               for name in classes])
+        labellings = {"original labels": (clean.labels, test.labels, len(classes)),
+                      "grouped labels": (coarse[clean.labels], coarse[test.labels], len(grouping))}
+        accuracy: dict[str, dict[str, float]] = {}
+        for labelling, (train_labels, test_labels, count) in labellings.items():
+            accuracy[labelling] = {}
+            for name, data in (("trained on clean", clean), ("trained on protected", protected)):
+                seed_everything(seed)
+                accuracy[labelling][name] = _train_and_test(
+                    learner, data.images, train_labels, test.images, test_labels, count, epochs,
+                    seed, device, quiet)
+            majority = torch.bincount(test_labels, minlength=count).max().item() / len(test_labels)
+            accuracy[labelling]["chance (majority class)"] = majority
 
-    settings = {"learner": learner, "epochs": epochs, "image size": size, "epsilon": eps,
-                "groups": " | ".join(", ".join(g) for g in grouping),
-                "training images": len(clean), "test images": len(test),
-                "surrogate": surrogate.get("path") or surrogate.get("kind", "unknown"),
-                "surrogate architecture": surrogate.get("model_type", "unknown"),
-                "clusters": parameters.get("clusters", "unknown"),
-                "manifest": MANIFEST if manifest else "none (ε from --epsilon or 8/255)",
-                "data augmentation": "none"}
-    rows = {labelling: {"labelling": labelling, **{k: round(v, 4) for k, v in row.items()}}
-            for labelling, row in accuracy.items()}
-    overview = {"tables": {"Test accuracy on clean test images": list(rows.values()),
-                           "Settings": [{"setting": k, "value": v} for k, v in settings.items()]},
-                "split_scores": {k: {n: v for n, v in row.items() if not n.startswith("chance")}
-                                 for k, row in accuracy.items()},
-                "chart_title": f"Clean test accuracy of a {learner} trained on each folder",
-                "chart_y_label": "test accuracy"}
-    findings = []
-    for probe, title, labelling, details in (
-            ("protection.unlearnability", "Protected images do not teach the task",
-             "original labels", overview),
-            ("protection.label_agnostic", "Protection holds under another labelling",
-             "grouped labels", {"tables": {"Test accuracy on clean test images":
-                                           [rows["grouped labels"]]},
-                                "groups": settings["groups"]})):
-        row = accuracy[labelling]
-        findings.append(_learnability_finding(
-            probe, title, labelling, row["trained on clean"], row["trained on protected"],
-            row["chance (majority class)"], learner, details))
-    if surrogate.get("note"):
-        findings[0].summary += f" Surrogate: {surrogate['note']}"
-    clusters = {e["input"]: e["cluster"] for e in manifest.get("images", [])
-                if isinstance(e, dict) and "input" in e and "cluster" in e}
-    examples = _examples(clean, protected, eps, out / "artifacts", clusters)
-    findings.append(_budget_finding(sizes, eps, examples))
+        settings = {"learner": learner, "epochs": epochs, "image size": size, "epsilon": eps,
+                    "groups": " | ".join(", ".join(g) for g in grouping),
+                    "training images": len(clean), "test images": len(test),
+                    "surrogate": surrogate.get("path") or surrogate.get("kind", "unknown"),
+                    "surrogate architecture": surrogate.get("model_type", "unknown"),
+                    "clusters": parameters.get("clusters", "unknown"),
+                    "manifest": MANIFEST if manifest else "none (ε from --epsilon or 8/255)",
+                    "data augmentation": "none"}
+        rows = {labelling: {"labelling": labelling, **{k: round(v, 4) for k, v in row.items()}}
+                for labelling, row in accuracy.items()}
+        settings_rows = [{"setting": k, "value": v} for k, v in settings.items()]
+        overview = {"tables": {"Test accuracy on clean test images": list(rows.values()),
+                               "Settings": settings_rows},
+                    "split_scores": {k: {n: v for n, v in row.items()
+                                         if not n.startswith("chance")}
+                                     for k, row in accuracy.items()},
+                    "chart_title": f"Clean test accuracy of a {learner} trained on each folder",
+                    "chart_y_label": "test accuracy"}
+        findings = []
+        for probe, title, labelling, details in (
+                ("protection.unlearnability", "Protected images do not teach the task",
+                 "original labels", overview),
+                ("protection.label_agnostic", "Protection holds under another labelling",
+                 "grouped labels", {"tables": {"Test accuracy on clean test images":
+                                               [rows["grouped labels"]]},
+                                    "groups": settings["groups"]})):
+            row = accuracy[labelling]
+            findings.append(_learnability_finding(
+                probe, title, labelling, row["trained on clean"], row["trained on protected"],
+                row["chance (majority class)"], learner, details))
+        if surrogate.get("note"):
+            findings[0].summary += f" Surrogate: {surrogate['note']}"
+        clusters = {e["input"]: e["cluster"] for e in manifest.get("images", [])
+                    if isinstance(e, dict) and "input" in e and "cluster" in e}
+        examples = _examples(clean, protected, eps, out / "artifacts", clusters)
+        findings.append(_budget_finding(sizes, eps, examples))
 
-    run = RunRecord(
-        tool_version=__version__, command=command or ["redteam", *sys.argv[1:]], suite=SUITE,
-        target={"path": str(protected_dir), "name": protected_dir.name, "kind": "image-folder",
-                "files": hash_tree(protected_dir)},
-        config=settings, seed=seed, fail_on=fail_on, device=device,
-        libraries=library_versions(), started=started,
-        inputs={"clean": hash_tree(clean_dir), "test": hash_tree(test_dir)})
-    return AuditResult(exit_code=write_run(out, run, findings), out_dir=out, findings=findings)
+        run = RunRecord(
+            tool_version=__version__, command=command or ["redteam", *sys.argv[1:]], suite=SUITE,
+            target={"path": str(protected_dir), "name": protected_dir.name, "kind": "image-folder",
+                    "files": hash_tree(protected_dir)},
+            config=settings, seed=seed, fail_on=fail_on, device=device,
+            libraries=library_versions(), started=started,
+            inputs={"clean": hash_tree(clean_dir), "test": hash_tree(test_dir)})
+        return AuditResult(exit_code=write_run(out, run, findings), out_dir=out, findings=findings)
+    finally:
+        seal_output(out)
 
 
 def _budget_finding(sizes: list[dict], epsilon: float, examples: list[str]) -> Finding:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from redteam.engine import AuditRequest, AuditResult, ModelCache, run_audit
+from redteam.engine import AuditRequest, AuditResult, ModelCache, default_out_dir, run_audit
 from redteam.errors import InputError
+from redteam.outputs import check_output_path
 from redteam.targets import resolve_device
 
 
@@ -26,11 +27,15 @@ def expose_model(model: Path, clean_data: Path, *, test_data: Path | None = None
     ``settings``: per-probe settings (as in an audit.toml) over the defaults.
     """
     from redteam.probes.backdoor import trigger_mask
-    from redteam.unlearn import check_new_folder
     from redteam.vision import label_ids, load_image_folder
 
+    inputs = {"model": model, "clean data": clean_data, "test data": test_data,
+              "poisoned data": poisoned_data, "trigger": trigger}
+    out = out or default_out_dir(model)
     if repaired is not None:
-        check_new_folder(repaired, model)
+        check_output_path(repaired, {**inputs, "run folder": out}, flag="--remove",
+                          what="folder for the repaired model")
+    check_output_path(out, {**inputs, "repaired model folder": repaired}, overwrite=overwrite)
     cache = ModelCache()
     target = cache.target(model, None, resolve_device(device), allow_pickle)
     if target.kind != "image-classifier":
@@ -51,4 +56,6 @@ def expose_model(model: Path, clean_data: Path, *, test_data: Path | None = None
     return run_audit(AuditRequest(
         model=model, suite="backdoor", data=clean_data, out=out, device=device, seed=seed,
         fail_on=fail_on, overwrite=overwrite, allow_pickle=allow_pickle, quiet=quiet,
-        settings=settings, command=command or ["redteam", "expose", str(model)]), cache)
+        settings=settings, command=command or ["redteam", "expose", str(model)],
+        extra_inputs={label: path for label, path in inputs.items()
+                      if path is not None and label not in ("model", "clean data")}), cache)

@@ -113,3 +113,91 @@ def worst_severity(findings: list[Finding]) -> str | None:
     """The highest severity among failing or erroring findings, or None when all pass."""
     ranks = [severity_rank(f.severity) for f in findings if f.status in ("fail", "error")]
     return SEVERITIES[max(ranks)] if ranks else None
+
+
+def _is_number(value: Any, optional: bool = False) -> bool:
+    if value is None:
+        return optional
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check(ok: bool, where: str, field_path: str, expected: str) -> None:
+    if not ok:
+        raise ValueError(f"{where}: {field_path}: expected {expected}")
+
+
+def _check_strings(value: Any, where: str, field_path: str) -> None:
+    _check(isinstance(value, list) and all(isinstance(v, str) for v in value), where,
+           field_path, "a list of strings")
+
+
+def _check_metric(metric: Any, where: str, at: str) -> None:
+    _check(isinstance(metric, dict), where, at, "an object or null")
+    _check(isinstance(metric.get("name"), str), where, f"{at}.name", "a string")
+    for name in ("value", "threshold"):
+        _check(_is_number(metric.get(name), optional=True), where, f"{at}.{name}",
+               "a number or null")
+    _check(isinstance(metric.get("higher_is_worse", True), bool), where,
+           f"{at}.higher_is_worse", "true or false")
+    ci95 = metric.get("ci95")
+    _check(ci95 is None or (isinstance(ci95, list) and len(ci95) == 2
+                            and all(_is_number(v) for v in ci95)),
+           where, f"{at}.ci95", "a list of two numbers or null")
+    baselines = metric.get("baselines", {})
+    _check(isinstance(baselines, dict) and all(_is_number(v, optional=True)
+                                               for v in baselines.values()),
+           where, f"{at}.baselines", "an object of numbers")
+
+
+def _check_finding(finding: Any, where: str, at: str) -> None:
+    _check(isinstance(finding, dict), where, at, "an object")
+    for name in ("probe", "suite", "title", "summary", "remediation"):
+        _check(isinstance(finding.get(name, ""), str), where, f"{at}.{name}", "a string")
+    _check(finding.get("status") in STATUSES, where, f"{at}.status", f"one of {STATUSES}")
+    _check(finding.get("severity") in SEVERITIES, where, f"{at}.severity",
+           f"one of {SEVERITIES}")
+    if finding.get("metric") is not None:
+        _check_metric(finding["metric"], where, f"{at}.metric")
+    evidence = finding.get("evidence", [])
+    _check(isinstance(evidence, list), where, f"{at}.evidence", "a list")
+    for i, row in enumerate(evidence):
+        _check(isinstance(row, dict) and all(isinstance(row.get(k, ""), str)
+                                             for k in ("input", "output", "expected"))
+               and _is_number(row.get("score"), optional=True),
+               where, f"{at}.evidence[{i}]", "an object of input, output, expected, score")
+    _check(isinstance(finding.get("details", {}), dict), where, f"{at}.details", "an object")
+    for name in ("artifacts", "references"):
+        _check_strings(finding.get(name, []), where, f"{at}.{name}")
+    _check(_is_number(finding.get("duration_s", 0.0)), where, f"{at}.duration_s", "a number")
+
+
+def check_document(document: Any, where: str) -> dict[str, Any]:
+    """Check the shape of a ``findings.json`` document read back from disk; return it.
+
+    A run folder can be edited by anyone before ``redteam report`` renders it, so every field
+    the report reads is checked for its type first; a ``ValueError`` names the first bad one.
+    """
+    _check(isinstance(document, dict), where, "(top level)", "an object")
+    _check(document.get("schema") == SCHEMA_VERSION, where, "schema", str(SCHEMA_VERSION))
+    run, findings = document.get("run"), document.get("findings")
+    _check(isinstance(run, dict), where, "run", "an object")
+    _check(isinstance(findings, list), where, "findings", "a list")
+    for name in ("tool_version", "suite", "config_sha256", "fail_on", "device", "started",
+                 "finished"):
+        _check(isinstance(run.get(name, ""), str), where, f"run.{name}", "a string")
+    _check_strings(run.get("command", []), where, "run.command")
+    target = run.get("target", {})
+    _check(isinstance(target, dict), where, "run.target", "an object")
+    for label, files in (("run.target.files", target.get("files", {})),
+                         *((f"run.inputs.{k}", v) for k, v in
+                           (run.get("inputs") or {}).items())):
+        _check(isinstance(files, dict) and all(isinstance(v, str) for v in files.values()),
+               where, label, "an object of SHA-256 digests")
+    for name in ("config", "libraries", "probes_skipped", "inputs"):
+        _check(isinstance(run.get(name, {}), dict), where, f"run.{name}", "an object")
+    _check(run.get("exit_code") is None or (isinstance(run.get("exit_code"), int)
+                                            and not isinstance(run["exit_code"], bool)),
+           where, "run.exit_code", "an integer or null")
+    for i, finding in enumerate(findings):
+        _check_finding(finding, where, f"findings[{i}]")
+    return document

@@ -2,8 +2,8 @@
 
 The guard itself lives in ``defenses.guard`` (ECO prompts, arXiv:2406.07933; O3,
 arXiv:2407.10223). This module is the boundary: it validates the paths before anything heavy
-runs (the data file is only read, the output must be a new or empty folder outside the data's
-folder), and it loads a trained guard with the same safety rules as an audit target
+runs (the data file is only read, the output must be a new or empty folder that neither holds
+nor lies inside it), and it loads a trained guard with the same safety rules as an audit target
 (safetensors only, offline, no remote code) before scoring prompts with it.
 """
 
@@ -15,8 +15,8 @@ from typing import Any
 
 from redteam.data import load_audit_jsonl
 from redteam.errors import InputError
+from redteam.outputs import check_output_path
 from redteam.targets import load_target
-from redteam.unlearn import check_new_folder
 
 
 def train_guard_command(data: Path, out: Path, *, seed: int = 0,
@@ -27,7 +27,7 @@ def train_guard_command(data: Path, out: Path, *, seed: int = 0,
     from defenses.guard.encoder import encoder_dir
 
     audit_data = load_audit_jsonl(data)  # bad JSONL is reported with file, line and field
-    check_new_folder(out, data.resolve().parent, "the data's folder")
+    check_output_path(out, {"data": data})
     for split in ("forget", "retain"):
         if not audit_data.split(split):
             raise InputError(f"{data}: no {split} items (the guard learns to flag prompts about "

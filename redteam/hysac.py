@@ -14,8 +14,8 @@ from typing import Any
 
 from hyperbolic.losses import ENTAILMENT_WEIGHT
 from redteam.errors import InputError
+from redteam.outputs import check_output_path, staged_output
 from redteam.targets import CLIP_KINDS, detect_kind, load_target, resolve_device
-from redteam.unlearn import check_new_folder
 
 TRAINING_RECORD = "hysac_training.json"
 
@@ -42,7 +42,7 @@ def train_hysac_folder(data: Path, base: Path, out: Path, *, epochs: int = 20,
     from hyperbolic.data import hash_quadruplets, load_quadruplets
     from hyperbolic.model import HySAC
     from hyperbolic.train import train_hysac
-    from redteam.fileio import atomic_dir, atomic_write_json, hash_tree
+    from redteam.fileio import atomic_write_json, hash_tree
 
     data, base, out = Path(data), Path(base), Path(out)
     for name, value, ok in (("--epochs", epochs, epochs >= 1), ("--lr", lr, lr > 0),
@@ -57,7 +57,10 @@ def train_hysac_folder(data: Path, base: Path, out: Path, *, epochs: int = 20,
     rows = load_quadruplets(data)
     if len(rows) < 4:
         raise InputError(f"{data}: {len(rows)} quadruplets are too few to train and validate")
-    check_new_folder(out, base, "the base model folder")
+    image_folders = sorted({image.parent for row in rows
+                            for image in (row.safe_image, row.unsafe_image)})
+    check_output_path(out, [("base model", base), ("data", data),
+                            *(("folder of the data's images", f) for f in image_folders)])
     device = resolve_device(device)
     encoder = load_encoder(base, device, allow_pickle, kinds=("clip",))
     model = HySAC(encoder.clip, curvature=curvature).to(device)
@@ -76,7 +79,7 @@ def train_hysac_folder(data: Path, base: Path, out: Path, *, epochs: int = 20,
                            "curvature": curvature, "seed": seed, "device": device,
                            "torch": torch.__version__},
               **result}
-    with atomic_dir(out) as tmp:
+    with staged_output(out, "HySAC model") as tmp:
         model.save(tmp)
         encoder.tokenizer.save_pretrained(tmp)
         encoder.processor.save_pretrained(tmp)

@@ -10,7 +10,6 @@ of every perturbation measured on the written file. The input folder is only eve
 from __future__ import annotations
 
 import io
-import shutil
 import sys
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -21,8 +20,10 @@ import torch
 
 from redteam import __version__
 from redteam.errors import InputError
-from redteam.fileio import atomic_dir, atomic_write_json, sha256_file
-from redteam.vision import images_tensor, list_image_files, open_image
+from redteam.fileio import atomic_write_json, sha256_file
+from redteam.outputs import check_output_path, staged_output
+from redteam.untrusted import open_image
+from redteam.vision import images_tensor, list_image_files
 
 MANIFEST = "protection.json"
 # Formats written back as they came. JPEG is lossy: its outputs are measured after encoding and
@@ -44,41 +45,15 @@ def parse_epsilon(text: str | float) -> float:
     return value
 
 
-def check_protect_paths(data_dir: Path, out: Path, overwrite: bool) -> None:
-    """The output must be a new or empty folder (or, with ``overwrite``, an earlier protected
-    folder), and must neither be nor lie inside the input, nor contain it."""
-    if not data_dir.is_dir():
-        raise InputError(f"{data_dir}: image folder not found")
-    source, target = data_dir.resolve(), out.resolve()
-    if target == source or source in target.parents:
-        raise InputError(f"{out}: output folder must not be inside the input folder {data_dir}")
-    if target in source.parents:
-        raise InputError(f"{out}: output folder must not contain the input folder {data_dir}")
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: exists and is not a folder")
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise InputError(f"{out}: output folder is not empty (pass --overwrite to replace "
-                             "an earlier protected folder)")
-        if not (out / MANIFEST).is_file():
-            raise InputError(f"{out}: not empty and not an earlier protected folder (no "
-                             f"{MANIFEST}); --overwrite only replaces those")
-
-
 def scan_images(data_dir: Path) -> list[dict]:
     """Every image of ``data_dir`` with its format, mode and size (headers only)."""
-    from PIL import Image, UnidentifiedImageError
-
     files = list_image_files(data_dir)
     if not files:
         raise InputError(f"{data_dir}: no images found")
     records = []
     for file in files:
-        try:
-            with Image.open(file) as image:
-                fmt, mode, (width, height) = image.format, image.mode, image.size
-        except (UnidentifiedImageError, OSError) as exc:
-            raise InputError(f"{file}: unreadable image ({exc})") from None
+        with open_image(file, decode=False) as image:
+            fmt, mode, (width, height) = image.format, image.mode, image.size
         if fmt == "GIF":
             raise InputError(f"{file}: GIF keeps at most 256 colours, which cannot carry the "
                              "perturbation; convert it to PNG first")
@@ -150,7 +125,10 @@ def protect_folder(data_dir: Path, out: Path, *, surrogate: Path | None = None,
     eps = parse_epsilon(epsilon)
     if clusters < 2:
         raise InputError(f"--clusters {clusters}: at least 2 clusters are needed")
-    check_protect_paths(data_dir, out, overwrite)
+    if not data_dir.is_dir():
+        raise InputError(f"{data_dir}: image folder not found")
+    check_output_path(out, {"input folder": data_dir, "surrogate": surrogate},
+                      overwrite=overwrite)
     records = scan_images(data_dir)
     if len(records) < clusters:
         raise InputError(f"{data_dir}: {len(records)} images cannot form --clusters {clusters} "
@@ -169,7 +147,7 @@ def protect_folder(data_dir: Path, out: Path, *, surrogate: Path | None = None,
                                  seed=seed, quiet=quiet).fit(images)
 
     entries = []
-    with atomic_dir(out) as staging:
+    with staged_output(out, "protected images") as staging:
         for record, cluster in tqdm(list(zip(records, method.labels_.tolist())),
                                     desc="write protected images", disable=quiet):
             original, mode, metadata = _pixels(open_image(record["file"]))
@@ -192,8 +170,6 @@ def protect_folder(data_dir: Path, out: Path, *, surrogate: Path | None = None,
                              seed, command, REFERENCE)
         atomic_write_json(staging / MANIFEST, manifest)
         check_one_output_each(records, staging)
-        if out.exists() and any(out.iterdir()):  # --overwrite, checked above: only now that
-            shutil.rmtree(out)                    # the new folder is complete
     return manifest
 
 

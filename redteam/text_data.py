@@ -12,10 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from redteam.data import json_object
 from redteam.errors import InputError
+from redteam.untrusted import check_text_length, json_object, read_jsonl_lines
 
 FIELDS = ("text", "label")
+MAX_TEXT_CHARS = 100_000  # checked before tokenisation
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ def _parse_line(path: Path, number: int, line: str,
         raise InputError(f"{where}: text: expected a string, got {type(text).__name__}")
     if not text.strip():
         raise InputError(f"{where}: text: empty")
+    check_text_length(where, "text", text, MAX_TEXT_CHARS)
     return LabelledText(text=text, label=_label_id(obj["label"], label2id, where), line=number)
 
 
@@ -80,17 +82,9 @@ def load_labelled_texts(path: str | Path, label2id: Mapping[str, int]) -> Labell
     ``InputError`` naming the file, line and field.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: labelled texts file not found (expected a JSONL file)")
     names = {str(name): int(i) for name, i in label2id.items()}
-    items = []
-    try:
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if line.strip():
-                    items.append(_parse_line(path, number, line, names))
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not UTF-8 text") from None
+    items = [_parse_line(path, number, line, names)
+             for number, line in read_jsonl_lines(path, "labelled texts file (JSONL)")]
     if not items:
         raise InputError(f"{path}: no labelled texts (the file is empty)")
     return LabelledTexts(path=path, items=items)

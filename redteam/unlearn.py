@@ -12,17 +12,8 @@ from pathlib import Path
 
 from redteam.data import load_audit_jsonl
 from redteam.errors import InputError
-from redteam.fileio import atomic_dir
+from redteam.outputs import check_output_path, staged_output
 from redteam.targets import load_target, resolve_device
-
-
-def check_new_folder(out: Path, source: Path, what: str = "the model folder") -> None:
-    """Refuse an output that exists with content or that lies inside ``source`` (``what`` names
-    it in the message): what the user gave us is only read."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise InputError(f"{out}: output folder exists and is not empty")
-    if out.resolve() == source.resolve() or source.resolve() in out.resolve().parents:
-        raise InputError(f"{out}: output folder must not be inside {what} {source}")
 
 
 def unlearn_model(model: Path, method: str, data: Path, out: Path, *, epochs: int = 5,
@@ -38,7 +29,7 @@ def unlearn_model(model: Path, method: str, data: Path, out: Path, *, epochs: in
 
     if method not in METHODS:
         raise InputError(f"--method {method}: unknown method (known: {', '.join(METHODS)})")
-    check_new_folder(out, model)
+    check_output_path(out, {"model folder": model, "data": data}, overwrite=False)
     audit_data = load_audit_jsonl(data)
     if not audit_data.split("forget"):
         raise InputError(f"{data}: no forget items to unlearn")
@@ -46,7 +37,7 @@ def unlearn_model(model: Path, method: str, data: Path, out: Path, *, epochs: in
                          allow_pickle=allow_pickle)
     target.model.train()
     items = [asdict(item) for item in audit_data.items]
-    with atomic_dir(out) as staging:
+    with staged_output(out, "unlearned model") as staging:
         try:
             unlearn_directory(target.model, target.tokenizer, items, method, staging,
                               epochs=epochs, lr=lr, batch_size=batch_size, beta=beta,

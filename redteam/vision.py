@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from redteam.errors import InputError
+from redteam.untrusted import open_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -128,18 +129,6 @@ def list_image_files(folder: str | Path, ignore: tuple[str, ...] = ()) -> list[P
             raise InputError(f"{file}: not an image file (expected {', '.join(IMAGE_SUFFIXES)})")
         files.append(file)
     return files
-
-
-def open_image(file: Path):
-    """The decoded PIL image of ``file``; an unreadable file is bad input naming it."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(file) as image:
-            image.load()  # decoded now: the pixels outlive the closed file
-            return image
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise InputError(f"{file}: unreadable image ({exc})") from None
 
 
 def read_resized(file: Path, size: tuple[int, int]) -> np.ndarray:

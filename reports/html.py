@@ -22,7 +22,8 @@ from markupsafe import Markup
 
 from redteam.errors import InputError
 from redteam.fileio import atomic_write_text
-from redteam.findings import SCHEMA_VERSION, SEVERITIES, STATUSES
+from redteam.findings import SEVERITIES, STATUSES, check_document
+from redteam.untrusted import read_json_file
 from reports import charts
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:"
@@ -264,16 +265,11 @@ def load_document(run_dir: Path) -> dict[str, Any]:
     path = Path(run_dir) / "findings.json"
     if not path.is_file():
         raise InputError(f"{run_dir}: not a redteam run directory (no findings.json)")
+    document = read_json_file(path, "findings.json", allow_nan=True)
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: findings.json is not valid JSON ({exc})") from exc
-    if not isinstance(document, dict) or document.get("schema") != SCHEMA_VERSION:
-        schema = document.get("schema") if isinstance(document, dict) else type(document).__name__
-        raise InputError(f"{path}: findings.json has schema {schema!r}, expected {SCHEMA_VERSION}")
-    if not isinstance(document.get("findings"), list) or not isinstance(document.get("run"), dict):
-        raise InputError(f"{path}: findings.json lacks a 'run' object or a 'findings' list")
-    return document
+        return check_document(document, str(path))
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
 
 
 def write_report(run_dir: Path, document: Mapping[str, Any] | None = None) -> Path:
@@ -281,7 +277,14 @@ def write_report(run_dir: Path, document: Mapping[str, Any] | None = None) -> Pa
     run_dir = Path(run_dir)
     if document is None:
         document = load_document(run_dir)
-    return atomic_write_text(run_dir / "report.html", render_report(document))
+        try:
+            html = render_report(document)
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
+            raise InputError(f"{run_dir / 'findings.json'}: cannot be rendered; a probe's "
+                             f"details are malformed ({type(exc).__name__}: {exc})") from None
+    else:
+        html = render_report(document)
+    return atomic_write_text(run_dir / "report.html", html)
 
 
 def cells_from_documents(

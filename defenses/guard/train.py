@@ -45,7 +45,8 @@ from defenses.guard.encoder import (
     load_encoder,
 )
 from redteam.data import AuditData, load_audit_jsonl
-from redteam.fileio import atomic_dir, atomic_write_json, atomic_write_text, sha256_file
+from redteam.fileio import atomic_write_json, atomic_write_text, sha256_file
+from redteam.outputs import staged_output
 from redteam.prompts import few_shot_prompt
 
 LABELS = ("allow", "flag")
@@ -416,7 +417,7 @@ def train_guard(data_path: str | Path, out: str | Path, *, seed: int = 0, quiet:
         "note": ("forget rewrites (flag) and retain questions (allow), for `redteam audit GUARD "
                  "--suite adversarial --data GUARD/guard-eval.jsonl`"),
     }
-    with atomic_dir(out) as staging:
+    with staged_output(out, "prompt guard") as staging:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
         atomic_write_text(staging / EVAL_FILE,

@@ -16,8 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-from redteam.errors import InputError
-from redteam.fileio import atomic_dir
 from redteam.findings import Finding, Metric
 from redteam.probes.base import ImageProbe, ProbeContext, register
 from redteam.targets import Target
@@ -136,14 +134,12 @@ class Exposure(ImageProbe):
 
 def trigger_mask(path: str | Path, size: tuple[int, int]) -> np.ndarray:
     """A known trigger, as a PNG (black where there is no trigger) -> boolean mask at ``size``."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    try:
-        with Image.open(path) as image:
-            gray = np.asarray(image.convert("L").resize((size[1], size[0]), Image.NEAREST))
-    except (FileNotFoundError, UnidentifiedImageError, OSError) as exc:
-        raise InputError(f"{path}: unreadable trigger image ({exc})") from None
-    return gray > 0
+    from redteam.untrusted import open_image
+
+    image = open_image(path)
+    return np.asarray(image.convert("L").resize((size[1], size[0]), Image.NEAREST)) > 0
 
 
 @register
@@ -337,10 +333,10 @@ class Removal(ImageProbe):
 
 def save_repaired(model, target: Target, output: Path) -> Path:
     """Write the repaired model in the target's format (safetensors + processor), atomically."""
-    from redteam.unlearn import check_new_folder
+    from redteam.outputs import check_output_path, staged_output
 
-    check_new_folder(output, target.path)
-    with atomic_dir(output) as staging:
+    check_output_path(output, {"model": target.path}, flag="--remove")
+    with staged_output(output, "repaired model") as staging:
         model.hf_model.save_pretrained(staging, safe_serialization=True)
         target.tokenizer.save_pretrained(staging)
     return output
