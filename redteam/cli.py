@@ -16,9 +16,24 @@ from redteam.errors import InputError
 from redteam.findings import SEVERITIES
 
 EXISTING = click.Path(path_type=Path)
+SEED = click.IntRange(0, 2**32 - 1)  # what numpy and torch accept
+AT_LEAST_ONE = click.IntRange(min=1)
+POSITIVE = click.FloatRange(min=0, min_open=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Interrupted(Exception):
+    """Ctrl-C inside a command (raised past Click, which would print a blank line first)."""
+
+
+class _Commands(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise Interrupted from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="redteam")
 def cli() -> None:
     """Red-team ML models for safety and robustness; write HTML risk reports.
@@ -57,6 +72,8 @@ def list_probes(suite: str | None) -> None:
             click.echo(f"  {'':36} goal: {info['goal']}")
             needs = needs or info["data"] or "-"
             click.echo(f"  {'':36} needs: {needs}; ref: {'; '.join(info['references'])}")
+            for setting, accepts in info["settings"].items():
+                click.echo(f"  {'':36} {setting} = {info['defaults'][setting]!r} ({accepts})")
 
 
 @cli.command()
@@ -73,7 +90,7 @@ def list_probes(suite: str | None) -> None:
 @click.option("--probe", "probes", multiple=True, help="Run only this probe (repeatable).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--fail-on", type=click.Choice(SEVERITIES), default="high", show_default=True,
               help="Exit 1 when a finding reaches this severity.")
 @click.option("--config", type=EXISTING, help="audit.toml with per-probe thresholds.")
@@ -122,7 +139,7 @@ def audit(model: Path, suite: str, data, reference, retrain, out, probes, device
               help="Also remove the backdoor (RNP) and write the repaired model here.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--fail-on", type=click.Choice(SEVERITIES), default="high", show_default=True)
 @click.option("--allow-pickle", is_flag=True,
               help="Accept pickle weights, loaded with torch.load(weights_only=True).")
@@ -189,16 +206,16 @@ class _UnlearningMethod(click.Choice):
               help="GA, GradDiff, NPO, SimNPO, or SalUn's saliency mask on GradDiff / NPO.")
 @click.option("--data", required=True, type=EXISTING, help="Audit JSONL (forget/retain items).")
 @click.option("--out", required=True, type=EXISTING, help="New folder for the unlearned model.")
-@click.option("--epochs", type=int, default=5, show_default=True)
-@click.option("--lr", type=float, default=1e-4, show_default=True)
-@click.option("--batch-size", type=int, default=8, show_default=True)
-@click.option("--beta", type=float,
+@click.option("--epochs", type=AT_LEAST_ONE, default=5, show_default=True)
+@click.option("--lr", type=POSITIVE, default=1e-4, show_default=True)
+@click.option("--batch-size", type=AT_LEAST_ONE, default=8, show_default=True)
+@click.option("--beta", type=POSITIVE,
               help="Inverse temperature of NPO / SimNPO [default: 0.1 / 4.5].")
 @click.option("--delta", type=float, help="SimNPO's margin on the mean token NLL [default: 0].")
 @click.option("--saliency", type=click.FloatRange(0, 1, min_open=True),
               help="SalUn: fraction of the weights (most salient) allowed to change "
                    "[default: 0.5].")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True)
 @click.option("--allow-pickle", is_flag=True)
@@ -227,13 +244,13 @@ def unlearn(model: Path, method: str, data: Path, out: Path, epochs: int, lr: fl
 @click.option("--surrogate", type=EXISTING,
               help="Image classifier or CLIP model folder whose features define the clusters "
                    "[default: trained here on DATA_DIR without labels; protects less].")
-@click.option("--clusters", type=int, default=10, show_default=True,
+@click.option("--clusters", type=click.IntRange(min=2), default=10, show_default=True,
               help="k of k-means: images of one cluster share one perturbation.")
 @click.option("--epsilon", default="8/255", show_default=True,
               help="L∞ bound of every change, as 8/255 or 0.031.")
-@click.option("--epochs", type=int, default=50, show_default=True,
+@click.option("--epochs", type=AT_LEAST_ONE, default=50, show_default=True,
               help="Training epochs of each cluster's perturbation generator.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True)
 @click.option("--allow-pickle", is_flag=True,
@@ -278,11 +295,12 @@ def protect(data_dir: Path, out: Path, surrogate, clusters, epsilon, epochs, see
                    "surrogate's].")
 @click.option("--groups", help='Coarser labelling, e.g. "0,1,2,3,4;5,6,7,8,9" [default: '
               "consecutive pairs of the sorted classes].")
-@click.option("--epochs", type=int, default=15, show_default=True)
-@click.option("--image-size", type=int, help="Training resolution [default: the manifest's].")
+@click.option("--epochs", type=AT_LEAST_ONE, default=15, show_default=True)
+@click.option("--image-size", type=click.IntRange(8, 1024),
+              help="Training resolution [default: the manifest's].")
 @click.option("--epsilon", help="The bound to check when PROTECTED_DIR has no manifest "
               "[default: 8/255].")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True)
 @click.option("--fail-on", type=click.Choice(SEVERITIES), default="high", show_default=True)
@@ -321,7 +339,7 @@ def guard() -> None:
 @click.option("--data", required=True, type=EXISTING, help="Audit JSONL (forget/retain items).")
 @click.option("--out", required=True, type=EXISTING,
               help="New folder for the guard (not inside the data's folder).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--quiet", is_flag=True)
 def guard_train(data: Path, out: Path, seed: int, quiet: bool) -> None:
     """Train a guard on DATA's forget (flag) and retain (allow) prompts; write it to OUT.
@@ -404,7 +422,7 @@ def hysac() -> None:
               help="Initial curvature c (learnt, within [c/10, 10c]).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--allow-pickle", is_flag=True,
               help="Accept pickle weights, loaded with torch.load(weights_only=True).")
 @click.option("--quiet", is_flag=True)
@@ -499,7 +517,7 @@ def hysac_classify(model: Path, texts: tuple[str, ...], images: tuple[Path, ...]
 @click.option("--gallery", required=True, type=EXISTING, help="A folder of images to search.")
 @click.option("--traverse", is_flag=True,
               help="Move an unsafe query back to the safety radius first (HySAC only).")
-@click.option("-k", "--top", "k", type=int, default=5, show_default=True)
+@click.option("-k", "--top", "k", type=AT_LEAST_ONE, default=5, show_default=True)
 def hysac_retrieve(model: Path, query: str, gallery: Path, traverse: bool, k: int) -> None:
     """The images of --gallery nearest to --query (geodesic distance for HySAC, cosine for a
     plain CLIP).
@@ -524,7 +542,7 @@ def hysac_retrieve(model: Path, query: str, gallery: Path, traverse: bool, k: in
 @click.option("--out", type=EXISTING, default=Path("reports/demo"), show_default=True)
 @click.option("--size", type=click.Choice(["demo", "test"]), default="demo", show_default=True,
               help="`test` builds a smaller, faster zoo.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--quiet", is_flag=True)
 def demo(out: Path, size: str, seed: int, quiet: bool) -> None:
     """Build the embedded demo targets (cached) and audit every one of them.
@@ -553,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
         cli.main(args=argv, prog_name="redteam", standalone_mode=False)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 0
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, Interrupted, KeyboardInterrupt):
         click.echo("error: interrupted", err=True)
         return 130
     except click.UsageError as exc:
@@ -563,9 +581,6 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         click.echo(f"error: {exc}", err=True)
         return 2
-    except KeyboardInterrupt:
-        click.echo("error: interrupted", err=True)
-        return 130
     return 0
 
 

@@ -38,7 +38,9 @@ from redteam.findings import (
 from redteam.outputs import check_output_path, claim_output, seal_output
 from redteam.probes import REGISTRY, SUITES, Probe, ProbeContext, load_plugins
 from redteam.scoring import CausalLMScorer
+from redteam.settings import integer, resolve_settings
 from redteam.targets import CLIP_KINDS, Target, load_target, resolve_device
+from redteam.untrusted import read_text_file
 
 EXIT_OK, EXIT_FINDINGS, EXIT_BAD_INPUT, EXIT_NOTHING_APPLIED = 0, 1, 2, 3
 LIBRARIES = ("torch", "transformers", "tokenizers", "safetensors", "numpy", "scikit-learn",
@@ -95,23 +97,52 @@ def select_probes(suite: str, names: list[str] | None) -> list[type[Probe]]:
     return [REGISTRY[name] for name in chosen]
 
 
+SCORING_SETTINGS = {"batch_size": integer(16, low=1), "max_length": integer(512, low=8)}
+
+
 def load_config(path: Path | None) -> dict:
-    """Read ``audit.toml``: ``[probes."family.name"]`` tables of thresholds, ``[scoring]``."""
+    """Read ``audit.toml``: ``[probes."family.name"]`` tables of settings, ``[scoring]``.
+
+    Only the shape is checked here (sections, tables, probe names); the values are checked
+    against the probes' declared settings by ``check_settings``.
+    """
     if path is None:
         return {}
     try:
-        config = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: config file not found") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not valid TOML ({exc})") from None
+        config = tomllib.loads(read_text_file(path, "config file"))
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
+        raise InputError(f"{path}: not valid TOML ({exc or 'nested too deeply'})") from None
     unknown = sorted(set(config) - {"probes", "scoring"})
     if unknown:
         raise InputError(f"{path}: {unknown[0]}: unknown section (known: probes, scoring)")
-    for name in config.get("probes", {}):
+    for section in ("probes", "scoring"):
+        if not isinstance(config.get(section, {}), dict):
+            raise InputError(f"{path}: {section}: expected a table")
+    for name, table in config.get("probes", {}).items():
         if name not in REGISTRY:
             raise InputError(f"{path}: probes.{name}: unknown probe")
+        if not isinstance(table, dict):
+            raise InputError(f"{path}: probes.{name} = {table!r}: expected a table of "
+                             f"settings, e.g. [probes.\"{name}\"] threshold = 0.3")
     return config
+
+
+def check_settings(config: dict, probe_classes: list[type[Probe]],
+                   where: str) -> tuple[list[Probe], dict]:
+    """The probes built with their checked settings, and the checked ``[scoring]`` values.
+
+    Every probe named in the config is checked, not only those selected, so a typo in a
+    setting of another suite is found too. Bad values are ``InputError`` naming ``where``.
+    """
+    tables = config.get("probes", {})
+    try:
+        for name, table in tables.items():
+            REGISTRY[name](table)
+        probes = [cls(tables.get(cls.name)) for cls in probe_classes]
+        scoring = resolve_settings("scoring", SCORING_SETTINGS, config.get("scoring"))
+    except ValueError as exc:
+        raise InputError(f"{where}: {exc}") from None
+    return probes, scoring
 
 
 def kind_of(request: AuditRequest) -> str:
@@ -137,6 +168,17 @@ def load_data(path: Path, target: Target):
 
         return load_quadruplets(path)
     return load_audit_jsonl(path)
+
+
+def check_data_early(path: Path, kind: str) -> None:
+    """Parse the data of kinds whose data does not depend on the model (the audit JSONL of an
+    LLM, the quadruplets of a CLIP), so that bad data fails before any model loads."""
+    if kind == "causal-lm":
+        load_audit_jsonl(path)
+    elif kind in CLIP_KINDS:
+        from hyperbolic.data import load_quadruplets
+
+        load_quadruplets(path)
 
 
 def library_versions() -> dict[str, str]:
@@ -251,14 +293,11 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
     config = load_config(request.config)
     for name, values in request.settings.items():
         config.setdefault("probes", {}).setdefault(name, {}).update(values)
-    probe_settings = config.get("probes", {})
-    try:
-        probes = [cls(probe_settings.get(cls.name)) for cls in probe_classes]
-    except ValueError as exc:
-        raise InputError(f"{request.config}: {exc}") from None
+    probes, scoring = check_settings(config, probe_classes,
+                                     str(request.config or "settings"))
     device = resolve_device(request.device)
-    if request.data and kind_of(request) == "causal-lm":
-        load_audit_jsonl(request.data)  # bad data fails before any model loads
+    if request.data:
+        check_data_early(request.data, kind_of(request))
     out = request.out or default_out_dir(request.model)
     check_output_path(out, audit_inputs(request), overwrite=request.overwrite)
     started = now()
@@ -274,11 +313,9 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
     reference, retrain = load(request.reference), load(request.retrain)
     claim_output(out, "audit run")
     try:
-        scoring = config.get("scoring", {})
-
         def scorer_for(model: Target) -> CausalLMScorer:
-            return cache.scorer(model, int(scoring.get("batch_size", 16)),
-                                int(scoring.get("max_length", 512)), request.quiet)
+            return cache.scorer(model, scoring["batch_size"], scoring["max_length"],
+                                request.quiet)
 
         events = EventLog(out / "events.jsonl")
         events.write("run_start", suite=request.suite, target=str(request.model))

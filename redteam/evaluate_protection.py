@@ -85,9 +85,11 @@ def read_manifest(protected_dir: Path) -> dict:
             isinstance(v, int) and not isinstance(v, bool) and 8 <= v <= 1024 for v in size)):
         raise InputError(f"{path}: parameters.working_size: expected a list of sizes in "
                          f"[8, 1024], got {size!r}")
-    if not isinstance(surrogate, dict | None) or not all(
-            isinstance(v, str | int | float | bool | None) for v in (surrogate or {}).values()):
-        raise InputError(f"{path}: surrogate: expected an object of plain values")
+    if not isinstance(surrogate, dict | None):
+        raise InputError(f"{path}: surrogate: expected an object")
+    for name in ("path", "kind", "model_type", "note"):
+        if not isinstance((surrogate or {}).get(name, ""), str | None):
+            raise InputError(f"{path}: surrogate.{name}: expected a string")
     if not isinstance(manifest.get("images", []), list):
         raise InputError(f"{path}: images: expected a list")
     return manifest

@@ -73,9 +73,9 @@ def parse_json(text: str, where: str, *, allow_nan: bool = False) -> Any:
     return value
 
 
-def read_json_file(path: str | Path, what: str = "JSON file", *, allow_nan: bool = False,
-                   max_bytes: int = MAX_JSON_BYTES) -> Any:
-    """The JSON value in the file ``path``; ``what`` says what the file should be."""
+def read_text_file(path: str | Path, what: str = "file",
+                   max_bytes: int = MAX_JSON_BYTES) -> str:
+    """The UTF-8 text of the file ``path``, at most ``max_bytes`` long."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: {what} not found")
@@ -85,11 +85,17 @@ def read_json_file(path: str | Path, what: str = "JSON file", *, allow_nan: bool
     if size > max_bytes:
         raise InputError(f"{path}: {what} is {size:,} bytes; at most {max_bytes:,} are read")
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise InputError(f"{path}: {what} is not UTF-8 text") from None
     except OSError as exc:
         raise InputError(f"{path}: {what} could not be read ({exc.strerror})") from None
+
+
+def read_json_file(path: str | Path, what: str = "JSON file", *, allow_nan: bool = False,
+                   max_bytes: int = MAX_JSON_BYTES) -> Any:
+    """The JSON value in the file ``path``; ``what`` says what the file should be."""
+    text = read_text_file(path, what, max_bytes)
     return parse_json(text, str(path), allow_nan=allow_nan)
 
 

@@ -127,7 +127,7 @@ def test_expose_bad_inputs_exit_2_and_write_nothing(backdoor_zoo, tiny_lm, tmp_p
     inside = backdoor_zoo["clean"] / "repaired"
     code, err = _run(["expose", str(backdoor_zoo["clean"]), "--clean-data",
                       str(backdoor_zoo["clean-data"]), "--remove", str(inside)], capsys)
-    assert code == 2 and "must not be inside the model folder" in err and not inside.exists()
+    assert code == 2 and "must not be inside the model" in err and not inside.exists()
 
     taken = tmp_path / "taken"
     taken.mkdir()

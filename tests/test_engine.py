@@ -52,12 +52,16 @@ def test_run_writes_findings_events_and_report(tiny_lm, audit_jsonl, tmp_path):
 
 def test_config_thresholds_reach_the_probe(tiny_lm, audit_jsonl, tmp_path):
     config = tmp_path / "audit.toml"
-    config.write_text('[probes."unlearning.knowledge_qa"]\nthreshold = -1.0\n')
+    config.write_text('[probes."unlearning.knowledge_qa"]\nthreshold = 0.97\n')
     result = run_audit(_request(tiny_lm, audit_jsonl, tmp_path / "run", config=config,
                                 probes=["unlearning.knowledge_qa"], fail_on="info"))
     (finding,) = result.findings
-    assert finding.status == "fail" and finding.metric.threshold == -1.0
-    assert result.exit_code == 1
+    assert finding.status == "pass" and finding.metric.threshold == 0.97
+    assert result.exit_code == 0
+    config.write_text('[probes."unlearning.knowledge_qa"]\nthreshold = -1.0\n')
+    with pytest.raises(InputError, match=r"threshold = -1.0: expected a number in \[0, 1\]"):
+        run_audit(_request(tiny_lm, audit_jsonl, tmp_path / "run3", config=config))
+    assert not (tmp_path / "run3").exists()
     config.write_text('[probes."unlearning.knowledge_qa"]\nthreshhold = 1\n')
     with pytest.raises(InputError, match="unknown setting 'threshhold'"):
         run_audit(_request(tiny_lm, audit_jsonl, tmp_path / "run2", config=config))
@@ -114,8 +118,10 @@ def test_output_folder_is_never_clobbered(tiny_lm, audit_jsonl, tmp_path):
     request = _request(tiny_lm, audit_jsonl, out, probes=["unlearning.exact_memorization"])
     with pytest.raises(InputError, match="not empty"):
         run_audit(request)
-    request.overwrite = True
-    run_audit(request)
+    request.overwrite = True  # only an earlier run of ours is replaced: this folder is the user's
+    with pytest.raises(InputError, match="redteam did not write it"):
+        run_audit(request)
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
     assert (out / "notes.txt").read_text() == "mine"
 
 

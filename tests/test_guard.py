@@ -149,8 +149,8 @@ def test_check_exit_codes_and_lines(capsys, trained, world):
 @pytest.mark.parametrize("case, message", [
     ("missing data", "audit data file not found"),
     ("bad jsonl", "bad.jsonl:2: not valid JSON"),
-    ("out not empty", "exists and is not empty"),
-    ("out inside the data folder", "must not be inside the data's folder"),
+    ("out not empty", "output folder is not empty"),
+    ("out containing the data", "must not contain the data"),
     ("no forget items", "no forget items"),
     ("no retain items", "no retain items"),
     ("check a missing folder", "guard folder not found"),
@@ -166,7 +166,7 @@ def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, audit_file, trained,
         "bad jsonl": ["--data", str(write_jsonl(data / "bad.jsonl", ['{"split": "forget"}',
                                                                      "{oops"]))],
         "out not empty": ["--data", str(audit_file)],
-        "out inside the data folder": ["--data", str(audit_file)],
+        "out containing the data": ["--data", str(audit_file)],
         "no forget items": ["--data", str(write_jsonl(
             data / "retain.jsonl", [r for r in lines if r["split"] != "forget"]))],
         "no retain items": ["--data", str(write_jsonl(
@@ -175,8 +175,8 @@ def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, audit_file, trained,
     if case == "out not empty":
         out.mkdir()
         (out / "keep.txt").write_text("mine")
-    if case == "out inside the data folder":
-        out = audit_file.parent / "guard"
+    if case == "out containing the data":
+        out = audit_file.parent
     if case.startswith("check"):
         folder = tmp_path / "missing" if "missing" in case else data
         command = ["guard", "check", str(folder), "a prompt"]
@@ -186,7 +186,7 @@ def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, audit_file, trained,
     assert code == 2, stdout + stderr
     assert stderr.startswith("error: ") and message in stderr and stderr.count("\n") == 1
     assert stdout == ""
-    assert case == "out not empty" or not out.exists()
+    assert case in ("out not empty", "out containing the data") or not out.exists()
     assert sorted(p.name for p in audit_file.parent.iterdir()) == ["audit.jsonl"]
 
 

@@ -88,7 +88,7 @@ def test_protect_writes_one_bounded_copy_per_image_and_leaves_the_input_alone(tm
     assert hash_tree(data) == before  # the input folder is untouched
     inputs = sorted(p.relative_to(data).as_posix() for p in data.rglob("*") if p.is_file())
     outputs = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert outputs == sorted(inputs + [MANIFEST])
+    assert outputs == sorted(inputs + [MANIFEST, ".redteam-output.json"])
     assert manifest["summary"]["images"] == len(inputs) == len(manifest["images"])
     assert manifest["parameters"]["epsilon_levels"] == 8
     assert manifest["surrogate"]["kind"] == "default" and "--surrogate" in \
@@ -142,9 +142,13 @@ def test_overwrite_replaces_only_an_earlier_protected_folder(tmp_path):
     other = tmp_path / "precious"
     other.mkdir()
     (other / "notes.txt").write_text("keep me")
-    with pytest.raises(InputError, match="no protection.json"):
+    with pytest.raises(InputError, match="redteam did not write it"):
         protect_folder(data, other, clusters=2, epochs=1, overwrite=True, quiet=True)
     assert (other / "notes.txt").read_text() == "keep me"
+    (other / MANIFEST).write_text("{}")  # a manifest's name does not make the folder ours
+    with pytest.raises(InputError, match="redteam did not write it"):
+        protect_folder(data, other, clusters=2, epochs=1, overwrite=True, quiet=True)
+    assert sorted(p.name for p in other.iterdir()) == ["notes.txt", MANIFEST]
 
 
 def _run(capsys, *args):
@@ -172,7 +176,7 @@ def test_bad_inputs_exit_2_naming_the_file_and_write_nothing(capsys, tmp_path):
         ((good, "--out", tmp_path), "must not contain the input folder"),
         ((tmp_path / "missing", "--out", tmp_path / "o5"), "missing: image folder not found"),
         ((good, "--out", tmp_path / "o6", "--epsilon", "big"), "--epsilon big: not a number"),
-        ((good, "--out", tmp_path / "o7", "--clusters", "1"), "at least 2 clusters"),
+        ((good, "--out", tmp_path / "o7", "--clusters", "1"), "--clusters"),
         ((good, "--out", tmp_path / "o8", "--clusters", "50"), "cannot form --clusters 50"),
         ((good, "--out", tmp_path / "o9", "--surrogate", good), "not a model directory"),
     ]

@@ -153,7 +153,7 @@ def test_write_report_rejects_bad_dirs(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="not valid JSON"):
         write_report(tmp_path)
     (tmp_path / "findings.json").write_text('{"schema": 99}', encoding="utf-8")
-    with pytest.raises(InputError, match="schema 99"):
+    with pytest.raises(InputError, match="schema: expected 1"):
         write_report(tmp_path)
     assert not (tmp_path / "report.html").exists()
 

@@ -22,13 +22,15 @@ import torch
 from redteam.findings import Evidence, Finding, Metric
 from redteam.metrics import bootstrap_ci
 from redteam.probes.base import ImageProbe, ProbeContext, register
+from redteam.settings import integer, number, numbers, rate
 from redteam.targets import Target
 from redteam.vision import ImageFolder, save_png
 
 TORCHATTACKS = "arXiv:2010.01950 (torchattacks)"
 LINF_EPSILONS = [1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255]
 L2_EPSILONS = [0.1, 0.25, 0.5, 1.0, 2.0]
-COMMON = {"max_images": 256, "batch_size": 128, "min_robust_ratio": 0.5, "examples": 4}
+COMMON = {"max_images": integer(256, low=1), "batch_size": integer(128, low=1),
+          "min_robust_ratio": rate(0.5), "examples": integer(4)}
 
 
 def evaluation_set(data: ImageFolder, max_images: int, seed: int) -> tuple[torch.Tensor,
@@ -62,8 +64,9 @@ class ImageAttackProbe(ImageProbe):
     norm: ClassVar[str] = "Linf"
     references = (TORCHATTACKS,)
     tags = ("adversarial", "evasion", "owasp-ml01")
-    defaults: ClassVar[dict[str, Any]] = {**COMMON, "epsilons": LINF_EPSILONS,
-                                          "reference_epsilon": 8 / 255}
+    defaults: ClassVar[dict[str, Any]] = {
+        **COMMON, "epsilons": numbers(LINF_EPSILONS, 0.0, 1.0, low_open=True),
+        "reference_epsilon": number(8 / 255, 0.0, 1.0, low_open=True)}
     remediation = (
         "Do not rely on this classifier where inputs can be manipulated: add adversarial "
         "training (PGD-AT, TRADES) or a certified defence, and re-audit at the budget that "
@@ -227,7 +230,7 @@ class PGDLinf(ImageAttackProbe):
     attack_name = "PGD-L∞"
     attack_class = "PGD"  # the torchattacks class
     references = ("arXiv:1706.06083 (PGD)", TORCHATTACKS)
-    defaults = {**ImageAttackProbe.defaults, "steps": 10}
+    defaults = {**ImageAttackProbe.defaults, "steps": integer(10, low=1)}
 
     def make_attack(self, model, epsilon):
         import torchattacks
@@ -248,7 +251,8 @@ class PGDL2(PGDLinf):
     attack_name = "PGD-L2"
     attack_class = "PGDL2"
     norm = "L2"
-    defaults = {**COMMON, "epsilons": L2_EPSILONS, "reference_epsilon": 0.5, "steps": 10}
+    defaults = {**COMMON, "epsilons": numbers(L2_EPSILONS, low_open=True),
+                "reference_epsilon": number(0.5, low_open=True), "steps": integer(10, low=1)}
 
 
 @register
@@ -262,8 +266,9 @@ class CarliniWagner(ImageAttackProbe):
     attack_name = "CW-L2"
     norm = "L2"
     references = ("arXiv:1608.04644 (Carlini-Wagner)", TORCHATTACKS)
-    defaults = {**COMMON, "epsilons": L2_EPSILONS, "reference_epsilon": 0.5, "steps": 50,
-                "c": 1.0, "lr": 0.01}
+    defaults = {**COMMON, "epsilons": numbers(L2_EPSILONS, low_open=True),
+                "reference_epsilon": number(0.5, low_open=True), "steps": integer(50, low=1),
+                "c": number(1.0, low_open=True), "lr": number(0.01, low_open=True)}
 
     def make_attack(self, model, epsilon=None):
         import torchattacks
@@ -295,7 +300,9 @@ class AutoAttack(ImageAttackProbe):
     goal = "the standard ensemble of parameter-free attacks at the reference L∞ budget"
     attack_name = "AutoAttack"
     references = ("arXiv:2003.01690 (AutoAttack)", TORCHATTACKS)
-    defaults = {**COMMON, "epsilons": [8 / 255], "reference_epsilon": 8 / 255, "max_images": 64}
+    defaults = {**COMMON, "epsilons": numbers([8 / 255], 0.0, 1.0, low_open=True),
+                "reference_epsilon": number(8 / 255, 0.0, 1.0, low_open=True),
+                "max_images": integer(64, low=1)}
 
     def make_attack(self, model, epsilon):
         import torchattacks

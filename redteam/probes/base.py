@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from redteam.data import AuditData
 from redteam.findings import Evidence, Finding, Metric
+from redteam.settings import as_setting, default_values, resolve_settings
 from redteam.targets import Target
 
 REGISTRY: dict[str, type[Probe]] = {}
@@ -64,17 +65,13 @@ class Probe:
     data: ClassVar[str] = ""  # what --data is, for probes whose data is not the audit JSONL
     references: ClassVar[tuple[str, ...]] = ()
     tags: ClassVar[tuple[str, ...]] = ()
-    defaults: ClassVar[dict[str, Any]] = {}
+    defaults: ClassVar[dict[str, Any]] = {}  # name -> Setting (redteam.settings)
     remediation: ClassVar[str] = ""
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
-        unknown = sorted(set(config or {}) - set(self.defaults))
-        if unknown:
-            raise ValueError(
-                f"{self.name}: unknown setting {unknown[0]!r} "
-                f"(known: {', '.join(sorted(self.defaults)) or 'none'})"
-            )
-        self.config = {**self.defaults, **(config or {})}
+        """``config`` overrides the declared defaults; each value is checked by type and range
+        (``ValueError`` naming the setting), so a bad one is refused before any model loads."""
+        self.config = resolve_settings(self.name, self.defaults, config)
 
     def missing_data(self, data: AuditData | None) -> str | None:
         """Why this probe cannot run on ``data``, or None when every needed field is there."""
@@ -111,7 +108,9 @@ class Probe:
             "kinds": list(cls.kinds), "needs": {k: list(v) for k, v in cls.needs.items()},
             "data": cls.data,
             "references": list(cls.references), "tags": list(cls.tags),
-            "defaults": dict(cls.defaults),
+            "defaults": default_values(cls.defaults),
+            "settings": {name: as_setting(value).describe()
+                         for name, value in cls.defaults.items()},
         }
 
 

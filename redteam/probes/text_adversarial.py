@@ -33,6 +33,7 @@ import numpy as np
 from redteam.findings import Evidence, Finding, Metric
 from redteam.metrics import bootstrap_ci
 from redteam.probes.base import Probe, ProbeContext, register
+from redteam.settings import integer, rate
 from redteam.targets import Target
 from redteam.text_data import LabelledTexts
 
@@ -134,9 +135,10 @@ class TextAttackProbe(Probe):
     data = DATA
     tags = ("adversarial", "evasion", "text", "owasp-ml01")
     recipe: ClassVar[str] = ""  # the paper's name for the attack, for summaries
-    defaults: ClassVar[dict[str, Any]] = {"max_examples": 50, "threshold": 0.5,
-                                          "min_label_texts": 5, "query_budget": 5000,
-                                          "batch_size": 32}
+    defaults: ClassVar[dict[str, Any]] = {
+        "max_examples": integer(50, low=1), "threshold": rate(0.5),
+        "min_label_texts": integer(5, low=1), "query_budget": integer(5000, low=1),
+        "batch_size": integer(32, low=1)}
     remediation = (
         "A few character edits flip this classifier, so anyone who can type its input can evade "
         "it. Put a word-recognition step in front of it (spell correction, or Pruthi et al.'s "
@@ -280,7 +282,7 @@ class Pruthi(TextAttackProbe):
     recipe = "Pruthi et al.'s typo attack"
     references = ("arXiv:1905.11268 (Pruthi et al., Combating Adversarial Misspellings)",
                   TEXTATTACK)
-    defaults = {**TextAttackProbe.defaults, "max_words": 1}
+    defaults = {**TextAttackProbe.defaults, "max_words": integer(1, low=1)}
 
     def build(self, wrapper: Any) -> Any:
         from textattack.attack_recipes import Pruthi2019
