@@ -10,7 +10,6 @@ with the hyperbolic parameters and the safety radius, which ``redteam`` detects 
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -72,9 +71,13 @@ class HySAC(nn.Module):
     @classmethod
     def from_clip_and_config(cls, clip: nn.Module, folder: Path) -> HySAC:
         """Rebuild a saved HySAC from its loaded CLIP and its ``hysac_config.json``."""
+        from redteam.untrusted import read_json_object
+
         path = Path(folder) / HYSAC_CONFIG
+        if not path.is_file():
+            raise InputError(f"{folder}: not a HySAC folder (no {HYSAC_CONFIG})")
+        config = read_json_object(path, "HySAC config")
         try:
-            config = json.loads(path.read_text(encoding="utf-8"))
             model = cls(clip)
             model.lorentz.bounds = tuple(float(b) for b in config["bounds"])
             with torch.no_grad():
@@ -84,9 +87,6 @@ class HySAC(nn.Module):
                 model.log_logit_scale.fill_(float(config["log_logit_scale"]))
             radius = config.get("safety_radius")
             model.safety_radius = None if radius is None else float(radius)
-        except FileNotFoundError:
-            raise InputError(f"{folder}: not a HySAC folder (no {HYSAC_CONFIG})") from None
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError,
-                ValueError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{path}: not a valid HySAC config ({exc})") from None
         return model.eval()

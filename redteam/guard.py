@@ -9,7 +9,6 @@ nor lies inside it), and it loads a trained guard with the same safety rules as 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from redteam.data import load_audit_jsonl
 from redteam.errors import InputError
 from redteam.outputs import check_output_path
 from redteam.targets import load_target
+from redteam.untrusted import read_json_object
 
 
 def train_guard_command(data: Path, out: Path, *, seed: int = 0,
@@ -41,7 +41,7 @@ def train_guard_command(data: Path, out: Path, *, seed: int = 0,
 
 def read_guard_record(guard_dir: Path) -> dict[str, Any]:
     """``guard.json`` of a guard folder; anything else is bad input, named as such."""
-    from defenses.guard import GUARD_FILE, LABELS
+    from defenses.guard import GUARD_FILE, LABELS, THRESHOLD
 
     if not guard_dir.is_dir():
         raise InputError(f"{guard_dir}: guard folder not found")
@@ -49,13 +49,14 @@ def read_guard_record(guard_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(f"{guard_dir}: not a guard folder (no {GUARD_FILE}; train one with "
                          "`redteam guard train`)")
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not valid JSON ({exc})") from None
-    labels = record.get("labels") if isinstance(record, dict) else None
+    record = read_json_object(path, "guard record")
+    labels = record.get("labels")
     if labels != {str(i): name for i, name in enumerate(LABELS)}:
         raise InputError(f"{path}: labels: expected {dict(enumerate(LABELS))}")
+    threshold = record.get("threshold", THRESHOLD)
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not (
+            0 <= threshold <= 1):
+        raise InputError(f"{path}: threshold: expected a number in [0, 1], got {threshold!r}")
     return record
 
 

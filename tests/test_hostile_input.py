@@ -264,6 +264,9 @@ def test_guard_check_on_a_truncated_guard(capsys, tmp_path, work):
     (guard / GUARD_FILE).write_text(json.dumps({"labels": dict(enumerate(LABELS))}))
     _truncate(guard)
     refused(capsys, tmp_path, ["guard", "check", guard, "hello"], "truncated safetensors file")
+    (guard / GUARD_FILE).write_text(json.dumps({"labels": dict(enumerate(LABELS)),
+                                                "threshold": "x"}))
+    refused(capsys, tmp_path, ["guard", "check", guard, "hello"], "threshold: expected")
 
 
 # --- untrusted files: nesting, length, bombs, tampered run files ------------------------------
