@@ -17,6 +17,9 @@ import torch
 from tqdm.auto import tqdm
 
 STOP_WINDOW = 8  # tokens decoded to look for a stop string (stop strings are short)
+# Positions whose vocabulary distribution is held at once: about 2^24 float32 values (64 MB)
+# per temporary, whatever the vocabulary (a 128,256-token Llama 3 head gives 130 positions).
+CHUNK_VALUES = 1 << 24
 
 
 def max_length_for(model, cap: int) -> int:
@@ -50,20 +53,53 @@ class TokenScores:
     argmax_match: np.ndarray  # bool: argmax token == label token
 
 
+def token_statistics(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(log p(label), E[log p], std[log p], argmax == label) of each row of ``logits``.
+
+    ``logits`` is ``[..., vocabulary]``, ``labels`` the matching ``[...]`` token ids; computed
+    in float32 with the log-normaliser taken once (REFERENCES.md, Min-K%++).
+    """
+    logits = logits.float()
+    logp = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
+    token_logp = logp.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+    probs = logp.exp()
+    mu = (probs * logp).sum(-1)
+    # E[(log p - mu)^2] rather than E[log p^2] - mu^2, whose cancellation is ~1e-4 in float32
+    # for a flat distribution over a large vocabulary
+    sigma = (probs * (logp - mu.unsqueeze(-1)).square()).sum(-1).clamp_min(1e-12).sqrt()
+    return token_logp, mu, sigma, logits.argmax(-1) == labels
+
+
+def final_logit_transform(config):
+    """What a model's forward does to the head's output before returning logits: Gemma 2/3
+    cap them with tanh, Cohere scales them; every other architecture returns them as they are."""
+    cap = getattr(config, "final_logit_softcapping", None)
+    scale = getattr(config, "logit_scale", None)
+    if cap:
+        return lambda logits: torch.tanh(logits / cap) * cap
+    if isinstance(scale, int | float) and not isinstance(scale, bool) and scale != 1:
+        return lambda logits: logits * scale
+    return lambda logits: logits
+
+
 class CausalLMScorer:
     """Score and generate with a causal LM in batches.
 
-    Parameters mirror what the probes need: ``batch_size`` bounds memory (logits are
-    batch x length x vocabulary), ``max_length`` truncates long texts.
+    Parameters mirror what the probes need: ``batch_size`` and ``max_length`` bound the forward
+    pass. The vocabulary projection of a scored batch is never materialised whole (with a
+    128K-token vocabulary that is gigabytes): the head is applied to the scored positions a
+    chunk at a time (``chunk_values`` floats per temporary). ``chunk_values=0`` keeps the model's
+    full logits instead: the reference the chunked path is tested and benchmarked against.
     """
 
     def __init__(self, model, tokenizer, batch_size: int = 16, max_length: int = 512,
-                 quiet: bool = True) -> None:
+                 quiet: bool = True, chunk_values: int = CHUNK_VALUES) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.max_length = max_length_for(model, max_length)
         self.quiet = quiet
+        self.chunk_values = chunk_values
         self._forward_parameters = set(inspect.signature(model.forward).parameters)
         self._score_cache: dict[tuple[str, str], TokenScores] = {}
         self._generate_cache: dict[tuple[str, int, tuple[str, ...]], str] = {}
@@ -102,27 +138,59 @@ class CausalLMScorer:
             sequences.append(ids)
             starts.append(max(len(prompt_ids), 1))
         input_ids, attention = pad_batch(sequences, self.tokenizer.pad_token_id or 0)
+        spans = [range(start - 1, len(ids) - 1) for ids, start in zip(sequences, starts)]
+        rows = torch.tensor([row for row, span in enumerate(spans) for _ in span],
+                            dtype=torch.long)
+        columns = torch.tensor([column for span in spans for column in span], dtype=torch.long)
+        labels = input_ids[rows, columns + 1]
         with torch.inference_mode():
-            logits = self.model(
-                input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device)
-            ).logits.float()
-            logp = torch.log_softmax(logits[:, :-1], dim=-1)
-            labels = input_ids[:, 1:].to(self.device)
-            token_logp = logp.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
-            probs = logp.exp()
-            mu = (probs * logp).sum(-1)
-            sigma = ((probs * logp.square()).sum(-1) - mu.square()).clamp_min(1e-12).sqrt()
-            match = logp.argmax(-1) == labels
-        results = []
-        for row, (ids, start) in enumerate(zip(sequences, starts)):
-            span = slice(start - 1, len(ids) - 1)
-            results.append(TokenScores(
-                logprobs=token_logp[row, span].cpu().numpy(),
-                mu=mu[row, span].cpu().numpy(),
-                sigma=sigma[row, span].cpu().numpy(),
-                argmax_match=match[row, span].cpu().numpy(),
-            ))
-        return results
+            head = self.model.get_output_embeddings() if self.chunk_values else None
+            if head is None:
+                stats = self._full_logit_statistics(input_ids, attention, rows, columns, labels)
+            else:
+                stats = self._chunked_statistics(head, input_ids, attention, rows, columns,
+                                                 labels)
+        values = [tensor.cpu().numpy() for tensor in stats]
+        bounds = np.cumsum([0, *(len(span) for span in spans)])
+        return [TokenScores(*(v[bounds[i]:bounds[i + 1]] for v in values))
+                for i in range(len(spans))]
+
+    def _full_logit_statistics(self, input_ids, attention, rows, columns, labels):
+        """From the model's own logits over every position (batch x length x vocabulary)."""
+        logits = self.model(input_ids=input_ids.to(self.device),
+                            attention_mask=attention.to(self.device)).logits.float()
+        return token_statistics(logits[rows, columns], labels.to(logits.device))
+
+    def _chunked_statistics(self, head, input_ids, attention, rows, columns, labels):
+        """The head applied to the scored positions' final hidden states, a chunk at a time.
+
+        The hidden states are taken from the head's own input (a forward pre-hook), so they are
+        exactly what the model projects, after whatever final norm it applies; during that
+        forward pass the head is handed no positions, so it projects nothing.
+        """
+        captured: list[torch.Tensor] = []
+
+        def keep_hidden_project_nothing(module, inputs):
+            captured.append(inputs[0])
+            return (inputs[0][:, :0], *inputs[1:])
+
+        hook = head.register_forward_pre_hook(keep_hidden_project_nothing)
+        try:
+            self.model(input_ids=input_ids.to(self.device),
+                       attention_mask=attention.to(self.device))
+        finally:
+            hook.remove()
+        if not captured:  # the model projects without calling its output module
+            return self._full_logit_statistics(input_ids, attention, rows, columns, labels)
+        hidden = captured[0]
+        transform = final_logit_transform(self.model.config)
+        vocabulary = head.weight.shape[0]
+        step = max(1, self.chunk_values // vocabulary)
+        rows, columns, labels = (t.to(hidden.device) for t in (rows, columns, labels))
+        parts = [token_statistics(transform(head(hidden[rows[i:i + step], columns[i:i + step]])),
+                                  labels[i:i + step])
+                 for i in range(0, max(len(rows), 1), step)]  # one (empty) part at least
+        return tuple(torch.cat(values) for values in zip(*parts))
 
     # ------------------------------------------------------------------ generation
     def generate(self, prompts: list[str], max_new_tokens: int = 32,

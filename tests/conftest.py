@@ -100,3 +100,55 @@ def visu_zoo(tmp_path_factory) -> dict[str, Path]:
     from redteam.zoo.visu import build_visu_zoo
 
     return build_visu_zoo(tmp_path_factory.mktemp("visu"), size="test", seed=0)
+
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}<|end|>"
+    "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}")
+TINY_ARCHITECTURES = ("llama", "qwen2", "mistral", "gemma2", "phi3", "gpt_neox", "opt", "gpt2")
+
+
+def tiny_config(architecture: str, vocab_size: int):
+    """A 2-layer, 32-wide config of ``architecture`` (random weights are built from it)."""
+    import transformers as hf
+
+    common = {"vocab_size": vocab_size, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "max_position_embeddings": 128, "bos_token_id": 0, "eos_token_id": 1,
+              "pad_token_id": 2}
+    grouped = {**common, "hidden_size": 32, "intermediate_size": 64, "num_key_value_heads": 2}
+    return {
+        "llama": lambda: hf.LlamaConfig(**grouped),
+        "qwen2": lambda: hf.Qwen2Config(**grouped),
+        "mistral": lambda: hf.MistralConfig(**grouped),
+        "gemma2": lambda: hf.Gemma2Config(**grouped, head_dim=8),
+        "phi3": lambda: hf.Phi3Config(**grouped),
+        "gpt_neox": lambda: hf.GPTNeoXConfig(**common, hidden_size=32, intermediate_size=64),
+        "opt": lambda: hf.OPTConfig(**common, hidden_size=32, ffn_dim=64,
+                                    word_embed_proj_dim=32),
+        "gpt2": lambda: hf.GPT2Config(vocab_size=vocab_size, n_positions=128, n_embd=32,
+                                      n_layer=2, n_head=4, bos_token_id=0, eos_token_id=1),
+    }[architecture]()
+
+
+def make_tiny_causal_lm(path: Path, architecture: str) -> Path:
+    """A random-init ``architecture`` saved as a reviewer receives a real one: sharded bf16
+    safetensors with an index, a fast tokenizer with special tokens and a chat template."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<s>", "</s>", "<pad>", "<|user|>", "<|assistant|>", "<|system|>", "<|end|>"]
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    raw.train_from_iterator(["Question: who wrote it?\nAnswer: Elara Voss"] * 20,
+                            trainers.BpeTrainer(vocab_size=320, special_tokens=specials,
+                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="<s>", eos_token="</s>",
+                                        pad_token="<pad>", chat_template=CHAT_TEMPLATE)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_config(architecture, len(tokenizer)))
+    model.to(torch.bfloat16).save_pretrained(path, safe_serialization=True,
+                                             max_shard_size="40KB")
+    tokenizer.save_pretrained(path)
+    return path
