@@ -86,6 +86,9 @@ def list_probes(suite: str | None) -> None:
 @click.option("--reference", type=EXISTING,
               help="The original model: before unlearning, or the base CLIP of a HySAC.")
 @click.option("--retrain", type=EXISTING, help="Gold model retrained without the forget set.")
+@click.option("--base", type=EXISTING,
+              help="Base model of a PEFT (LoRA) adapter given as MODEL, --reference or "
+                   "--retrain [default: the local folder the adapter's config names].")
 @click.option("--out", type=EXISTING, help="Run folder [default: reports/<model>-<UTC time>].")
 @click.option("--probe", "probes", multiple=True, help="Run only this probe (repeatable).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
@@ -99,8 +102,8 @@ def list_probes(suite: str | None) -> None:
               help="Accept pickle weights, loaded with torch.load(weights_only=True).")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier run in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def audit(model: Path, suite: str, data, reference, retrain, out, probes, device, seed, fail_on,
-          config, kind, allow_pickle, overwrite, quiet) -> None:
+def audit(model: Path, suite: str, data, reference, retrain, base, out, probes, device, seed,
+          fail_on, config, kind, allow_pickle, overwrite, quiet) -> None:
     """Audit MODEL with a suite of probes and write an HTML risk report.
 
     \b
@@ -113,7 +116,7 @@ def audit(model: Path, suite: str, data, reference, retrain, out, probes, device
     result = run_audit(AuditRequest(
         model=model, suite=suite, data=data, reference=reference, retrain=retrain, out=out,
         probes=list(probes) or None, device=device, seed=seed, fail_on=fail_on, config=config,
-        kind=kind, allow_pickle=allow_pickle, overwrite=overwrite, quiet=quiet,
+        kind=kind, base=base, allow_pickle=allow_pickle, overwrite=overwrite, quiet=quiet,
         command=["redteam", *sys.argv[1:]],
     ))
     counts: dict[str, int] = {}

@@ -63,6 +63,7 @@ class AuditRequest:
     fail_on: str = "high"
     config: Path | None = None
     kind: str | None = None
+    base: Path | None = None  # the base model of a PEFT adapter given as a model
     allow_pickle: bool = False
     overwrite: bool = False
     quiet: bool = False
@@ -264,11 +265,12 @@ class ModelCache:
         self._targets: dict[tuple, Target] = {}
         self._scorers: dict[tuple, CausalLMScorer] = {}
 
-    def target(self, path: Path, kind: str | None, device: str, allow_pickle: bool) -> Target:
-        key = (str(Path(path).resolve()), kind, device, allow_pickle)
+    def target(self, path: Path, kind: str | None, device: str, allow_pickle: bool,
+               base: Path | None = None) -> Target:
+        key = (str(Path(path).resolve()), kind, device, allow_pickle, str(base))
         if key not in self._targets:
             self._targets[key] = load_target(path, kind=kind, device=device,
-                                             allow_pickle=allow_pickle)
+                                             allow_pickle=allow_pickle, base=base)
         return self._targets[key]
 
     def scorer(self, target: Target, batch_size: int, max_length: int,
@@ -306,7 +308,7 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
     def load(path: Path | None) -> Target | None:
         if path is None:
             return None
-        return cache.target(path, request.kind, device, request.allow_pickle)
+        return cache.target(path, request.kind, device, request.allow_pickle, request.base)
 
     target = load(request.model)
     data = load_data(request.data, target) if request.data else None
@@ -339,6 +341,9 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
 
         inputs = {label: model.files for label, model in
                   (("reference", reference), ("retrain", retrain)) if model is not None}
+        inputs.update({f"{label} base": model.base_files for label, model in
+                       (("target", target), ("reference", reference), ("retrain", retrain))
+                       if model is not None and model.base is not None})
         if request.data:
             if target.kind in CLIP_KINDS:
                 from hyperbolic.data import hash_quadruplets
@@ -349,7 +354,8 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
         run = RunRecord(
             tool_version=__version__, command=request.command, suite=request.suite,
             target={"path": str(request.model), "name": target.name, "kind": target.kind,
-                    "files": target.files},
+                    "files": target.files,
+                    **({"adapter_base": str(target.base)} if target.base else {})},
             config=config,
             config_sha256=hashlib.sha256(
                 json.dumps(config, sort_keys=True).encode()).hexdigest(),
@@ -366,7 +372,8 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
 
 def audit_inputs(request: AuditRequest) -> dict[str, Path | None]:
     """What an audit reads, by label: the run folder may be none of these, nor hold them."""
-    return {"model": request.model, "data": request.data, "reference model": request.reference,
+    return {"model": request.model, "base model": request.base, "data": request.data,
+            "reference model": request.reference,
             "retrain model": request.retrain, "config": request.config,
             **{f"{label}": Path(path) for label, path in request.extra_inputs.items()}}
 

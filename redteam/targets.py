@@ -14,12 +14,20 @@ from typing import Any
 
 from redteam.errors import InputError, UnsupportedKindError
 from redteam.fileio import hash_tree
-from redteam.untrusted import parse_json, read_json_object
+from redteam.untrusted import read_json_object
+from redteam.weights import (
+    check_loading_info,
+    check_safetensors_file,
+    check_shard_index,
+    check_weights,
+    load_pickle_state_dict,
+    one_line,
+    weight_files,
+)
 
 KINDS = ("causal-lm", "image-classifier", "text-classifier", "clip", "hysac", "diffusion")
 SUPPORTED_KINDS = ("causal-lm", "image-classifier", "text-classifier", "clip", "hysac")
 CLIP_KINDS = ("clip", "hysac")  # a HySAC folder is a CLIP folder plus its hyperbolic head
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 HYSAC_CONFIG = "hysac_config.json"
 
 
@@ -33,6 +41,8 @@ class Target:
     tokenizer: Any = None  # the tokenizer, or an image classifier's image processor
     device: str = "cpu"
     files: dict[str, str] = field(default_factory=dict)
+    base: Path | None = None  # the base model of a PEFT adapter target
+    base_files: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -65,6 +75,8 @@ def detect_kind(path: str | Path) -> str:
         raise InputError(f"{path}: not a model directory (expected a folder with config.json)")
     if (path / "model_index.json").is_file():
         return "diffusion"
+    if is_adapter(path):
+        return "causal-lm"
     if not (path / "config.json").is_file():
         raise InputError(f"{path}: not a model directory (no config.json or model_index.json)")
     config = _read_config(path)
@@ -85,157 +97,6 @@ def detect_kind(path: str | Path) -> str:
     raise InputError(f"{path / 'config.json'}: architecture {arch} is not a kind redteam audits")
 
 
-def weight_files(path: Path) -> tuple[list[Path], list[Path]]:
-    """(safetensors files, pickle files) directly in ``path``."""
-    files = sorted(p for p in path.iterdir() if p.is_file())
-    safe = [p for p in files if p.suffix == ".safetensors"]
-    pickled = [p for p in files if p.suffix in PICKLE_SUFFIXES]
-    return safe, pickled
-
-
-def check_weights(path: Path, allow_pickle: bool) -> bool:
-    """Return True when safetensors weights are present; refuse pickle-only directories."""
-    safe, pickled = weight_files(path)
-    if safe:
-        return True
-    if not pickled:
-        raise InputError(f"{path}: no weight files (*.safetensors)")
-    names = ", ".join(p.name for p in pickled)
-    if not allow_pickle:
-        raise InputError(
-            f"{path}: only pickle weights ({names}); refused because unpickling can run code. "
-            "Convert them to safetensors, or pass --allow-pickle (torch.load weights_only=True)"
-        )
-    return False
-
-
-SAFETENSORS_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2,
-                           "U16": 2, "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8,
-                           "U64": 8, "F64": 8}
-MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
-
-
-def check_safetensors_file(file: Path) -> None:
-    """Refuse a ``.safetensors`` file whose header is unreadable or promises bytes the file
-    does not hold (a truncated or empty download), naming the file and the first problem.
-
-    The layout (8-byte little-endian header length, a JSON header of ``dtype``, ``shape`` and
-    ``data_offsets`` per tensor, then the data) is checked before any loader touches it.
-    """
-    size = file.stat().st_size
-    with open(file, "rb") as handle:
-        head = handle.read(8)
-        if len(head) < 8:
-            raise InputError(f"{file}: truncated safetensors file ({size} bytes, no header)")
-        length = int.from_bytes(head, "little")
-        if length > MAX_SAFETENSORS_HEADER or 8 + length > size:
-            raise InputError(f"{file}: truncated or corrupt safetensors file (header of "
-                             f"{length:,} bytes in a file of {size:,})")
-        raw = handle.read(length)
-    try:
-        header = parse_json(raw.decode("utf-8"), str(file))
-    except UnicodeDecodeError:
-        raise InputError(f"{file}: corrupt safetensors header (not UTF-8)") from None
-    if not isinstance(header, dict):
-        raise InputError(f"{file}: corrupt safetensors header (not an object)")
-    available, end_of_data = size - 8 - length, 0
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        ok = isinstance(info, dict) and info.get("dtype") in SAFETENSORS_DTYPE_BYTES
-        shape, offsets = (info.get("shape"), info.get("data_offsets")) if ok else (None, None)
-        ok = ok and isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)
-        ok = ok and isinstance(offsets, list) and len(offsets) == 2 and all(
-            isinstance(o, int) and o >= 0 for o in offsets)
-        if not ok:
-            raise InputError(f"{file}: corrupt safetensors header at tensor {name}")
-        count = 1
-        for dim in shape:
-            count *= dim
-        if offsets[1] - offsets[0] != count * SAFETENSORS_DTYPE_BYTES[info["dtype"]]:
-            raise InputError(f"{file}: tensor {name}: its offsets do not match its shape")
-        if offsets[1] > available:
-            raise InputError(f"{file}: truncated safetensors file (tensor {name} ends at byte "
-                             f"{offsets[1]:,} of {available:,})")
-        end_of_data = max(end_of_data, offsets[1])
-    if end_of_data != available:
-        raise InputError(f"{file}: corrupt safetensors file ({available - end_of_data:,} bytes "
-                         "after the last tensor)")
-
-
-def check_shard_index(path: Path) -> None:
-    """Every shard named by ``model.safetensors.index.json`` must be in the folder."""
-    index = path / "model.safetensors.index.json"
-    if not index.is_file():
-        return
-    weight_map = read_json_object(index, "safetensors shard index").get("weight_map")
-    if not isinstance(weight_map, dict) or not all(isinstance(v, str)
-                                                   for v in weight_map.values()):
-        raise InputError(f"{index}: weight_map: expected an object of tensor -> shard file")
-    for shard in sorted(set(weight_map.values())):
-        if Path(shard).name != shard or not (path / shard).is_file():
-            raise InputError(f"{index}: shard {shard} is not in {path}")
-
-
-def _missing_weights(model, missing: list[str]) -> list[str]:
-    """Missing keys that are not tied to another weight (an LM head tied to the embeddings is
-    saved once) nor declared optional by the architecture."""
-    import re
-
-    tied = set(getattr(model, "_tied_weights_keys", None) or [])
-    optional = getattr(model, "_keys_to_ignore_on_load_missing", None) or []
-    return [k for k in missing if k not in tied
-            and not any(re.search(pattern, k) for pattern in optional)]
-
-
-def check_loading_info(path: Path, model, info: dict) -> None:
-    """Refuse a model whose weights file lacks tensors of its architecture, carries tensors it
-    does not have, or has tensors of the wrong shape: it would run with random weights."""
-    missing = _missing_weights(model, list(info.get("missing_keys") or []))
-    problems = (("missing tensor", missing),
-                ("unexpected tensor", list(info.get("unexpected_keys") or [])),
-                ("tensor of the wrong shape", [str(m[0]) if isinstance(m, tuple) else str(m)
-                                               for m in info.get("mismatched_keys") or []]))
-    for what, names in problems:
-        if names:
-            more = f" and {len(names) - 1} more" if len(names) > 1 else ""
-            raise InputError(f"{path}: weights do not match config.json: {what} "
-                             f"{sorted(names)[0]}{more}")
-
-
-def _unpickler_refusal(exc: BaseException) -> str:
-    """What the weights-only unpickler refused, without torch's advice to retry unsafely."""
-    for line in str(exc).splitlines():
-        if "WeightsUnpickler error:" in line:
-            reason = line.split("WeightsUnpickler error:", 1)[1].strip()
-            return reason.split(" was not an allowed global")[0][:300]
-    return f"{type(exc).__name__}: not a file of plain tensors"
-
-
-def _load_pickle_state_dict(path: Path) -> dict:
-    """Read pickle weights with ``weights_only=True``: tensors only, no code objects."""
-    import pickle
-    import warnings
-
-    import torch
-
-    _, pickled = weight_files(path)
-    state: dict = {}
-    for file in pickled:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # torch's own advice is to load unsafely
-                part = torch.load(file, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
-            raise InputError(f"{file}: refused by the weights-only unpickler "
-                             f"({_unpickler_refusal(exc)})") from None
-        if not isinstance(part, dict) or not all(isinstance(v, torch.Tensor)
-                                                 for v in part.values()):
-            raise InputError(f"{file}: not a state dict of tensors")
-        state.update(part)
-    return state
-
-
 def _from_pretrained(path: Path, auto_class, device: str, allow_pickle: bool, dtype):
     """Load weights with ``auto_class``: safetensors, or weights-only pickle when allowed."""
     has_safetensors = check_weights(path, allow_pickle)
@@ -254,7 +115,7 @@ def _from_pretrained(path: Path, auto_class, device: str, allow_pickle: bool, dt
 
             config = AutoConfig.from_pretrained(path, **common)
             model = auto_class.from_config(config, dtype=dtype)
-            missing, unexpected = model.load_state_dict(_load_pickle_state_dict(path),
+            missing, unexpected = model.load_state_dict(load_pickle_state_dict(path),
                                                         strict=False)
             info = {"missing_keys": missing, "unexpected_keys": unexpected}
             if hasattr(model, "tie_weights"):
@@ -262,7 +123,7 @@ def _from_pretrained(path: Path, auto_class, device: str, allow_pickle: bool, dt
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001  (any failure inside the loaders is bad input)
-        raise InputError(f"{path}: model could not be loaded ({_one_line(exc)})") from None
+        raise InputError(f"{path}: model could not be loaded ({one_line(exc)})") from None
     check_loading_info(path, model, info)
     if device == "cpu" or not has_safetensors:
         model.to(device)
@@ -276,7 +137,7 @@ def _tokenizer(path: Path):
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True,
                                                   trust_remote_code=False)
     except Exception as exc:  # noqa: BLE001  (a corrupt tokenizer file raises anything)
-        raise InputError(f"{path}: tokenizer could not be loaded ({_one_line(exc)})") from None
+        raise InputError(f"{path}: tokenizer could not be loaded ({one_line(exc)})") from None
     if isinstance(tokenizer, bool) or not callable(tokenizer):
         raise InputError(f"{path}: no usable tokenizer (tokenizer.json or vocabulary files)")
     return tokenizer
@@ -290,7 +151,7 @@ def _image_processor(path: Path):
                                                   trust_remote_code=False)
     except Exception as exc:  # noqa: BLE001  (a corrupt processor config raises anything)
         raise InputError(f"{path}: image processor could not be loaded "
-                         f"({_one_line(exc)})") from None
+                         f"({one_line(exc)})") from None
 
 
 def load_causal_lm(path: Path, device: str, allow_pickle: bool) -> tuple[Any, Any]:
@@ -362,14 +223,80 @@ def load_text_classifier(path: Path, device: str, allow_pickle: bool) -> tuple[A
     return model, tokenizer
 
 
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def is_adapter(path: Path) -> bool:
+    """A PEFT adapter folder: ``adapter_config.json`` and no model of its own."""
+    return (path / ADAPTER_CONFIG).is_file() and not (path / "config.json").is_file()
+
+
+def adapter_base(path: Path, base: Path | None) -> Path:
+    """The base model of the adapter in ``path``: ``base`` (``--base``) when given, else the
+    adapter's ``base_model_name_or_path`` when that is a local folder (nothing is fetched)."""
+    config = read_json_object(path / ADAPTER_CONFIG, "adapter config")
+    if base is None:
+        named = config.get("base_model_name_or_path")
+        if not isinstance(named, str) or not named:
+            raise InputError(f"{path}: adapter names no base model; pass --base DIR")
+        base = Path(named) if Path(named).is_absolute() else path / named
+        if not base.is_dir():
+            raise InputError(f"{path}: adapter's base {named!r} is not a local folder (nothing "
+                             "is downloaded); pass --base DIR")
+    if not Path(base).is_dir():
+        raise InputError(f"{base}: --base: base model folder not found")
+    if is_adapter(Path(base)) or detect_kind(base) != "causal-lm":
+        raise InputError(f"{base}: --base must be a causal LM folder")
+    if config.get("peft_type") != "LORA":
+        raise InputError(f"{path / ADAPTER_CONFIG}: peft_type {config.get('peft_type')!r}: "
+                         "only LoRA adapters are audited (they merge into the base)")
+    return Path(base)
+
+
+def load_adapter_lm(path: Path, base: Path, device: str,
+                    allow_pickle: bool) -> tuple[Any, Any]:
+    """(the base with the LoRA adapter of ``path`` merged in, the tokenizer): audited exactly
+    like the merged model. The adapter must be safetensors, and must fit the base: a tensor
+    the base has no place for is refused, as a missing tensor of a model is."""
+    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    weights = path / ADAPTER_WEIGHTS
+    if not weights.is_file():
+        pickled = [p.name for p in weight_files(path)[1]]
+        raise InputError(f"{path}: no {ADAPTER_WEIGHTS}" + (
+            f" (only pickle weights: {', '.join(pickled)}; convert them to safetensors)"
+            if pickled else ""))
+    check_safetensors_file(weights)
+    model, tokenizer = load_causal_lm(base, device, allow_pickle)
+    if any((path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
+        tokenizer = _tokenizer(path)  # an adapter may ship the tokenizer it was trained with
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+    try:
+        config = LoraConfig.from_pretrained(path)
+        config.inference_mode, config.base_model_name_or_path = True, str(base)
+        wrapped = get_peft_model(model, config)
+        result = set_peft_model_state_dict(wrapped, load_file(weights))
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (a malformed adapter raises anything)
+        raise InputError(f"{path}: adapter does not fit the base {base} "
+                         f"({one_line(exc)})") from None
+    missing = [k for k in getattr(result, "missing_keys", []) or [] if "lora_" in k]
+    if missing:
+        raise InputError(f"{weights}: missing tensor {sorted(missing)[0]} of the adapter")
+    unexpected = list(getattr(result, "unexpected_keys", []) or [])
+    if unexpected:
+        raise InputError(f"{weights}: tensor {sorted(unexpected)[0]} has no place in the base "
+                         f"{base} (an adapter for another model?)")
+    return wrapped.merge_and_unload().eval(), tokenizer
+
+
 LOADERS = {"causal-lm": load_causal_lm, "image-classifier": load_image_classifier,
            "text-classifier": load_text_classifier, "clip": load_clip_encoder,
            "hysac": load_hysac_encoder}
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def load_target(
@@ -377,9 +304,23 @@ def load_target(
     kind: str | None = None,
     device: str = "cpu",
     allow_pickle: bool = False,
+    base: Path | None = None,
 ) -> Target:
-    """Detect (or check) the kind of ``path``, load it safely, and hash every file."""
+    """Detect (or check) the kind of ``path``, load it safely, and hash every file.
+
+    A PEFT adapter folder loads onto ``base`` (or the local folder its config names) and is
+    merged into it; both folders are hashed.
+    """
     path = Path(path)
+    if path.is_dir() and is_adapter(path):
+        if kind not in (None, "causal-lm"):
+            raise InputError(f"{path}: a PEFT adapter (a causal LM), not kind {kind}")
+        base_path = adapter_base(path, base)
+        files = hash_tree(path)
+        model, tokenizer = load_adapter_lm(path, base_path, device, allow_pickle)
+        return Target(path=path, kind="causal-lm", model=model, tokenizer=tokenizer,
+                      device=device, files=files, base=base_path,
+                      base_files=hash_tree(base_path))
     detected = detect_kind(path)
     kind = kind or detected
     if kind not in KINDS:
