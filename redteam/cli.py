@@ -91,6 +91,11 @@ def list_probes(suite: str | None) -> None:
                    "--retrain [default: the local folder the adapter's config names].")
 @click.option("--out", type=EXISTING, help="Run folder [default: reports/<model>-<UTC time>].")
 @click.option("--probe", "probes", multiple=True, help="Run only this probe (repeatable).")
+@click.option("--max-items", type=AT_LEAST_ONE,
+              help="A quick audit: at most N items of each split (seeded, stratified by "
+                   "subject) [default: all].")
+@click.option("--batch-size", type=AT_LEAST_ONE,
+              help="Batch of scoring and generation [default: the config's, else 16].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True)
 @click.option("--seed", type=SEED, default=0, show_default=True)
@@ -102,8 +107,9 @@ def list_probes(suite: str | None) -> None:
               help="Accept pickle weights, loaded with torch.load(weights_only=True).")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier run in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def audit(model: Path, suite: str, data, reference, retrain, base, out, probes, device, seed,
-          fail_on, config, kind, allow_pickle, overwrite, quiet) -> None:
+def audit(model: Path, suite: str, data, reference, retrain, base, out, probes, max_items,
+          batch_size, device, seed, fail_on, config, kind, allow_pickle, overwrite,
+          quiet) -> None:
     """Audit MODEL with a suite of probes and write an HTML risk report.
 
     \b
@@ -116,7 +122,8 @@ def audit(model: Path, suite: str, data, reference, retrain, base, out, probes, 
     result = run_audit(AuditRequest(
         model=model, suite=suite, data=data, reference=reference, retrain=retrain, out=out,
         probes=list(probes) or None, device=device, seed=seed, fail_on=fail_on, config=config,
-        kind=kind, base=base, allow_pickle=allow_pickle, overwrite=overwrite, quiet=quiet,
+        kind=kind, base=base, max_items=max_items, batch_size=batch_size,
+        allow_pickle=allow_pickle, overwrite=overwrite, quiet=quiet,
         command=["redteam", *sys.argv[1:]],
     ))
     counts: dict[str, int] = {}

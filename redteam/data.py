@@ -53,6 +53,29 @@ class AuditData:
     def counts(self) -> dict[str, int]:
         return {name: len(self.split(name)) for name in SPLITS}
 
+    def sample(self, max_items: int, seed: int = 0) -> AuditData:
+        """At most ``max_items`` items of each split, seeded and stratified by subject: the
+        subjects take turns (in a seeded order, each subject's items shuffled), so a quick
+        audit of a large benchmark still covers as many subjects as it can. File order is kept.
+        """
+        import random
+
+        rng = random.Random(seed)
+        chosen: list[AuditItem] = []
+        for name in SPLITS:
+            by_subject: dict[str, list[AuditItem]] = {}
+            for item in self.split(name):
+                by_subject.setdefault(item.subject, []).append(item)
+            queues = [rng.sample(items, len(items)) for items in by_subject.values()]
+            rng.shuffle(queues)
+            picked: list[AuditItem] = []
+            while queues and len(picked) < max_items:
+                queues = [queue for queue in queues if queue]
+                for queue in queues[: max_items - len(picked)]:
+                    picked.append(queue.pop())
+            chosen += picked
+        return AuditData(path=self.path, items=sorted(chosen, key=lambda item: item.line))
+
 
 def _parse_line(path: Path, number: int, line: str) -> AuditItem:
     where = f"{path}:{number}"

@@ -64,6 +64,8 @@ class AuditRequest:
     config: Path | None = None
     kind: str | None = None
     base: Path | None = None  # the base model of a PEFT adapter given as a model
+    max_items: int | None = None  # per split of LLM audit data (over the config's [data])
+    batch_size: int | None = None  # of scoring and generation (over the config's [scoring])
     allow_pickle: bool = False
     overwrite: bool = False
     quiet: bool = False
@@ -99,6 +101,8 @@ def select_probes(suite: str, names: list[str] | None) -> list[type[Probe]]:
 
 
 SCORING_SETTINGS = {"batch_size": integer(16, low=1), "max_length": integer(512, low=8)}
+DATA_SETTINGS = {"max_items": integer(0)}  # items per split of LLM audit data; 0: all
+SECTIONS = ("probes", "scoring", "data")
 
 
 def load_config(path: Path | None) -> dict:
@@ -113,10 +117,10 @@ def load_config(path: Path | None) -> dict:
         config = tomllib.loads(read_text_file(path, "config file"))
     except (tomllib.TOMLDecodeError, RecursionError) as exc:
         raise InputError(f"{path}: not valid TOML ({exc or 'nested too deeply'})") from None
-    unknown = sorted(set(config) - {"probes", "scoring"})
+    unknown = sorted(set(config) - set(SECTIONS))
     if unknown:
-        raise InputError(f"{path}: {unknown[0]}: unknown section (known: probes, scoring)")
-    for section in ("probes", "scoring"):
+        raise InputError(f"{path}: {unknown[0]}: unknown section (known: {', '.join(SECTIONS)})")
+    for section in SECTIONS:
         if not isinstance(config.get(section, {}), dict):
             raise InputError(f"{path}: {section}: expected a table")
     for name, table in config.get("probes", {}).items():
@@ -129,8 +133,9 @@ def load_config(path: Path | None) -> dict:
 
 
 def check_settings(config: dict, probe_classes: list[type[Probe]],
-                   where: str) -> tuple[list[Probe], dict]:
-    """The probes built with their checked settings, and the checked ``[scoring]`` values.
+                   where: str) -> tuple[list[Probe], dict, dict]:
+    """The probes built with their checked settings, and the checked ``[scoring]`` and
+    ``[data]`` values.
 
     Every probe named in the config is checked, not only those selected, so a typo in a
     setting of another suite is found too. Bad values are ``InputError`` naming ``where``.
@@ -141,9 +146,10 @@ def check_settings(config: dict, probe_classes: list[type[Probe]],
             REGISTRY[name](table)
         probes = [cls(tables.get(cls.name)) for cls in probe_classes]
         scoring = resolve_settings("scoring", SCORING_SETTINGS, config.get("scoring"))
+        selection = resolve_settings("data", DATA_SETTINGS, config.get("data"))
     except ValueError as exc:
         raise InputError(f"{where}: {exc}") from None
-    return probes, scoring
+    return probes, scoring, selection
 
 
 def kind_of(request: AuditRequest) -> str:
@@ -295,8 +301,12 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
     config = load_config(request.config)
     for name, values in request.settings.items():
         config.setdefault("probes", {}).setdefault(name, {}).update(values)
-    probes, scoring = check_settings(config, probe_classes,
-                                     str(request.config or "settings"))
+    for section, name, value in (("scoring", "batch_size", request.batch_size),
+                                 ("data", "max_items", request.max_items)):
+        if value is not None:  # the command line over the file; recorded with the config
+            config.setdefault(section, {})[name] = value
+    probes, scoring, selection = check_settings(config, probe_classes,
+                                                str(request.config or "settings"))
     device = resolve_device(request.device)
     if request.data:
         check_data_early(request.data, kind_of(request))
@@ -312,6 +322,11 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
 
     target = load(request.model)
     data = load_data(request.data, target) if request.data else None
+    if selection["max_items"]:
+        if not isinstance(data, AuditData):
+            raise InputError(f"--max-items {selection['max_items']}: applies to the JSONL audit "
+                             "data of an LLM only")
+        data = data.sample(selection["max_items"], request.seed)
     reference, retrain = load(request.reference), load(request.retrain)
     claim_output(out, "audit run")
     try:
@@ -362,6 +377,7 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
             seed=request.seed, fail_on=request.fail_on, device=device,
             libraries=library_versions(), started=started, inputs=inputs,
             probes_skipped=not_applicable,
+            data_items=data.counts() if isinstance(data, AuditData) else {},
         )
         exit_code = write_run(out, run, findings)
         events.write("run_end", exit_code=exit_code)

@@ -94,6 +94,7 @@ class RunRecord:
     finished: str = ""
     inputs: dict[str, dict[str, str]] = field(default_factory=dict)
     probes_skipped: dict[str, str] = field(default_factory=dict)
+    data_items: dict[str, int] = field(default_factory=dict)  # items audited, per split
     exit_code: int | None = None
 
     def to_dict(self) -> dict[str, Any]:

@@ -39,3 +39,19 @@ def test_empty_and_missing_files(tmp_path):
         load_audit_jsonl(tmp_path / "empty.jsonl")
     with pytest.raises(InputError, match="not found"):
         load_audit_jsonl(tmp_path / "nope.jsonl")
+
+
+def test_sample_is_seeded_stratified_by_subject_and_keeps_file_order(tmp_path):
+    from tests.conftest import write_jsonl
+
+    rows = [{"split": "forget", "subject": "A", "question": f"a{i}?"} for i in range(10)]
+    rows += [{"split": "forget", "subject": s, "question": f"{s}?"} for s in ("B", "C")]
+    rows += [{"split": "retain", "subject": "R", "question": f"r{i}?"} for i in range(5)]
+    data = load_audit_jsonl(write_jsonl(tmp_path / "big.jsonl", rows))
+    quick = data.sample(3, seed=0)
+    forget = quick.split("forget")
+    assert sorted(item.subject for item in forget) == ["A", "B", "C"]  # every subject, once
+    assert len(quick.split("retain")) == 3
+    assert [item.line for item in quick.items] == sorted(item.line for item in quick.items)
+    assert quick.items == data.sample(3, seed=0).items
+    assert data.sample(100, seed=0).items == data.items

@@ -137,3 +137,14 @@ def test_bad_requests(tiny_lm, audit_jsonl, tmp_path, kw, message):
     with pytest.raises(InputError, match=message):
         run_audit(request)
     assert not (tmp_path / "run").exists()
+
+
+def test_max_items_and_batch_size_are_applied_and_recorded(tiny_lm, audit_jsonl, tmp_path):
+    request = _request(tiny_lm, audit_jsonl, tmp_path / "run", probes=["unlearning.verbatim"])
+    request.max_items, request.batch_size = 1, 3
+    result = run_audit(request)
+    document = json.loads((result.out_dir / "findings.json").read_text())
+    assert document["run"]["config"]["data"] == {"max_items": 1}
+    assert document["run"]["config"]["scoring"] == {"batch_size": 3}
+    assert all(n <= 1 for n in document["run"]["data_items"].values())
+    assert sum(document["run"]["data_items"].values()) >= 1

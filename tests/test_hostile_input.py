@@ -405,11 +405,15 @@ def test_config_that_is_a_folder(capsys, work):
     (["unlearn", "M", "--method", "ga", "--data", "J", "--out", "O", "--batch-size", "0"],
      "--batch-size"),
     (["audit", "M", "--suite", "unlearning", "--seed", "-1"], "--seed"),
+    (["audit", "M", "--suite", "unlearning", "--max-items", "0"], "--max-items"),
+    (["audit", "I", "--suite", "backdoor", "--data", "D", "--max-items", "5"],
+     "applies to the JSONL audit data of an LLM only"),
     (["protect", "D", "--out", "O", "--clusters", "1"], "--clusters"),
     (["hysac", "retrieve", "CLIP", "--query", "q", "--gallery", "D", "-k", "0"], "'-k'"),
 ])
 def test_bad_flags_name_the_flag(capsys, work, args, message):
-    names = {"M": work["M"], "J": work["J"], "O": work["root"] / "out", "D": work["D"],
+    names = {"M": work["M"], "I": work["I"], "J": work["J"], "O": work["root"] / "out",
+             "D": work["D"],
              "CLIP": work["CLIP"]}
     refused(capsys, work["root"], [names.get(a, a) for a in args], message)
 
