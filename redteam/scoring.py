@@ -53,6 +53,25 @@ class TokenScores:
     argmax_match: np.ndarray  # bool: argmax token == label token
 
 
+# Tokens that end an assistant turn in common chat templates (Llama 3, ChatML/Qwen, Phi-3,
+# Gemma, Zephyr/Mistral); a generation stops at any of them that is a special token of the model.
+END_OF_TURN_TOKENS = ("<|eot_id|>", "<|eom_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>",
+                      "</s>", "<|endoftext|>")
+
+
+def stop_token_ids(model, tokenizer) -> frozenset[int]:
+    """Every id that ends a generation: the tokenizer's EOS, all ids ``generation_config.json``
+    lists as ``eos_token_id`` (Llama 3 lists two), and the end-of-turn tokens the tokenizer has
+    as special tokens."""
+    ids = {tokenizer.eos_token_id}
+    listed = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update(listed if isinstance(listed, list | tuple) else [listed])
+    special = set(tokenizer.all_special_tokens) | set(tokenizer.get_added_vocab())
+    ids.update(tokenizer.convert_tokens_to_ids(token) for token in END_OF_TURN_TOKENS
+               if token in special)
+    return frozenset(i for i in ids if isinstance(i, int))
+
+
 def token_statistics(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """(log p(label), E[log p], std[log p], argmax == label) of each row of ``logits``.
 
@@ -100,6 +119,7 @@ class CausalLMScorer:
         self.max_length = max_length_for(model, max_length)
         self.quiet = quiet
         self.chunk_values = chunk_values
+        self.stop_ids = stop_token_ids(model, tokenizer)
         self._forward_parameters = set(inspect.signature(model.forward).parameters)
         self._score_cache: dict[tuple[str, str], TokenScores] = {}
         self._generate_cache: dict[tuple[str, int, tuple[str, ...]], str] = {}
@@ -111,9 +131,13 @@ class CausalLMScorer:
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def _bos(self) -> list[int]:
-        bos = self.tokenizer.bos_token_id
-        return [bos] if bos is not None else []
+    def _with_bos(self, text: str) -> list[int]:
+        """``text`` encoded after BOS, unless it already starts with the BOS token's text (a
+        rendered chat template usually does): a second BOS changes what the model sees."""
+        bos, bos_text = self.tokenizer.bos_token_id, self.tokenizer.bos_token
+        if bos is None or (bos_text and text.startswith(bos_text)):
+            return self._encode(text) if text else []
+        return [bos] + (self._encode(text) if text else [])
 
     # ------------------------------------------------------------------ likelihoods
     def score(self, continuations: list[str],
@@ -133,7 +157,7 @@ class CausalLMScorer:
     def _score_batch(self, batch: list[tuple[str, str]]) -> list[TokenScores]:
         sequences, starts = [], []
         for prompt, continuation in batch:
-            prompt_ids = self._bos() + (self._encode(prompt) if prompt else [])
+            prompt_ids = self._with_bos(prompt)
             ids = (prompt_ids + self._encode(continuation))[: self.max_length]
             sequences.append(ids)
             starts.append(max(len(prompt_ids), 1))
@@ -197,8 +221,9 @@ class CausalLMScorer:
                  stop: tuple[str, ...] = ()) -> list[str]:
         """Greedy continuations of ``prompts`` (decoded new text only), batched, left-padded.
 
-        A sequence stops early once it produces one of the ``stop`` strings (the text after
-        it is then not used by the caller anyway, so this only saves time).
+        A sequence ends at any of ``stop_ids`` (EOS and end-of-turn tokens); it also stops
+        early once it produces one of the ``stop`` strings (the text after it is then not used
+        by the caller anyway, so this only saves time).
         """
         cache = self._generate_cache
         todo = [p for p in dict.fromkeys(prompts) if (p, max_new_tokens, stop) not in cache]
@@ -219,7 +244,7 @@ class CausalLMScorer:
         cache keeps batching worth it when most answers are a few tokens long.
         """
         limit = max(self.max_length - max_new_tokens, 1)
-        encoded = [(self._bos() + self._encode(p))[-limit:] for p in prompts]
+        encoded = [self._with_bos(p)[-limit:] for p in prompts]
         pad = self.tokenizer.pad_token_id
         pad = pad if pad is not None else (self.tokenizer.eos_token_id or 0)
         input_ids, attention = pad_batch(encoded, pad, left=True)
@@ -228,7 +253,6 @@ class CausalLMScorer:
         generated: list[list[int]] = [[] for _ in prompts]
         rows = list(range(len(prompts)))  # the prompt of each row of the batch
         finished: set[int] = set()
-        eos = self.tokenizer.eos_token_id
         with torch.inference_mode():
             out = self.model(input_ids=input_ids, attention_mask=attention,
                              **self._positions(positions), **self._last_logits_only,
@@ -239,7 +263,7 @@ class CausalLMScorer:
                 for row, token in zip(rows, tokens.tolist()):
                     if row in finished:
                         continue
-                    if token == eos:
+                    if token in self.stop_ids:
                         finished.add(row)
                         continue
                     generated[row].append(token)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from redteam.scoring import CausalLMScorer
 from redteam.targets import load_target
@@ -37,3 +38,28 @@ def test_chunked_scoring_equals_the_full_logits(tiny_target):
         for field in ("logprobs", "mu", "sigma"):
             np.testing.assert_allclose(getattr(a, field), getattr(b, field), atol=1e-5)
         assert np.array_equal(a.argmax_match, b.argmax_match)
+
+
+def test_generation_stops_at_every_listed_end_token(tiny_target):
+    model, tokenizer = tiny_target.model, tiny_target.tokenizer
+    scorer = CausalLMScorer(model, tokenizer, batch_size=2)
+    assert tokenizer.convert_tokens_to_ids("<|end|>") in scorer.stop_ids  # end of turn
+    assert tokenizer.eos_token_id in scorer.stop_ids
+    with torch.inference_mode():
+        for prompt in ("Question:", "Elara", "who wrote", "Answer: E", "Voss"):
+            ids = torch.tensor([scorer._with_bos(prompt)])
+            first_id = int(model(input_ids=ids).logits[0, -1].argmax())
+            if first_id not in scorer.stop_ids:
+                break
+    assert scorer.generate([prompt], max_new_tokens=4)[0]  # the model writes something...
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, first_id]
+    try:  # ...and nothing once its first token is listed as an end of generation
+        assert CausalLMScorer(model, tokenizer).generate([prompt], max_new_tokens=4) == [""]
+    finally:
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+
+
+def test_a_prompt_that_starts_with_bos_gets_no_second_one(tiny_target):
+    scorer = CausalLMScorer(tiny_target.model, tiny_target.tokenizer)
+    bos = tiny_target.tokenizer.bos_token
+    assert scorer._with_bos(bos + "Question:") == scorer._with_bos("Question:")
