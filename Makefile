@@ -1,10 +1,11 @@
-# The README's two commands: `make demo` and `make test`. `make bench` prints speed ratios.
+# The README's two commands: `make demo` and `make test`. `make bench` prints speed ratios;
+# `make gpu-check` compares CUDA and CPU verdicts on a machine with a GPU.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint venv clean
+.PHONY: demo test bench gpu-check lint venv clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +30,9 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_protect.py
 	$(BIN)/python benchmarks/bench_pgd.py
 	$(BIN)/python benchmarks/bench_hysac.py
+
+gpu-check: $(STAMP)
+	$(BIN)/python benchmarks/gpu_check.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,0 +1,66 @@
+"""The one check to run on a machine with a GPU (``make gpu-check``; not part of ``make test``).
+
+Builds the test-size demo zoo, audits one target of each suite that has a CUDA path on
+``--device cuda`` and on ``--device cpu``, and prints per suite the seconds of each run and
+whether every probe reached the same verdict (status and severity). Exit code 0 when all
+verdicts agree, 1 when one differs, 2 when no CUDA device is present.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _audits(size: str) -> dict[str, dict]:
+    from redteam.zoo import build_unlearning_zoo
+    from redteam.zoo.digits import build_backdoor_zoo
+    from redteam.zoo.visu import build_visu_zoo
+
+    lm = build_unlearning_zoo(size=size, quiet=True)
+    digits = build_backdoor_zoo(size=size, quiet=True)
+    visu = build_visu_zoo(size=size, quiet=True)
+    return {
+        "unlearning": {"model": lm["npo"], "data": lm["audit"], "reference": lm["original"],
+                       "retrain": lm["retrain"]},
+        "backdoor": {"model": digits["badnets"], "data": digits["clean-data"]},
+        "adversarial": {"model": digits["clean"], "data": digits["test-data"]},
+        "safety": {"model": visu["hysac"], "data": visu["test"], "reference": visu["clip"]},
+    }
+
+
+def _verdicts(suite: str, paths: dict, device: str, out: Path) -> tuple[dict, float]:
+    from redteam.engine import AuditRequest, run_audit
+
+    started = time.perf_counter()
+    result = run_audit(AuditRequest(suite=suite, device=device, out=out, quiet=True,
+                                    command=["gpu-check", suite, device], **paths))
+    return ({f.probe: (f.status, f.severity) for f in result.findings},
+            time.perf_counter() - started)
+
+
+def main() -> int:
+    import torch
+
+    if not torch.cuda.is_available():
+        print("gpu-check: no CUDA device on this machine; nothing to compare")
+        return 2
+    print(f"gpu-check on {torch.cuda.get_device_name(0)} (test-size zoo)")
+    disagreements = 0
+    with tempfile.TemporaryDirectory() as folder:
+        for suite, paths in _audits("test").items():
+            gpu, gpu_s = _verdicts(suite, paths, "cuda", Path(folder) / f"{suite}-cuda")
+            cpu, cpu_s = _verdicts(suite, paths, "cpu", Path(folder) / f"{suite}-cpu")
+            differ = sorted(p for p in cpu.keys() | gpu.keys() if cpu.get(p) != gpu.get(p))
+            disagreements += len(differ)
+            print(f"{suite:12} cuda {gpu_s:7.1f} s   cpu {cpu_s:7.1f} s   "
+                  f"{len(cpu) - len(differ)}/{len(cpu)} verdicts agree")
+            for probe in differ:
+                print(f"  {probe}: cpu {cpu.get(probe)} vs cuda {gpu.get(probe)}")
+    return 1 if disagreements else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
