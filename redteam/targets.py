@@ -130,9 +130,16 @@ def _from_pretrained(path: Path, auto_class, device: str, allow_pickle: bool, dt
     return model.eval()
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt",
+                   "tokenizer.model", "spiece.model", "merges.txt")
+
+
 def _tokenizer(path: Path):
     from transformers import AutoTokenizer
 
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise InputError(f"{path}: no tokenizer files (expected one of "
+                         f"{', '.join(TOKENIZER_FILES)})")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True,
                                                   trust_remote_code=False)

@@ -142,9 +142,11 @@ def check_loading_info(path: Path, model, info: dict) -> None:
 
 def _unpickler_refusal(exc: BaseException) -> str:
     """What the weights-only unpickler refused, without torch's advice to retry unsafely."""
-    for line in str(exc).splitlines():
-        if "WeightsUnpickler error:" in line:
-            reason = line.split("WeightsUnpickler error:", 1)[1].strip()
+    text, marker = str(exc), "WeightsUnpickler error:"
+    if marker in text:
+        after = text.split(marker, 1)[1]
+        reason = next((line.strip() for line in after.splitlines() if line.strip()), "")
+        if reason:
             return reason.split(" was not an allowed global")[0][:300]
     return f"{type(exc).__name__}: not a file of plain tensors"
 
