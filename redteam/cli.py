@@ -348,7 +348,7 @@ def guard() -> None:
 @guard.command("train")
 @click.option("--data", required=True, type=EXISTING, help="Audit JSONL (forget/retain items).")
 @click.option("--out", required=True, type=EXISTING,
-              help="New folder for the guard (not inside the data's folder).")
+              help="New folder for the guard (neither the data file nor a folder holding it).")
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--quiet", is_flag=True)
 def guard_train(data: Path, out: Path, seed: int, quiet: bool) -> None:
