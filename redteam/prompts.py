@@ -7,6 +7,8 @@ forget in that form too. Keeping the format in one place keeps all three in agre
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 QA_SEPARATOR = "\n\n"
 
 
@@ -40,3 +42,110 @@ def cut_answer(generated: str) -> str:
         if index != -1:
             generated = generated[:index]
     return generated.strip()
+
+
+PROMPT_STYLES = ("plain", "chat", "template")
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    """How a question is put to an LLM and how its answer follows (issue 19, part 1).
+
+    ``plain`` is the "Question: …\\nAnswer:" form above (few-shot examples as earlier blocks);
+    ``chat`` renders the tokenizer's own chat template (``apply_chat_template``), few-shot
+    examples as earlier user/assistant turns and the answer in the assistant turn; ``template``
+    renders a Jinja template of the user's (``question``, ``examples``, ``context``,
+    ``system_prompt``) in a sandbox. ``shots`` set here overrides the probes' own setting.
+    """
+
+    style: str = "plain"
+    shots: int | None = None
+    system_prompt: str | None = None
+    template: str | None = None  # the Jinja source, for style "template"
+    source: str = ""  # where the template came from, for the run record
+
+    def __post_init__(self) -> None:
+        if self.style not in PROMPT_STYLES:
+            raise ValueError(f"unknown prompt style {self.style!r} (known: "
+                             f"{', '.join(PROMPT_STYLES)})")
+
+    @property
+    def name(self) -> str:
+        shots = "" if self.shots is None else f", {self.shots}-shot"
+        return (f"template {self.source}" if self.style == "template" else self.style) + shots
+
+    def question(self, tokenizer, question: str, examples: list[tuple[str, str]] = (),
+                 context: str | None = None) -> str:
+        """The prompt, ending where the model's answer begins."""
+        examples = list(examples)
+        if self.style == "plain":
+            asked = context_qa_block(context, question) if context else qa_block(question)
+            return QA_SEPARATOR.join([*(qa_block(q, a) for q, a in examples), asked])
+        if self.style == "chat":
+            return self._chat(tokenizer, examples, question, context)
+        return self._template(examples, question, context)
+
+    def answer(self, answer: str) -> str:
+        """The answer as the model is expected to write it right after ``question``'s prompt
+        (what teacher-forced scoring puts there): plain prompts end at "Answer:"."""
+        return f" {answer}" if self.style == "plain" else answer
+
+    def cut(self, generated: str) -> str:
+        """The answer in a generation: plain blocks end at the next block; a chat answer ends at
+        the end-of-turn token, where generation stops."""
+        return cut_answer(generated) if self.style == "plain" else generated.strip()
+
+    @property
+    def stop_strings(self) -> tuple[str, ...]:
+        return ANSWER_STOPS if self.style == "plain" else ()
+
+    def _messages(self, examples, question, context) -> list[dict[str, str]]:
+        messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt \
+            else []
+        for q, a in examples:
+            messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        asked = f"{context}\n\n{question}" if context else question
+        return [*messages, {"role": "user", "content": asked}]
+
+    def _chat(self, tokenizer, examples, question, context) -> str:
+        from redteam.errors import InputError
+
+        if not getattr(tokenizer, "chat_template", None):
+            raise InputError("--prompt-format chat: the tokenizer has no chat template")
+        try:
+            return tokenizer.apply_chat_template(self._messages(examples, question, context),
+                                                 tokenize=False, add_generation_prompt=True)
+        except Exception as exc:  # noqa: BLE001  (a template is code of the model's author)
+            raise InputError(f"the tokenizer's chat template failed to render "
+                             f"({type(exc).__name__}: {exc})") from None
+
+    def _template(self, examples, question, context) -> str:
+        from jinja2 import TemplateError
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        from redteam.errors import InputError
+
+        try:
+            return ImmutableSandboxedEnvironment().from_string(self.template or "").render(
+                question=question, examples=[{"question": q, "answer": a} for q, a in examples],
+                context=context or "", system_prompt=self.system_prompt or "")
+        except TemplateError as exc:
+            raise InputError(f"{self.source or 'prompt template'}: failed to render "
+                             f"({type(exc).__name__}: {exc})") from None
+
+
+def load_prompt_format(spec: str, shots: int | None = None,
+                       system_prompt: str | None = None) -> PromptFormat:
+    """``plain``, ``chat`` or the path of a Jinja template file, as a ``PromptFormat``."""
+    from pathlib import Path
+
+    from redteam.errors import InputError
+    from redteam.untrusted import read_text_file
+
+    if spec in ("plain", "chat"):
+        return PromptFormat(spec, shots, system_prompt)
+    path = Path(spec)
+    if not path.exists():
+        raise InputError(f"--prompt-format {spec}: not plain, chat, or a template file")
+    return PromptFormat("template", shots, system_prompt,
+                        template=read_text_file(path, "prompt template"), source=str(path))
