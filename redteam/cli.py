@@ -96,6 +96,12 @@ def list_probes(suite: str | None) -> None:
                    "subject) [default: all].")
 @click.option("--batch-size", type=AT_LEAST_ONE,
               help="Batch of scoring and generation [default: the config's, else 16].")
+@click.option("--prompt-format", default="plain", show_default=True,
+              help="How LLM probes ask: plain (Question:/Answer: few-shot), chat (the "
+                   "tokenizer's chat template), or a Jinja template FILE.")
+@click.option("--shots", type=click.IntRange(min=0),
+              help="Few-shot examples per question [default: each probe's setting].")
+@click.option("--system-prompt", help="System message of the chat or template format.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True)
 @click.option("--seed", type=SEED, default=0, show_default=True)
@@ -108,8 +114,8 @@ def list_probes(suite: str | None) -> None:
 @click.option("--overwrite", is_flag=True, help="Replace an earlier run in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def audit(model: Path, suite: str, data, reference, retrain, base, out, probes, max_items,
-          batch_size, device, seed, fail_on, config, kind, allow_pickle, overwrite,
-          quiet) -> None:
+          batch_size, prompt_format, shots, system_prompt, device, seed, fail_on, config, kind,
+          allow_pickle, overwrite, quiet) -> None:
     """Audit MODEL with a suite of probes and write an HTML risk report.
 
     \b
@@ -118,8 +124,10 @@ def audit(model: Path, suite: str, data, reference, retrain, base, out, probes, 
           --reference ./original --retrain ./gold --out reports/x
     """
     from redteam.engine import AuditRequest, run_audit
+    from redteam.prompts import load_prompt_format
 
     result = run_audit(AuditRequest(
+        prompt_format=load_prompt_format(prompt_format, shots, system_prompt),
         model=model, suite=suite, data=data, reference=reference, retrain=retrain, out=out,
         probes=list(probes) or None, device=device, seed=seed, fail_on=fail_on, config=config,
         kind=kind, base=base, max_items=max_items, batch_size=batch_size,

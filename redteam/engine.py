@@ -37,6 +37,7 @@ from redteam.findings import (
 )
 from redteam.outputs import check_output_path, claim_output, seal_output
 from redteam.probes import REGISTRY, SUITES, Probe, ProbeContext, load_plugins
+from redteam.prompts import PromptFormat
 from redteam.scoring import CausalLMScorer
 from redteam.settings import integer, resolve_settings
 from redteam.targets import CLIP_KINDS, Target, load_target, resolve_device
@@ -66,6 +67,7 @@ class AuditRequest:
     base: Path | None = None  # the base model of a PEFT adapter given as a model
     max_items: int | None = None  # per split of LLM audit data (over the config's [data])
     batch_size: int | None = None  # of scoring and generation (over the config's [scoring])
+    prompt_format: PromptFormat = field(default_factory=PromptFormat)  # how LLMs are asked
     allow_pickle: bool = False
     overwrite: bool = False
     quiet: bool = False
@@ -328,6 +330,7 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
                              "data of an LLM only")
         data = data.sample(selection["max_items"], request.seed)
     reference, retrain = load(request.reference), load(request.retrain)
+    prompt_record = rendered_prompt_format(request.prompt_format, target, data)
     claim_output(out, "audit run")
     try:
         def scorer_for(model: Target) -> CausalLMScorer:
@@ -350,7 +353,7 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
             ctx = ProbeContext(config=probe.config, seed=request.seed, device=device,
                                artifacts_dir=artifacts, quiet=request.quiet, reference=reference,
                                retrain=retrain, scorer_for=scorer_for, findings=list(findings),
-                               shared=shared)
+                               shared=shared, prompt_format=request.prompt_format)
             seed_everything(request.seed)
             findings.extend(run_probe(probe, target, data, ctx, events))
 
@@ -378,6 +381,7 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
             libraries=library_versions(), started=started, inputs=inputs,
             probes_skipped=not_applicable,
             data_items=data.counts() if isinstance(data, AuditData) else {},
+            prompt_format=prompt_record,
         )
         exit_code = write_run(out, run, findings)
         events.write("run_end", exit_code=exit_code)
@@ -386,11 +390,24 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
         seal_output(out)  # also after Ctrl-C: what was written is recorded, so --overwrite works
 
 
+def rendered_prompt_format(fmt: PromptFormat, target: Target, data) -> dict[str, str]:
+    """The prompt format of an LLM run with one prompt rendered by it, for the record and the
+    report; rendering it here makes a template that fails bad input before the run starts."""
+    if target.kind != "causal-lm":
+        return {}
+    asked = next((item for item in getattr(data, "items", []) if item.question), None)
+    question, answer = (asked.question, asked.answer) if asked else ("What is it?", "It.")
+    example = fmt.question(target.tokenizer, question) + fmt.answer(answer)
+    return {"name": fmt.name, "system_prompt": fmt.system_prompt or "", "example": example}
+
+
 def audit_inputs(request: AuditRequest) -> dict[str, Path | None]:
     """What an audit reads, by label: the run folder may be none of these, nor hold them."""
     return {"model": request.model, "base model": request.base, "data": request.data,
             "reference model": request.reference,
             "retrain model": request.retrain, "config": request.config,
+            "prompt template": Path(request.prompt_format.source)
+            if request.prompt_format.source else None,
             **{f"{label}": Path(path) for label, path in request.extra_inputs.items()}}
 
 

@@ -105,6 +105,9 @@ def _from_pretrained(path: Path, auto_class, device: str, allow_pickle: bool, dt
         for file in weight_files(path)[0]:
             check_safetensors_file(file)
     common = {"local_files_only": True, "trust_remote_code": False}
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Loading checkpoint shards": stderr is for our lines
     try:
         if has_safetensors:
             model, info = auto_class.from_pretrained(

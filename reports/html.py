@@ -239,6 +239,7 @@ def _run_record(run: Mapping[str, Any]) -> dict[str, Any]:
         "target_name": str(target.get("name") or Path(str(target.get("path", "?"))).name),
         "target_path": str(target.get("path", "?")), "kind": str(target.get("kind", "?")),
         "suite": str(run.get("suite", "?")),
+        "prompt_format": {str(k): str(v) for k, v in (run.get("prompt_format") or {}).items()},
     }
 
 

@@ -66,3 +66,36 @@ def test_bad_formats_are_bad_input(chat_tokenizer):
             PromptFormat("chat").question(chat_tokenizer, "Where?")
     finally:
         chat_tokenizer.chat_template = saved
+
+
+def test_audit_in_the_chat_format_records_and_shows_it(capsys, tmp_path):
+    import json
+
+    from redteam.cli import main
+    from tests.conftest import write_jsonl
+    from tests.test_hostile_input import AUDIT_ITEMS, refused
+
+    model = make_tiny_causal_lm(tmp_path / "m", "qwen2")
+    data = write_jsonl(tmp_path / "audit.jsonl", AUDIT_ITEMS)
+    args = ["audit", str(model), "--suite", "unlearning", "--data", str(data), "--quiet",
+            "--probe", "unlearning.knowledge_qa", "--probe", "unlearning.exact_memorization"]
+    assert main([*args, "--out", str(tmp_path / "chat"), "--prompt-format", "chat",
+                 "--system-prompt", "Be brief."]) in (0, 1)
+    record = json.loads((tmp_path / "chat" / "findings.json").read_text())["run"]
+    assert record["prompt_format"]["name"] == "chat"
+    assert record["prompt_format"]["example"].startswith("<|system|>Be brief.<|end|><|user|>")
+    report = (tmp_path / "chat" / "report.html").read_text()
+    assert "Prompt format" in report and "&lt;|assistant|&gt;" in report
+    evidence = json.loads((tmp_path / "chat" / "findings.json").read_text())["findings"]
+    assert all(f["status"] != "error" for f in evidence)
+    assert main([*args, "--out", str(tmp_path / "plain")]) in (0, 1)
+    plain = json.loads((tmp_path / "plain" / "findings.json").read_text())["run"]
+    assert plain["prompt_format"]["example"].startswith("Question: ")
+    capsys.readouterr()
+    (model / "tokenizer_config.json").write_text(json.dumps(
+        {**json.loads((model / "tokenizer_config.json").read_text()), "chat_template": None}))
+    (model / "chat_template.jinja").unlink(missing_ok=True)  # where transformers saves it
+    refused(capsys, tmp_path, [*args, "--out", tmp_path / "none", "--prompt-format", "chat"],
+            "no chat template")
+    refused(capsys, tmp_path, [*args, "--out", tmp_path / "none", "--prompt-format", "fancy"],
+            "not plain, chat, or a template file")

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from redteam.data import AuditData
 from redteam.findings import Evidence, Finding, Metric
+from redteam.prompts import PromptFormat
 from redteam.settings import as_setting, default_values, resolve_settings
 from redteam.targets import Target
 
@@ -40,12 +41,17 @@ class ProbeContext:
     reference: Target | None = None
     retrain: Target | None = None
     scorer_for: Callable[[Target], Any] | None = None
+    prompt_format: PromptFormat = field(default_factory=PromptFormat)  # how LLMs are asked
     findings: list[Finding] = field(default_factory=list)  # this run's findings so far
     shared: dict[str, Any] = field(default_factory=dict)  # results probes of a run share
 
     def scorer(self, target: Target):
         """The shared, memoising scorer of ``target`` (see redteam.scoring)."""
         return self.scorer_for(target)
+
+    def shots(self, configured: int) -> int:
+        """The number of few-shot examples: the prompt format's, when it sets one."""
+        return configured if self.prompt_format.shots is None else self.prompt_format.shots
 
     def baselines(self) -> dict[str, Target]:
         """The comparison models given on the command line, by label."""

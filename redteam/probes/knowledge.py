@@ -21,7 +21,6 @@ from redteam.probes.judging import (
     leak_threshold,
     top_evidence,
 )
-from redteam.prompts import ANSWER_STOPS, cut_answer, few_shot_prompt
 from redteam.scoring import CausalLMScorer
 from redteam.settings import integer, number, rate
 from redteam.targets import Target
@@ -45,13 +44,14 @@ def answer_questions(target: Target, items: list[AuditItem], data: AuditData,
     """
     pool = data.with_fields("retain", "question", "answer") or data.with_fields(
         "holdout", "question", "answer")
-    prompts = [few_shot_prompt(pick_shots(item, pool, shots, ctx.seed), item.question)
-               for item in items]
+    fmt, count = ctx.prompt_format, ctx.shots(shots)
+    prompts = [fmt.question(target.tokenizer, item.question,
+                            pick_shots(item, pool, count, ctx.seed)) for item in items]
     scorer = scorer or ctx.scorer(target)
-    outputs = scorer.generate(prompts, max_new_tokens=max_new_tokens, stop=ANSWER_STOPS)
+    outputs = scorer.generate(prompts, max_new_tokens=max_new_tokens, stop=fmt.stop_strings)
     rows = []
     for item, output in zip(items, outputs):
-        answer = cut_answer(output)
+        answer = fmt.cut(output)
         recall, _ = rouge_l(answer, item.answer)
         rows.append({
             "line": item.line, "subject": item.subject, "input": item.question, "output": answer,

@@ -20,7 +20,7 @@ from redteam.findings import Evidence, Finding, Metric
 from redteam.metrics import bootstrap_ci
 from redteam.probes.base import Probe, ProbeContext, register
 from redteam.probes.judging import leak_severity
-from redteam.prompts import qa_block
+from redteam.prompts import PromptFormat
 from redteam.scoring import max_length_for, pad_batch
 from redteam.settings import integer, number, numbers, rate
 from redteam.targets import Target
@@ -206,13 +206,13 @@ def _probe_template(template: Template, states: np.ndarray, forget: list[AuditIt
     return out
 
 
-def probe_model(target: Target, templates: list[Template], config: dict,
-                seed: int) -> LayerResults:
+def probe_model(target: Target, templates: list[Template], config: dict, seed: int,
+                fmt: PromptFormat) -> LayerResults:
     """Fit and test the per-layer probes of every template on one model's hidden states."""
     splits = [(t, t.decodable(t.forget), t.decodable(t.holdout)) for t in templates]
     items = [item for t, forget, holdout in splits for item in t.retain + forget + holdout]
     states = last_token_states(target.model, target.tokenizer,
-                               [qa_block(item.question) for item in items],
+                               [fmt.question(target.tokenizer, item.question) for item in items],
                                batch_size=config["batch_size"])
     layers = states.shape[1]
     forget_correct, holdout_correct = [[] for _ in range(layers)], [[] for _ in range(layers)]
@@ -278,7 +278,7 @@ class LinearProbe(Probe):
                 "no question template has categorical answers with enough retain items to fit "
                 f"a probe on ({reasons or 'no items name their subject in the question'})")]
         models = {"target": target, **ctx.baselines()}
-        results = {label: probe_model(model, templates, self.config, ctx.seed)
+        results = {label: probe_model(model, templates, self.config, ctx.seed, ctx.prompt_format)
                    for label, model in models.items()}
         return [self._judge(results, templates, dropped, ctx)]
 

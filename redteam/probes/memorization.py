@@ -22,7 +22,6 @@ from redteam.probes.judging import (
     leak_threshold,
     top_evidence,
 )
-from redteam.prompts import qa_block
 from redteam.settings import integer, rate
 from redteam.targets import Target
 
@@ -118,8 +117,9 @@ class ExactMemorization(Probe):
     )
 
     def _rows(self, target: Target, items: list[AuditItem], ctx: ProbeContext) -> list[dict]:
-        prompts = [qa_block(item.question) for item in items]
-        answers = [" " + item.answer for item in items]
+        fmt = ctx.prompt_format
+        prompts = [fmt.question(target.tokenizer, item.question) for item in items]
+        answers = [fmt.answer(item.answer) for item in items]
         scores = ctx.scorer(target).score(answers, prompts)
         return [{"line": item.line, "subject": item.subject, "input": item.question,
                  "output": "",

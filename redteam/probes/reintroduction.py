@@ -23,7 +23,6 @@ from redteam.findings import Evidence, Finding, Metric
 from redteam.metrics import bootstrap_ci, contains_answer
 from redteam.probes.base import Probe, ProbeContext, register
 from redteam.probes.judging import item_rows
-from redteam.prompts import ANSWER_STOPS, context_qa_block, cut_answer
 from redteam.settings import integer, rate
 from redteam.targets import Target
 
@@ -59,16 +58,17 @@ def contexts(item: AuditItem, data: AuditData, facts: int, seed: int) -> tuple[s
 def answer_in_context(target: Target, prompts: list[tuple[AuditItem, str, str]],
                       ctx: ProbeContext, max_new_tokens: int) -> list[dict]:
     """For each (item, forget context, neutral context): answered with each context?"""
-    texts = [context_qa_block(c, item.question) for item, forget, neutral in prompts
-             for c in (forget, neutral)]
+    fmt = ctx.prompt_format
+    texts = [fmt.question(target.tokenizer, item.question, context=c)
+             for item, forget, neutral in prompts for c in (forget, neutral)]
     outputs = ctx.scorer(target).generate(texts, max_new_tokens=max_new_tokens,
-                                          stop=ANSWER_STOPS)
+                                          stop=fmt.stop_strings)
     rows = []
-    for index, (item, forget, _) in enumerate(prompts):
-        with_context = cut_answer(outputs[2 * index])
-        control = cut_answer(outputs[2 * index + 1])
+    for index, (item, _, _) in enumerate(prompts):
+        with_context = fmt.cut(outputs[2 * index])
+        control = fmt.cut(outputs[2 * index + 1])
         rows.append({"line": item.line, "subject": item.subject,
-                     "input": context_qa_block(forget, item.question), "output": with_context,
+                     "input": texts[2 * index], "output": with_context,
                      "expected": item.answer, "control_output": control,
                      "answered": float(contains_answer(with_context, [item.answer])),
                      "answered_control": float(contains_answer(control, [item.answer]))})

@@ -22,7 +22,7 @@ from redteam.metrics import bootstrap_ci, contains_answer, rouge_l
 from redteam.probes.base import Probe, ProbeContext, register
 from redteam.probes.judging import item_rows, leak_metric, leak_severity, leak_threshold
 from redteam.probes.knowledge import pick_shots
-from redteam.prompts import ANSWER_STOPS, cut_answer, few_shot_prompt
+from redteam.prompts import PromptFormat
 from redteam.settings import integer, rate
 from redteam.targets import Target
 
@@ -162,10 +162,15 @@ def build_attacks(data: AuditData) -> tuple[list[AttackPrompt], dict[str, str]]:
     return prompts, skipped
 
 
-def render(attack: AttackPrompt, shots: list[tuple[str, str]]) -> str:
-    """The full prompt: the probe's few-shot examples, then the attacked question."""
+PLAIN = PromptFormat()
+
+
+def render(attack: AttackPrompt, shots: list[tuple[str, str]],
+           fmt: PromptFormat = PLAIN, tokenizer=None) -> str:
+    """The full prompt in ``fmt``: the few-shot examples, then the attacked question (the
+    plain form needs no tokenizer)."""
     examples = shots + ([attack.extra_shot] if attack.extra_shot else [])
-    return few_shot_prompt(examples, attack.question) + attack.answer_prefix
+    return fmt.question(tokenizer, attack.question, examples) + attack.answer_prefix
 
 
 def option_letter(output: str, attack: AttackPrompt) -> bool:
@@ -184,12 +189,14 @@ def answer_attacks(target: Target, attacks: list[AttackPrompt], data: AuditData,
     plain = [AttackPrompt("plain", item, item.question, item.answer)
              for item in dict.fromkeys(a.item for a in attacks)]
     everything = plain + attacks
-    prompts = [render(a, pick_shots(a.item, pool, shots, ctx.seed)) for a in everything]
+    fmt, count = ctx.prompt_format, ctx.shots(shots)
+    prompts = [render(a, pick_shots(a.item, pool, count, ctx.seed), fmt, target.tokenizer)
+               for a in everything]
     outputs = ctx.scorer(target).generate(prompts, max_new_tokens=max_new_tokens,
-                                          stop=ANSWER_STOPS)
+                                          stop=fmt.stop_strings)
     rows = []
     for attack, output in zip(everything, outputs):
-        answer = cut_answer(output)
+        answer = fmt.cut(output)
         recall, _ = rouge_l(answer, attack.expected)
         contains = contains_answer(answer, [attack.expected]) or option_letter(answer, attack)
         if option_letter(answer, attack):
