@@ -15,7 +15,7 @@ from pathlib import Path
 
 from redteam.engine import AuditRequest, ModelCache, run_audit
 from redteam.findings import worst_severity
-from redteam.outputs import check_output_path, claim_output, clear_output, seal_output
+from redteam.outputs import check_output_path, claim_output, seal_output
 
 OUTPUTS = "outputs"  # models and datasets the demo writes, beside (never inside) the run folders
 
@@ -35,7 +35,8 @@ def run_demo(out: Path = Path("reports/demo"), size: str = "demo", seed: int = 0
     """Build what is missing, audit each variant into ``out/<variant>``, write the index.
 
     ``out`` is replaced when it holds an earlier demo (or any output of ours), else it must be
-    new or empty, as for every command.
+    new or empty, as for every command; claiming it removes the earlier demo's run folders and
+    the models and datasets under ``outputs/`` before anything is rebuilt.
     """
     from redteam.zoo import build_unlearning_zoo
 
@@ -118,7 +119,6 @@ def backdoor_demo(out: Path, size: str, seed: int, quiet: bool) -> dict:
     for name, (model, description) in CLASSIFIERS.items():
         attack = model if model != "clean" else "badnets"
         repaired = out / OUTPUTS / f"{name}-repaired"
-        clear_output(repaired)  # the demo's own output of an earlier run, and nothing else
         result = expose_model(
             zoo[model], zoo["clean-data"], test_data=zoo["test-data"],
             poisoned_data=zoo[f"poisoned-{attack}"], trigger=zoo[f"trigger-{attack}"],
@@ -141,7 +141,6 @@ def adversarial_demo(out: Path, size: str, seed: int, quiet: bool, audit: Path) 
 
     zoo = build_backdoor_zoo(size=size, seed=seed, quiet=quiet)
     guard = out / OUTPUTS / "prompt-guard"
-    clear_output(guard)  # the demo's own output of an earlier run, and nothing else
     record = train_guard_command(audit, guard, seed=seed, quiet=quiet)["evaluation"]
     guard_note = (f"prompt guard trained on the demo audit data (redteam guard train): flags "
                   f"{record['cv_detection_rate']:.0%} of held-out forget prompts and "

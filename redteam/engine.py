@@ -179,15 +179,17 @@ def load_data(path: Path, target: Target):
     return load_audit_jsonl(path)
 
 
-def check_data_early(path: Path, kind: str) -> None:
-    """Parse the data of kinds whose data does not depend on the model (the audit JSONL of an
-    LLM, the quadruplets of a CLIP), so that bad data fails before any model loads."""
+def load_data_early(path: Path, kind: str):
+    """The data of kinds whose data does not depend on the model (the audit JSONL of an LLM,
+    the quadruplets of a CLIP), parsed before any model loads so that bad data fails first;
+    None for the other kinds (their data is read against the loaded model's labels)."""
     if kind == "causal-lm":
-        load_audit_jsonl(path)
-    elif kind in CLIP_KINDS:
+        return load_audit_jsonl(path)
+    if kind in CLIP_KINDS:
         from hyperbolic.data import load_quadruplets
 
-        load_quadruplets(path)
+        return load_quadruplets(path)
+    return None
 
 
 def library_versions() -> dict[str, str]:
@@ -310,8 +312,11 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
     probes, scoring, selection = check_settings(config, probe_classes,
                                                 str(request.config or "settings"))
     device = resolve_device(request.device)
-    if request.data:
-        check_data_early(request.data, kind_of(request))
+    kind = kind_of(request)
+    if selection["max_items"] and kind != "causal-lm":
+        raise InputError(f"--max-items {selection['max_items']}: applies to the JSONL audit "
+                         "data of an LLM only")
+    early = load_data_early(request.data, kind) if request.data else None
     out = request.out or default_out_dir(request.model)
     check_output_path(out, audit_inputs(request), overwrite=request.overwrite)
     started = now()
@@ -323,11 +328,8 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
         return cache.target(path, request.kind, device, request.allow_pickle, request.base)
 
     target = load(request.model)
-    data = load_data(request.data, target) if request.data else None
+    data = early if early is not None or not request.data else load_data(request.data, target)
     if selection["max_items"]:
-        if not isinstance(data, AuditData):
-            raise InputError(f"--max-items {selection['max_items']}: applies to the JSONL audit "
-                             "data of an LLM only")
         data = data.sample(selection["max_items"], request.seed)
     reference, retrain = load(request.reference), load(request.retrain)
     prompt_record = rendered_prompt_format(request.prompt_format, target, data)

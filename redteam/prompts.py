@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from redteam.errors import InputError
+
 QA_SEPARATOR = "\n\n"
 
 
@@ -108,8 +110,6 @@ class PromptFormat:
         return [*messages, {"role": "user", "content": asked}]
 
     def _chat(self, tokenizer, examples, question, context) -> str:
-        from redteam.errors import InputError
-
         if not getattr(tokenizer, "chat_template", None):
             raise InputError("--prompt-format chat: the tokenizer has no chat template")
         try:
@@ -122,8 +122,6 @@ class PromptFormat:
     def _template(self, examples, question, context) -> str:
         from jinja2 import TemplateError
         from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-        from redteam.errors import InputError
 
         try:
             return ImmutableSandboxedEnvironment().from_string(self.template or "").render(
@@ -139,7 +137,6 @@ def load_prompt_format(spec: str, shots: int | None = None,
     """``plain``, ``chat`` or the path of a Jinja template file, as a ``PromptFormat``."""
     from pathlib import Path
 
-    from redteam.errors import InputError
     from redteam.untrusted import read_text_file
 
     if spec in ("plain", "chat"):
