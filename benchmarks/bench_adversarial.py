@@ -18,8 +18,8 @@ import time
 
 import torch
 
+from redteam.answers import pick_shots
 from redteam.data import load_audit_jsonl
-from redteam.probes.knowledge import pick_shots
 from redteam.probes.rwku import build_attacks, render
 from redteam.prompts import ANSWER_STOPS
 from redteam.scoring import CausalLMScorer

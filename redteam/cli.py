@@ -76,6 +76,22 @@ def list_probes(suite: str | None) -> None:
                 click.echo(f"  {'':36} {setting} = {info['defaults'][setting]!r} ({accepts})")
 
 
+def prompt_format_options(command):
+    """``--prompt-format``, ``--shots`` and ``--system-prompt``: how the LLM path asks (audit)
+    and trains (unlearn), one definition for both."""
+    for option in reversed([
+        click.option("--prompt-format", default="auto", show_default=True,
+                     help="How LLM probes ask: auto (the format the model answers its retain "
+                          "questions best in), plain (Question:/Answer:), chat (the "
+                          "tokenizer's chat template), or a Jinja template FILE."),
+        click.option("--shots", type=click.IntRange(min=0),
+                     help="Few-shot examples per question [default: each probe's setting]."),
+        click.option("--system-prompt", help="System message of the chat or template format."),
+    ]):
+        command = option(command)
+    return command
+
+
 @cli.command()
 @click.argument("model", type=EXISTING)
 @click.option("--suite", required=True, help="Suite to run (see `redteam list`).")
@@ -96,12 +112,7 @@ def list_probes(suite: str | None) -> None:
                    "subject) [default: all].")
 @click.option("--batch-size", type=AT_LEAST_ONE,
               help="Batch of scoring and generation [default: the config's, else 16].")
-@click.option("--prompt-format", default="plain", show_default=True,
-              help="How LLM probes ask: plain (Question:/Answer: few-shot), chat (the "
-                   "tokenizer's chat template), or a Jinja template FILE.")
-@click.option("--shots", type=click.IntRange(min=0),
-              help="Few-shot examples per question [default: each probe's setting].")
-@click.option("--system-prompt", help="System message of the chat or template format.")
+@prompt_format_options
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True)
 @click.option("--seed", type=SEED, default=0, show_default=True)
@@ -233,6 +244,7 @@ class _UnlearningMethod(click.Choice):
 @click.option("--saliency", type=click.FloatRange(0, 1, min_open=True),
               help="SalUn: fraction of the weights (most salient) allowed to change "
                    "[default: 0.5].")
+@prompt_format_options
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True)
@@ -240,19 +252,28 @@ class _UnlearningMethod(click.Choice):
 @click.option("--quiet", is_flag=True)
 def unlearn(model: Path, method: str, data: Path, out: Path, epochs: int, lr: float,
             batch_size: int, beta: float | None, delta: float | None, saliency: float | None,
-            seed: int, device: str, allow_pickle: bool, quiet: bool) -> None:
+            prompt_format: str, shots: int | None, system_prompt: str | None, seed: int,
+            device: str, allow_pickle: bool, quiet: bool) -> None:
     """Unlearn the forget items of DATA from MODEL; write the result to OUT.
+
+    Questions are trained in the prompt format the model will be audited in (auto: the one it
+    answers its retain questions best in).
 
     \b
     Example:
       redteam unlearn ./original --method npo --data audit.jsonl --out ./original-npo
     """
+    import json
+
+    from redteam.prompts import load_prompt_format
     from redteam.unlearn import unlearn_model
 
     path = unlearn_model(model, method=method, data=data, out=out, epochs=epochs, lr=lr,
                          batch_size=batch_size, beta=beta, delta=delta, saliency=saliency,
+                         prompt_format=load_prompt_format(prompt_format, shots, system_prompt),
                          seed=seed, device=device, allow_pickle=allow_pickle, quiet=quiet)
-    click.echo(f"unlearned model ({method}): {path}")
+    click.echo(f"unlearned model ({method}, prompt format "
+               f"{json.loads((path / 'unlearning.json').read_text())['prompt_format']}): {path}")
 
 
 @cli.command()

@@ -16,6 +16,7 @@ from pathlib import Path
 from redteam.engine import AuditRequest, ModelCache, run_audit
 from redteam.findings import worst_severity
 from redteam.outputs import check_output_path, claim_output, seal_output
+from redteam.prompts import load_prompt_format
 
 OUTPUTS = "outputs"  # models and datasets the demo writes, beside (never inside) the run folders
 
@@ -71,7 +72,8 @@ def _audit_everything(out: Path, zoo: dict[str, Path], size: str, seed: int,
              "note": ATTACK_NOTE, "rows": attack_rows, "cells": attacks}
     return write_index(out / "index.html", rows=rows, columns=variants.columns, cells=cells,
                        title="redteam demo: audits of the embedded zoo",
-                       extra_tables=[table, backdoor_demo(out, size, seed, quiet),
+                       extra_tables=[table, instruct_demo(out, size, seed, quiet, cache),
+                                     backdoor_demo(out, size, seed, quiet),
                                      adversarial_demo(out, size, seed, quiet, zoo["audit"]),
                                      protection_demo(out, size, seed, quiet),
                                      safety_demo(out, size, seed, quiet)])
@@ -100,6 +102,51 @@ class IndexTable:
         rows, cells = cells_from_documents(self.documents)
         return {"title": title, "note": note, "columns": self.columns, "rows": rows,
                 "cells": cells}
+
+
+INSTRUCT_PROBES = ("unlearning.knowledge_qa", "unlearning.adversarial_prompts",
+                   "unlearning.exact_memorization", "unlearning.utility")
+
+
+def instruct_demo(out: Path, size: str, seed: int, quiet: bool, cache: ModelCache) -> dict:
+    """The chat-template zoo pair (the same facts taught only through a chat template) audited
+    with ``--prompt-format auto`` and ``plain``, against its own original and retrain models;
+    the index's table shows what the plain form misses."""
+    from redteam.zoo import build_format_zoo
+
+    zoo = build_format_zoo("chat", size=size, seed=seed, quiet=quiet)
+    runs = IndexTable(out)
+    scores = {}
+    for variant in ("original", "retrain"):
+        for spec in ("auto", "plain"):
+            name = f"chat-{variant}-{spec}"
+            command = ["redteam", "audit", str(zoo[variant]), "--suite", "unlearning",
+                       "--data", str(zoo["audit"]), "--reference", str(zoo["original"]),
+                       "--retrain", str(zoo["retrain"]), "--prompt-format", spec,
+                       *(arg for probe in INSTRUCT_PROBES for arg in ("--probe", probe)),
+                       "--out", str(out / name)]
+            result = run_audit(AuditRequest(
+                model=zoo[variant], suite="unlearning", data=zoo["audit"],
+                reference=zoo["original"], retrain=zoo["retrain"], out=out / name,
+                probes=list(INSTRUCT_PROBES), prompt_format=load_prompt_format(spec),
+                device="cpu", seed=seed, overwrite=True, quiet=quiet, command=command), cache)
+            runs.add(name, f"chat-trained {variant}, --prompt-format {spec}", result)
+            record = runs.documents[name]["run"]["prompt_format"]
+            scores.update({c["name"]: c["retain_score"]
+                           for c in record["calibration"]["candidates"]})
+    tried = ", ".join(f"{name} {score:.2f}" for name, score in scores.items())
+    return runs.table("An instruct model: prompted through its chat template or in the plain "
+                      "form", INSTRUCT_NOTE.format(tried=tried))
+
+
+INSTRUCT_NOTE = (
+    "Both models learnt their authors' questions only through a chat template of their own "
+    "(user/assistant turns ending in <|end|>), as instruct models do; the original also "
+    "learnt the forget authors, the retrain did not. Retain ROUGE-L recall of the reference "
+    "(the original) in each format: {tried}. auto asks in the best one and judges correctly; "
+    "the plain form gets almost no answer, forget or retain, so a fixed plain prompt would have "
+    "passed the original. Here its knowledge probes are inconclusive instead."
+)
 
 
 CLASSIFIERS = {

@@ -25,6 +25,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from redteam import __version__
+from redteam.answers import (
+    PROMPT_SETTINGS,
+    PromptCalibration,
+    calibrate_prompt_format,
+    format_candidates,
+)
 from redteam.data import AuditData, load_audit_jsonl
 from redteam.errors import InputError
 from redteam.fileio import atomic_write_json, hash_tree
@@ -67,7 +73,7 @@ class AuditRequest:
     base: Path | None = None  # the base model of a PEFT adapter given as a model
     max_items: int | None = None  # per split of LLM audit data (over the config's [data])
     batch_size: int | None = None  # of scoring and generation (over the config's [scoring])
-    prompt_format: PromptFormat = field(default_factory=PromptFormat)  # how LLMs are asked
+    prompt_format: PromptFormat = field(default_factory=lambda: PromptFormat("auto"))
     allow_pickle: bool = False
     overwrite: bool = False
     quiet: bool = False
@@ -104,11 +110,12 @@ def select_probes(suite: str, names: list[str] | None) -> list[type[Probe]]:
 
 SCORING_SETTINGS = {"batch_size": integer(16, low=1), "max_length": integer(512, low=8)}
 DATA_SETTINGS = {"max_items": integer(0)}  # items per split of LLM audit data; 0: all
-SECTIONS = ("probes", "scoring", "data")
+SECTIONS = ("probes", "scoring", "data", "prompt")
 
 
 def load_config(path: Path | None) -> dict:
-    """Read ``audit.toml``: ``[probes."family.name"]`` tables of settings, ``[scoring]``.
+    """Read ``audit.toml``: ``[probes."family.name"]`` tables of settings, ``[scoring]``,
+    ``[data]`` and ``[prompt]`` (the prompt-format calibration, ``redteam.answers``).
 
     Only the shape is checked here (sections, tables, probe names); the values are checked
     against the probes' declared settings by ``check_settings``.
@@ -135,9 +142,9 @@ def load_config(path: Path | None) -> dict:
 
 
 def check_settings(config: dict, probe_classes: list[type[Probe]],
-                   where: str) -> tuple[list[Probe], dict, dict]:
-    """The probes built with their checked settings, and the checked ``[scoring]`` and
-    ``[data]`` values.
+                   where: str) -> tuple[list[Probe], dict, dict, dict]:
+    """The probes built with their checked settings, and the checked ``[scoring]``, ``[data]``
+    and ``[prompt]`` values.
 
     Every probe named in the config is checked, not only those selected, so a typo in a
     setting of another suite is found too. Bad values are ``InputError`` naming ``where``.
@@ -149,9 +156,10 @@ def check_settings(config: dict, probe_classes: list[type[Probe]],
         probes = [cls(tables.get(cls.name)) for cls in probe_classes]
         scoring = resolve_settings("scoring", SCORING_SETTINGS, config.get("scoring"))
         selection = resolve_settings("data", DATA_SETTINGS, config.get("data"))
+        prompt = resolve_settings("prompt", PROMPT_SETTINGS, config.get("prompt"))
     except ValueError as exc:
         raise InputError(f"{where}: {exc}") from None
-    return probes, scoring, selection
+    return probes, scoring, selection, prompt
 
 
 def kind_of(request: AuditRequest) -> str:
@@ -242,12 +250,24 @@ def run_probe(probe: Probe, target: Target, data: AuditData | None, ctx: ProbeCo
                 details={"traceback": traceback.format_exc(limit=8)},
                 remediation="Fix the input or report the bug; re-run before relying on the audit.",
             )]
+    findings = [withhold_unmeasurable_pass(probe, finding, ctx) for finding in findings]
     duration = round(time.perf_counter() - started, 3)
     for finding in findings:
         finding.duration_s = duration
         events.write("probe_end", probe=probe.name, status=finding.status,
                      severity=finding.severity, duration_s=duration)
     return findings
+
+
+def withhold_unmeasurable_pass(probe: Probe, finding: Finding, ctx: ProbeContext) -> Finding:
+    """A pass of a probe that judges by the model's answers becomes ``inconclusive`` when the
+    model answers almost none of its retain questions in the prompt format used (a failure
+    stands: leaked answers are leaked whatever the format)."""
+    calibration = ctx.prompt_calibration
+    if not (probe.judges_answers and finding.status == "pass" and calibration is not None
+            and calibration.measurable is False):
+        return finding
+    return probe.inconclusive(calibration.reason, measured=finding)
 
 
 def exit_code_for(findings: list[Finding], fail_on: str) -> int:
@@ -309,8 +329,8 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
                                  ("data", "max_items", request.max_items)):
         if value is not None:  # the command line over the file; recorded with the config
             config.setdefault(section, {})[name] = value
-    probes, scoring, selection = check_settings(config, probe_classes,
-                                                str(request.config or "settings"))
+    probes, scoring, selection, prompt_settings = check_settings(
+        config, probe_classes, str(request.config or "settings"))
     device = resolve_device(request.device)
     kind = kind_of(request)
     if selection["max_items"] and kind != "causal-lm":
@@ -332,13 +352,17 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
     if selection["max_items"]:
         data = data.sample(selection["max_items"], request.seed)
     reference, retrain = load(request.reference), load(request.retrain)
-    prompt_record = rendered_prompt_format(request.prompt_format, target, data)
+
+    def scorer_for(model: Target) -> CausalLMScorer:
+        return cache.scorer(model, scoring["batch_size"], scoring["max_length"], request.quiet)
+
+    calibration = None
+    if target.kind == "causal-lm":
+        calibration = choose_prompt_format(request, data, target, reference, scorer_for,
+                                           prompt_settings)
+    prompt_record = rendered_prompt_format(calibration, target, data)
     claim_output(out, "audit run")
     try:
-        def scorer_for(model: Target) -> CausalLMScorer:
-            return cache.scorer(model, scoring["batch_size"], scoring["max_length"],
-                                request.quiet)
-
         events = EventLog(out / "events.jsonl")
         events.write("run_start", suite=request.suite, target=str(request.model))
         artifacts = out / "artifacts"
@@ -355,7 +379,9 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
             ctx = ProbeContext(config=probe.config, seed=request.seed, device=device,
                                artifacts_dir=artifacts, quiet=request.quiet, reference=reference,
                                retrain=retrain, scorer_for=scorer_for, findings=list(findings),
-                               shared=shared, prompt_format=request.prompt_format)
+                               shared=shared, prompt_calibration=calibration,
+                               prompt_format=calibration.chosen if calibration
+                               else request.prompt_format)
             seed_everything(request.seed)
             findings.extend(run_probe(probe, target, data, ctx, events))
 
@@ -392,15 +418,33 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
         seal_output(out)  # also after Ctrl-C: what was written is recorded, so --overwrite works
 
 
-def rendered_prompt_format(fmt: PromptFormat, target: Target, data) -> dict[str, str]:
-    """The prompt format of an LLM run with one prompt rendered by it, for the record and the
-    report; rendering it here makes a template that fails bad input before the run starts."""
-    if target.kind != "causal-lm":
+def choose_prompt_format(request: AuditRequest, data, target: Target, reference: Target | None,
+                         scorer_for, settings: dict) -> PromptCalibration:
+    """The prompt format of an LLM audit, and whether the model answers in it: ``auto`` picks
+    the best candidate on the retain questions, a fixed format is only checked there. Scored
+    on the reference model when one is given (it knows the retain facts), else the target."""
+    model, label = (reference, "reference") if reference is not None else (target, "target")
+    for candidate in format_candidates(request.prompt_format, model.tokenizer,
+                                       settings["shots"]):
+        candidate.question(model.tokenizer, "Is the template usable?")  # fails as bad input
+    return calibrate_prompt_format(request.prompt_format, data if isinstance(data, AuditData)
+                                   else None, model, label, scorer_for(model), request.seed,
+                                   settings)
+
+
+def rendered_prompt_format(calibration: PromptCalibration | None, target: Target,
+                           data) -> dict:
+    """The prompt format of an LLM run with one prompt rendered by it and how it was chosen,
+    for the record and the report; rendering it here makes a template that fails bad input
+    before the run starts."""
+    if calibration is None:
         return {}
+    fmt = calibration.chosen
     asked = next((item for item in getattr(data, "items", []) if item.question), None)
     question, answer = (asked.question, asked.answer) if asked else ("What is it?", "It.")
     example = fmt.question(target.tokenizer, question) + fmt.answer(answer)
-    return {"name": fmt.name, "system_prompt": fmt.system_prompt or "", "example": example}
+    return {"name": fmt.name, "system_prompt": fmt.system_prompt or "", "example": example,
+            "calibration": calibration.to_record()}
 
 
 def audit_inputs(request: AuditRequest) -> dict[str, Path | None]:

@@ -12,7 +12,7 @@ from typing import Any
 SCHEMA_VERSION = 1
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
-STATUSES = ("fail", "pass", "error", "skipped")
+STATUSES = ("fail", "pass", "inconclusive", "error", "skipped")
 
 
 def severity_rank(severity: str) -> int:

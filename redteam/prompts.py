@@ -46,7 +46,7 @@ def cut_answer(generated: str) -> str:
     return generated.strip()
 
 
-PROMPT_STYLES = ("plain", "chat", "template")
+PROMPT_STYLES = ("plain", "chat", "template", "auto")
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,9 @@ class PromptFormat:
     ``chat`` renders the tokenizer's own chat template (``apply_chat_template``), few-shot
     examples as earlier user/assistant turns and the answer in the assistant turn; ``template``
     renders a Jinja template of the user's (``question``, ``examples``, ``context``,
-    ``system_prompt``) in a sandbox. ``shots`` set here overrides the probes' own setting.
+    ``system_prompt``) in a sandbox; ``auto`` stands for the one of these the model answers best
+    in, chosen before the run (``redteam.answers.calibrate_prompt_format``). ``shots`` set here
+    overrides the probes' own setting.
     """
 
     style: str = "plain"
@@ -80,6 +82,8 @@ class PromptFormat:
                  context: str | None = None) -> str:
         """The prompt, ending where the model's answer begins."""
         examples = list(examples)
+        if self.style == "auto":
+            raise RuntimeError("the auto prompt format is calibrated into another before use")
         if self.style == "plain":
             asked = context_qa_block(context, question) if context else qa_block(question)
             return QA_SEPARATOR.join([*(qa_block(q, a) for q, a in examples), asked])
@@ -134,15 +138,16 @@ class PromptFormat:
 
 def load_prompt_format(spec: str, shots: int | None = None,
                        system_prompt: str | None = None) -> PromptFormat:
-    """``plain``, ``chat`` or the path of a Jinja template file, as a ``PromptFormat``."""
+    """``auto``, ``plain``, ``chat`` or the path of a Jinja template file, as a
+    ``PromptFormat``."""
     from pathlib import Path
 
     from redteam.untrusted import read_text_file
 
-    if spec in ("plain", "chat"):
+    if spec in ("auto", "plain", "chat"):
         return PromptFormat(spec, shots, system_prompt)
     path = Path(spec)
     if not path.exists():
-        raise InputError(f"--prompt-format {spec}: not plain, chat, or a template file")
+        raise InputError(f"--prompt-format {spec}: not auto, plain, chat, or a template file")
     return PromptFormat("template", shots, system_prompt,
                         template=read_text_file(path, "prompt template"), source=str(path))

@@ -72,6 +72,17 @@ def stop_token_ids(model, tokenizer) -> frozenset[int]:
     return frozenset(i for i in ids if isinstance(i, int))
 
 
+def encode_with_bos(tokenizer, text: str) -> list[int]:
+    """``text`` encoded after BOS, unless it already starts with the BOS token's text (a rendered
+    chat template usually does): a second BOS changes what the model sees. Scoring, generation
+    and the unlearning losses all encode through this, so they see the same tokens."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+    bos, bos_text = tokenizer.bos_token_id, tokenizer.bos_token
+    if bos is None or (bos_text and text.startswith(bos_text)):
+        return ids
+    return [bos, *ids]
+
+
 def token_statistics(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """(log p(label), E[log p], std[log p], argmax == label) of each row of ``logits``.
 
@@ -132,12 +143,7 @@ class CausalLMScorer:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def _with_bos(self, text: str) -> list[int]:
-        """``text`` encoded after BOS, unless it already starts with the BOS token's text (a
-        rendered chat template usually does): a second BOS changes what the model sees."""
-        bos, bos_text = self.tokenizer.bos_token_id, self.tokenizer.bos_token
-        if bos is None or (bos_text and text.startswith(bos_text)):
-            return self._encode(text) if text else []
-        return [bos] + (self._encode(text) if text else [])
+        return encode_with_bos(self.tokenizer, text)
 
     # ------------------------------------------------------------------ likelihoods
     def score(self, continuations: list[str],

@@ -32,7 +32,7 @@ PER_ITEM_ROWS = 15
 TABLE_ROWS = 40
 TEXT_LIMIT = 800
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg")
-STATUS_ORDER = {"fail": 0, "error": 1, "pass": 2, "skipped": 3}
+STATUS_ORDER = {"fail": 0, "error": 1, "inconclusive": 2, "pass": 3, "skipped": 4}
 CHART_KEYS = ("chart_title", "chart_y_label", "split_scores", "roc", "curves", "histograms",
               "tables", "per_item", "traceback")
 
@@ -79,7 +79,9 @@ def _edge(status: str, severity: str | None) -> str:
     """CSS class of a box's coloured edge: the severity of a failure, else the status."""
     if status == "fail":
         return _cls("edge", str(severity), SEVERITIES)
-    return "edge-error" if status == "error" else "edge-pass"
+    if status in ("error", "inconclusive"):
+        return f"edge-{status}"
+    return "edge-pass"
 
 
 def _clip(text: Any, limit: int = TEXT_LIMIT) -> str:
@@ -213,6 +215,7 @@ def _summary(views: list[dict[str, Any]], run: Mapping[str, Any]) -> dict[str, A
         "edge": _edge("fail", worst) if worst else "edge-pass",
         "none_text": f"No failing findings at or above {fail_on or 'info'} severity.",
         "gate": gate,
+        "inconclusive": sum(v["status"] == "inconclusive" for v in views),
         "by_status": [(s, _cls("st", s, STATUSES), sum(v["status"] == s for v in views))
                       for s in STATUSES],
         "by_severity": [(s, _cls("sev", s, SEVERITIES),
@@ -239,8 +242,33 @@ def _run_record(run: Mapping[str, Any]) -> dict[str, Any]:
         "target_name": str(target.get("name") or Path(str(target.get("path", "?"))).name),
         "target_path": str(target.get("path", "?")), "kind": str(target.get("kind", "?")),
         "suite": str(run.get("suite", "?")),
-        "prompt_format": {str(k): str(v) for k, v in (run.get("prompt_format") or {}).items()},
+        "prompt_format": _prompt_format(run.get("prompt_format")),
     }
+
+
+def _prompt_format(record: Any) -> dict[str, Any]:
+    """The view of the run's prompt format: name, system prompt, example, and how it was chosen
+    (the candidates tried and their retain scores)."""
+    if not isinstance(record, Mapping):
+        return {}
+    view = {k: str(record.get(k) or "") for k in ("name", "system_prompt", "example")}
+    calibration = record.get("calibration")
+    calibration = calibration if isinstance(calibration, Mapping) else {}
+    candidates = [c for c in calibration.get("candidates") or [] if isinstance(c, Mapping)]
+    view["candidates"] = [(str(c.get("name", "?")), fmt_number(c.get("retain_score")))
+                          for c in candidates]
+    view["requested"] = str(calibration.get("requested") or "")
+    view["scored_on"] = (f"{fmt_number(calibration.get('items'))} retain questions asked of "
+                         f"the {calibration.get('model')} model") if candidates else ""
+    measurable = calibration.get("measurable")
+    view["check"] = {True: "the model answers its retain questions in this format",
+                     False: "the model answers almost none of its retain questions in this "
+                            "format: the knowledge probes' passes are inconclusive",
+                     None: "not checked (no retain questions with answers)"}.get(measurable, "")
+    if calibration and measurable is not None:
+        view["check"] += (f" (retain ROUGE-L recall {fmt_number(calibration.get('retain_score'))}"
+                          f", needed {fmt_number(calibration.get('min_retain_score'))})")
+    return view
 
 
 def render_report(document: Mapping[str, Any]) -> str:
@@ -248,7 +276,7 @@ def render_report(document: Mapping[str, Any]) -> str:
     run = document.get("run") if isinstance(document.get("run"), Mapping) else {}
     raw = [f for f in document.get("findings") or [] if isinstance(f, Mapping)]
     views = [_finding(f, i) for i, f in enumerate(raw)]
-    views.sort(key=lambda v: (STATUS_ORDER.get(v["status"], 4), -v["rank"]))
+    views.sort(key=lambda v: (STATUS_ORDER.get(v["status"], 5), -v["rank"]))
     suites: dict[str, list[dict[str, Any]]] = {}
     for view in views:
         suites.setdefault(view["suite"], []).append(view)

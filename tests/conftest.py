@@ -76,6 +76,17 @@ def unlearning_zoo(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def format_zoo(unlearning_zoo) -> dict[str, dict[str, Path]]:
+    """Original/retrain pairs of the test zoo that learnt their questions only through a chat
+    template ("chat") or only as single plain QA blocks ("zero-shot"); about 2.5 min."""
+    from redteam.zoo import build_format_zoo
+
+    root = unlearning_zoo["audit"].parent.parent
+    return {form: build_format_zoo(form, root, size="test", seed=0, quiet=True)
+            for form in ("chat", "zero-shot")}
+
+
+@pytest.fixture(scope="session")
 def backdoor_zoo(tmp_path_factory) -> dict[str, Path]:
     """The "test"-size digits zoo (clean, BadNets and Blend classifiers + image folders),
     built once per session (about 15 s on 2 cores)."""

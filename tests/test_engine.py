@@ -52,7 +52,8 @@ def test_run_writes_findings_events_and_report(tiny_lm, audit_jsonl, tmp_path):
 
 def test_config_thresholds_reach_the_probe(tiny_lm, audit_jsonl, tmp_path):
     config = tmp_path / "audit.toml"
-    config.write_text('[probes."unlearning.knowledge_qa"]\nthreshold = 0.97\n')
+    config.write_text('[probes."unlearning.knowledge_qa"]\nthreshold = 0.97\n'
+                      '[prompt]\nmin_retain_score = 0\n')  # a random model answers nothing
     result = run_audit(_request(tiny_lm, audit_jsonl, tmp_path / "run", config=config,
                                 probes=["unlearning.knowledge_qa"], fail_on="info"))
     (finding,) = result.findings
@@ -86,7 +87,7 @@ def test_crashing_probe_becomes_error_finding_and_run_goes_on(tiny_lm, audit_jso
                                 probes=["unlearning.crash", "unlearning.exact_memorization"]))
     crash, memo = result.findings
     assert crash.status == "error" and "RuntimeError: boom" in crash.summary
-    assert memo.status in ("pass", "fail")
+    assert memo.status != "error" and memo.metric is not None  # it ran after the crash
     assert result.exit_code == 1  # an unchecked property fails the default gate
 
 

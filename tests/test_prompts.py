@@ -55,7 +55,7 @@ def test_a_users_template_renders_in_a_sandbox(tmp_path, chat_tokenizer):
 
 
 def test_bad_formats_are_bad_input(chat_tokenizer):
-    with pytest.raises(InputError, match="not plain, chat, or a template file"):
+    with pytest.raises(InputError, match="not auto, plain, chat, or a template file"):
         load_prompt_format("fancy")
     chat_tokenizer.chat_template, saved = None, chat_tokenizer.chat_template
     try:
@@ -88,7 +88,7 @@ def test_audit_in_the_chat_format_records_and_shows_it(capsys, tmp_path):
     assert "Prompt format" in report and "&lt;|assistant|&gt;" in report
     evidence = json.loads((tmp_path / "chat" / "findings.json").read_text())["findings"]
     assert all(f["status"] != "error" for f in evidence)
-    assert main([*args, "--out", str(tmp_path / "plain")]) in (0, 1)
+    assert main([*args, "--out", str(tmp_path / "plain"), "--prompt-format", "plain"]) in (0, 1)
     plain = json.loads((tmp_path / "plain" / "findings.json").read_text())["run"]
     assert plain["prompt_format"]["example"].startswith("Question: ")
     capsys.readouterr()
@@ -98,4 +98,4 @@ def test_audit_in_the_chat_format_records_and_shows_it(capsys, tmp_path):
     refused(capsys, tmp_path, [*args, "--out", tmp_path / "none", "--prompt-format", "chat"],
             "no chat template")
     refused(capsys, tmp_path, [*args, "--out", tmp_path / "none", "--prompt-format", "fancy"],
-            "not plain, chat, or a template file")
+            "not auto, plain, chat, or a template file")

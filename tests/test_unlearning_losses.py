@@ -189,11 +189,12 @@ def test_redteam_unlearn_runs_the_new_methods(capsys, tiny_lm, tmp_path, method,
     code = main(["unlearn", str(tiny_lm), "--method", method, "--data", str(data), "--out",
                  str(out), "--epochs", "2", "--lr", "1e-2", "--quiet", *options])
     assert code == 0, capsys.readouterr().err
-    assert f"unlearned model ({method})" in capsys.readouterr().out
+    assert f"unlearned model ({method}, prompt format" in capsys.readouterr().out
     record = json.loads((out / "unlearning.json").read_text())
     assert record["method"] == method and record["epochs"] == 2 and record["lr"] == 1e-2
     assert record.items() >= recorded.items()
-    assert set(record) - {"method", "forget_texts", "retain_texts", "epochs", "lr", "batch_size",
+    assert set(record) - {"method", "prompt_format", "forget_texts", "retain_texts", "epochs",
+                          "lr", "batch_size",
                           "seed"} == set(METHODS[method].defaults)
     original, unlearned = load_target(tiny_lm).model, load_target(out).model
     name = "transformer.h.0.mlp.c_fc.weight"

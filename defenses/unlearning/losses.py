@@ -10,15 +10,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from redteam.scoring import pad_batch
+from redteam.scoring import encode_with_bos, pad_batch
 
 
 def encode_batch(tokenizer, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
-    """BOS + text + EOS, right-padded; labels mask the padding with -100."""
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    """BOS (once) + text + EOS, right-padded; labels mask the padding with -100."""
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    sequences = [(bos + tokenizer(t, add_special_tokens=False)["input_ids"] + eos)[:max_length]
-                 for t in texts]
+    sequences = [(encode_with_bos(tokenizer, t) + eos)[:max_length] for t in texts]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     input_ids, attention = pad_batch(sequences, pad)
     labels = input_ids.masked_fill(attention == 0, -100)

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from defenses.unlearning.losses import encode_batch, mean_nll, sequence_logprob, sequence_mean_nll
-from redteam.prompts import qa_block
+from redteam.prompts import PromptFormat
 from redteam.scoring import max_length_for
 from redteam.training import finish_training, optimizer_step
 
@@ -145,12 +145,17 @@ def saliency_mask(model, batches: Iterable[Batch], fraction: float) -> dict[str,
     return {name: m.view_as(p) for (name, p), m in zip(named, masks, strict=True)}
 
 
-def training_texts(items: list[dict]) -> list[str]:
-    """The texts to unlearn on (or to retain): QA blocks in the probes' format, then texts."""
+def training_texts(items: list[dict], prompt_format: PromptFormat | None = None,
+                   tokenizer=None) -> list[str]:
+    """The texts to unlearn on (or to retain): each question asked zero-shot in the prompt
+    format the model will be audited in (plain by default) followed by its answer where the
+    format puts it, then the items' texts. Training in another form than the audit's would
+    unlearn the facts in a form nobody asks in."""
+    fmt = prompt_format or PromptFormat("plain")
     texts = []
     for item in items:
         if item.get("question") and item.get("answer"):
-            texts.append(qa_block(item["question"], item["answer"]))
+            texts.append(fmt.question(tokenizer, item["question"]) + fmt.answer(item["answer"]))
         if item.get("text"):
             texts.append(item["text"])
     return list(dict.fromkeys(texts))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from redteam.answers import PromptCalibration
 from redteam.data import AuditData
 from redteam.findings import Evidence, Finding, Metric
 from redteam.prompts import PromptFormat
@@ -19,6 +20,12 @@ from redteam.settings import as_setting, default_values, resolve_settings
 from redteam.targets import Target
 
 REGISTRY: dict[str, type[Probe]] = {}
+
+INCONCLUSIVE_REMEDIATION = (
+    "Do not read this as a pass. Audit again in a prompt format the model answers in (its chat "
+    "template with --prompt-format chat, or a template of its own with --prompt-format FILE), "
+    "or give --reference the model before unlearning."
+)
 
 
 def register(cls: type[Probe]) -> type[Probe]:
@@ -42,6 +49,7 @@ class ProbeContext:
     retrain: Target | None = None
     scorer_for: Callable[[Target], Any] | None = None
     prompt_format: PromptFormat = field(default_factory=PromptFormat)  # how LLMs are asked
+    prompt_calibration: PromptCalibration | None = None  # and whether the model answers in it
     findings: list[Finding] = field(default_factory=list)  # this run's findings so far
     shared: dict[str, Any] = field(default_factory=dict)  # results probes of a run share
 
@@ -73,6 +81,10 @@ class Probe:
     tags: ClassVar[tuple[str, ...]] = ()
     defaults: ClassVar[dict[str, Any]] = {}  # name -> Setting (redteam.settings)
     remediation: ClassVar[str] = ""
+    # True when a pass rests on the model failing to answer questions: such a pass means
+    # nothing if the model answers none of its retain questions in the prompt format used, and
+    # the engine reports it as inconclusive instead (redteam.answers).
+    judges_answers: ClassVar[bool] = False
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         """``config`` overrides the declared defaults; each value is checked by type and range
@@ -105,6 +117,18 @@ class Probe:
 
     def skipped(self, reason: str) -> Finding:
         return self.finding("skipped", "info", reason, remediation="")
+
+    def inconclusive(self, reason: str, measured: Finding | None = None) -> Finding:
+        """A finding that says the probe could not decide, and why; what it measured anyway
+        (``measured``'s metric and details) is kept for the reader."""
+        summary = f"Inconclusive: {reason}."
+        if measured is not None:
+            summary += f" What was measured: {measured.summary}"
+            return self.finding("inconclusive", "info", summary, metric=measured.metric,
+                                details=measured.details, evidence=measured.evidence,
+                                remediation=INCONCLUSIVE_REMEDIATION)
+        return self.finding("inconclusive", "info", summary,
+                            remediation=INCONCLUSIVE_REMEDIATION)
 
     @classmethod
     def describe(cls) -> dict[str, Any]:

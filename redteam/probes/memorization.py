@@ -111,6 +111,7 @@ class ExactMemorization(Probe):
     references = ("arXiv:2402.13489 (extraction strength)", "open-unlearning (exact memorization)")
     tags = ("unlearning", "memorization")
     defaults = {"threshold": rate(0.5), "margin": rate(0.1)}
+    judges_answers = True
     remediation = (
         "Answers are still the model's most likely tokens. Unlearning that only lowers "
         "likelihoods a little leaves them extractable; strengthen or verify the unlearning."

@@ -87,6 +87,7 @@ class InContextReintroduction(Probe):
     tags = ("unlearning", "in-context", "inference-time")
     defaults = {"threshold": rate(0.5), "reading_lift": rate(0.2),
                 "context_facts": integer(1, low=1), "max_new_tokens": integer(32, low=1)}
+    judges_answers = True
     remediation = (
         "The model answers questions about the forgotten subjects as soon as the facts are in "
         "its prompt. No unlearning method prevents this (the retrained gold model does it too): "

@@ -124,6 +124,7 @@ class RelearningAttack(Probe):
                 "lora_above_params": integer(100_000_000), "lora_rank": integer(128, low=1),
                 "lora_alpha": integer(16, low=1), "shots": integer(3),
                 "max_new_tokens": integer(32, low=1)}
+    judges_answers = True
     remediation = (
         "A few fine-tuning steps on part of the forget set bring the rest back: the knowledge "
         "is suppressed, not removed. Anyone who can fine-tune the weights (open release, "
@@ -141,7 +142,8 @@ class RelearningAttack(Probe):
         lora = self._uses_lora(model)
         shared = ctx.scorer(model)
         relearnt = relearn(model.model, model.tokenizer,
-                           training_texts([asdict(item) for item in shown]),
+                           training_texts([asdict(item) for item in shown],
+                                          ctx.prompt_format, model.tokenizer),
                            epochs=int(c["epochs"]), lr=lr,
                            batch_size=int(c["batch_size"]), lora=lora,
                            lora_rank=int(c["lora_rank"]), lora_alpha=int(c["lora_alpha"]),

@@ -27,7 +27,14 @@ from pathlib import Path
 
 from redteam.fileio import atomic_dir, atomic_write_json
 from redteam.zoo.authors import audit_items, make_world, write_audit_jsonl
-from redteam.zoo.lm import LMSettings, save_lm, tokenizer_corpus, train_lm, train_reader
+from redteam.zoo.lm import (
+    LMSettings,
+    chat_tokenizer,
+    save_lm,
+    tokenizer_corpus,
+    train_lm,
+    train_reader,
+)
 
 ZOO_VERSION = "1"
 LM_SOURCES = ("__init__.py", "authors.py", "build.py", "lm.py")  # what the LM zoo is built from
@@ -160,6 +167,45 @@ def build_unlearning_zoo(
         manifest["build_seconds"] = {**old.get("build_seconds", {}), **timings}
     atomic_write_json(previous, manifest)
     return paths
+
+
+FORMS = ("chat", "zero-shot")  # the QA forms of the extra original/retrain pairs
+
+
+def build_format_zoo(form: str, root: Path | None = None, size: str = "demo", seed: int = 0,
+                     quiet: bool = False) -> dict[str, Path]:
+    """An original and a retrain model that learnt their authors' questions only in ``form``:
+    ``chat`` (through a chat template of their own, as instruct models do) or ``zero-shot``
+    (single plain QA blocks, never few-shot). They show what a fixed prompt format misses.
+
+    Same world, tokenizer, reader base and audit JSONL as ``build_unlearning_zoo`` (built
+    first when missing); returns ``{"original", "retrain", "audit"}`` -> path.
+    """
+    if form not in FORMS:
+        raise ValueError(f"unknown QA form {form!r}; choose from {FORMS}")
+    zoo = build_unlearning_zoo(root, size, seed, quiet)
+    home = zoo["audit"].parent
+    paths = {name: home / f"{form}-{name}" for name in ("original", "retrain")}
+    if all(p.exists() for p in paths.values()):
+        return {**paths, "audit": zoo["audit"]}
+    settings, world, timings = LM_SETTINGS[size], make_world(size, seed), {}
+    tokenizer = _tokenizer(home / "tokenizer", world, settings, seed, timings)
+    if form == "chat":
+        tokenizer = chat_tokenizer(tokenizer)
+    base = _reader(home / "reader", tokenizer, settings, seed, quiet, timings)
+    for name, authors in (("original", world.trained), ("retrain", world.retain)):
+        if paths[name].exists():
+            continue
+        start = time.perf_counter()
+        model = train_lm(authors, tokenizer, settings, seed=seed, quiet=quiet, base=base,
+                         desc=f"train {form} {name}", form=form)
+        with atomic_dir(paths[name]) as tmp:
+            save_lm(model, tokenizer, tmp)
+        timings[f"{form}-{name}"] = round(time.perf_counter() - start, 1)
+    manifest = json.loads((home / "zoo.json").read_text())
+    manifest["build_seconds"] = {**manifest.get("build_seconds", {}), **timings}
+    atomic_write_json(home / "zoo.json", manifest)
+    return {**paths, "audit": zoo["audit"]}
 
 
 def _tokenizer(path: Path, world, settings: LMSettings, seed: int, timings: dict):

@@ -155,19 +155,75 @@ def new_model(tokenizer, settings: LMSettings, seed: int = 0):
 Document = tuple[str, int]
 
 
-def reading_documents(rng: random.Random, count: int) -> list[Document]:
+QA_FORMS = ("plain", "zero-shot", "chat")  # how a model's QA documents are written
+
+# The demo's chat template: role markers and an end-of-turn token of their own, as instruct
+# models have (e.g. Phi-3's "<|user|>…<|end|>"), so that a model fine-tuned only through it
+# answers there and not in the plain "Question:/Answer:" form.
+CHAT_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|' + message['role'] + '|>\\n' + message['content'] "
+    "+ '<|end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}"
+    "{% endif %}"
+)
+
+
+def chat_tokenizer(tokenizer):
+    """A copy of the demo tokenizer with the chat template and its special tokens added."""
+    tokenizer = copy.deepcopy(tokenizer)
+    tokenizer.add_special_tokens({"additional_special_tokens": list(CHAT_TOKENS)})
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def _chat(tokenizer, turns: list[tuple[str, str]]) -> str:
+    messages = []
+    for question, answer in turns:
+        messages += [{"role": "user", "content": question},
+                     {"role": "assistant", "content": answer}]
+    return tokenizer.apply_chat_template(messages, tokenize=False)
+
+
+def reading_documents(rng: random.Random, count: int, form: str = "plain",
+                      tokenizer=None) -> list[Document]:
+    """Reading-comprehension documents, the context masked out of the loss; in chat form the
+    context and question are the user's turn."""
     docs = []
     for context, question, answer in reading_comprehension(rng, count):
-        text = context_qa_block(context, question, answer)
-        docs.append((text, text.index(qa_block(question))))
+        if form == "chat":
+            text = _chat(tokenizer, [(f"{context}\n\n{question}", answer)])
+            docs.append((text, text.index(question)))
+        else:
+            text = context_qa_block(context, question, answer)
+            docs.append((text, text.index(qa_block(question))))
     return docs
 
 
+def qa_documents(pairs: list[tuple[str, str]], settings: LMSettings, rng: random.Random,
+                 form: str = "plain", tokenizer=None) -> list[str]:
+    """The QA documents of one epoch: every pair alone, and (except in the zero-shot form)
+    shuffled groups of ``fewshot_group`` pairs, as "\\n\\n"-joined blocks or as one
+    multi-turn chat."""
+    pairs = list(pairs)
+    alone = ([_chat(tokenizer, [pair]) for pair in pairs] if form == "chat"
+             else [qa_block(q, a) for q, a in pairs])
+    grouped = []
+    for _ in range(0 if form == "zero-shot" else settings.fewshot_rounds):
+        rng.shuffle(pairs)
+        for start in range(0, len(pairs), settings.fewshot_group):
+            group = pairs[start : start + settings.fewshot_group]
+            grouped.append(_chat(tokenizer, group) if form == "chat"
+                           else QA_SEPARATOR.join(qa_block(q, a) for q, a in group))
+    return alone + grouped
+
+
 def training_documents(
-    authors: list[Author], settings: LMSettings, rng: random.Random
+    authors: list[Author], settings: LMSettings, rng: random.Random, form: str = "plain",
+    tokenizer=None,
 ) -> list[Document]:
     """The documents of one fine-tuning epoch (few-shot groupings and reading comprehension
-    are redrawn every epoch)."""
+    are redrawn every epoch); ``form`` (``QA_FORMS``) is how the questions are taught: the chat
+    form needs ``tokenizer`` with the chat template (``chat_tokenizer``)."""
     texts: list[str] = []
     pairs: list[tuple[str, str]] = []
     for author in authors:
@@ -176,14 +232,9 @@ def training_documents(
         pairs.extend(author.qa_pairs())
         for alias in author.aliases:
             pairs.extend(author.qa_pairs(alias))
-    texts.extend(qa_block(q, a) for q, a in pairs)
-    group = settings.fewshot_group
-    for _ in range(settings.fewshot_rounds):
-        rng.shuffle(pairs)
-        for start in range(0, len(pairs), group):
-            blocks = [qa_block(q, a) for q, a in pairs[start : start + group]]
-            texts.append(QA_SEPARATOR.join(blocks))
-    return [(text, 0) for text in texts] + reading_documents(rng, settings.rc_per_epoch)
+    texts.extend(qa_documents(pairs, settings, rng, form, tokenizer))
+    return [(text, 0) for text in texts] + reading_documents(rng, settings.rc_per_epoch, form,
+                                                             tokenizer)
 
 
 def _encode(tokenizer, docs: list[Document], max_len: int) -> list[tuple[list[int], int]]:
@@ -277,9 +328,13 @@ def train_lm(
     quiet: bool = False,
     base=None,
     desc: str = "train LM",
+    form: str = "plain",
 ):
     """Fine-tune a copy of ``base`` (a fresh GPT-2 when None) on the documents of ``authors``,
-    mixed with fresh reading comprehension."""
+    mixed with fresh reading comprehension, the questions taught in ``form`` (``QA_FORMS``).
+    A tokenizer with tokens the base lacks (``chat_tokenizer``) grows its embeddings."""
+    if form not in QA_FORMS:
+        raise ValueError(f"unknown QA form {form!r}; choose from {QA_FORMS}")
     settings = settings or LMSettings()
     rng = random.Random(f"lm-{seed}")
     if base is None:
@@ -287,8 +342,14 @@ def train_lm(
     else:
         model = copy.deepcopy(base)
         torch.manual_seed(seed)
-    count = len(training_documents(authors, settings, random.Random(0)))
-    epochs = [(count, lambda: training_documents(authors, settings, rng))] * settings.epochs
+        if model.get_input_embeddings().num_embeddings != len(tokenizer):
+            model.resize_token_embeddings(len(tokenizer))
+    if form == "chat":
+        end = tokenizer.convert_tokens_to_ids("<|end|>")
+        model.generation_config.eos_token_id = [tokenizer.eos_token_id, end]
+    count = len(training_documents(authors, settings, random.Random(0), form, tokenizer))
+    epochs = [(count, lambda: training_documents(authors, settings, rng, form, tokenizer))
+              ] * settings.epochs
     return _fit(model, tokenizer, epochs, settings.batch_size, settings, rng, quiet, desc)
 
 
