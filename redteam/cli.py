@@ -145,11 +145,14 @@ def audit(model: Path, suite: str, data, reference, retrain, base, out, probes, 
         allow_pickle=allow_pickle, overwrite=overwrite, quiet=quiet,
         command=["redteam", *sys.argv[1:]],
     ))
+    from redteam.distributed import is_main_process
+
     counts: dict[str, int] = {}
     for finding in result.findings:
         counts[finding.status] = counts.get(finding.status, 0) + 1
-    click.echo(f"{', '.join(f'{n} {s}' for s, n in sorted(counts.items())) or 'no findings'}; "
-               f"report: {result.out_dir / 'report.html'}")
+    if is_main_process():  # under accelerate launch, one summary line for the run
+        click.echo(f"{', '.join(f'{n} {s}' for s, n in sorted(counts.items())) or 'no findings'}"
+                   f"; report: {result.out_dir / 'report.html'}")
     sys.exit(result.exit_code)
 
 

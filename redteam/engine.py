@@ -13,6 +13,7 @@ import json
 import platform
 import random
 import sys
+import tempfile
 import time
 import tomllib
 import traceback
@@ -32,6 +33,12 @@ from redteam.answers import (
     format_candidates,
 )
 from redteam.data import AuditData, load_audit_jsonl
+from redteam.distributed import (
+    is_main_process,
+    process_count,
+    process_device,
+    wait_for_everyone,
+)
 from redteam.errors import InputError
 from redteam.fileio import atomic_write_json, hash_tree
 from redteam.findings import (
@@ -331,7 +338,8 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
             config.setdefault(section, {})[name] = value
     probes, scoring, selection, prompt_settings = check_settings(
         config, probe_classes, str(request.config or "settings"))
-    device = resolve_device(request.device)
+    device = process_device(resolve_device(request.device))
+    quiet = request.quiet or not is_main_process()
     kind = kind_of(request)
     if selection["max_items"] and kind != "causal-lm":
         raise InputError(f"--max-items {selection['max_items']}: applies to the JSONL audit "
@@ -339,6 +347,7 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
     early = load_data_early(request.data, kind) if request.data else None
     out = request.out or default_out_dir(request.model)
     check_output_path(out, audit_inputs(request), overwrite=request.overwrite)
+    wait_for_everyone()  # every process has checked the folder before the main one claims it
     started = now()
     seed_everything(request.seed)
 
@@ -354,30 +363,34 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
     reference, retrain = load(request.reference), load(request.retrain)
 
     def scorer_for(model: Target) -> CausalLMScorer:
-        return cache.scorer(model, scoring["batch_size"], scoring["max_length"], request.quiet)
+        return cache.scorer(model, scoring["batch_size"], scoring["max_length"], quiet)
 
     calibration = None
     if target.kind == "causal-lm":
         calibration = choose_prompt_format(request, data, target, reference, scorer_for,
                                            prompt_settings)
     prompt_record = rendered_prompt_format(calibration, target, data)
-    claim_output(out, "audit run")
+    # Under accelerate launch the main process alone writes the run folder; the others write
+    # theirs into a scratch folder that is removed (same code path, nothing of theirs is kept).
+    scratch = None if is_main_process() else tempfile.TemporaryDirectory(prefix="redteam-")
+    run_dir = out if scratch is None else Path(scratch.name) / "run"
+    claim_output(run_dir, "audit run")
     try:
-        events = EventLog(out / "events.jsonl")
+        events = EventLog(run_dir / "events.jsonl")
         events.write("run_start", suite=request.suite, target=str(request.model))
-        artifacts = out / "artifacts"
+        artifacts = run_dir / "artifacts"
         artifacts.mkdir(exist_ok=True)
         findings: list[Finding] = []
         shared: dict = {}  # results probes of this run share (e.g. the exposed model)
         not_applicable: dict[str, str] = {}
-        progress = tqdm(probes, desc="probes", unit="probe", disable=request.quiet)
+        progress = tqdm(probes, desc="probes", unit="probe", disable=quiet)
         for probe in progress:
             progress.set_postfix_str(probe.name)
             if target.kind not in probe.kinds:
                 not_applicable[probe.name] = f"does not apply to kind {target.kind}"
                 continue
             ctx = ProbeContext(config=probe.config, seed=request.seed, device=device,
-                               artifacts_dir=artifacts, quiet=request.quiet, reference=reference,
+                               artifacts_dir=artifacts, quiet=quiet, reference=reference,
                                retrain=retrain, scorer_for=scorer_for, findings=list(findings),
                                shared=shared, prompt_calibration=calibration,
                                prompt_format=calibration.chosen if calibration
@@ -409,13 +422,15 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
             libraries=library_versions(), started=started, inputs=inputs,
             probes_skipped=not_applicable,
             data_items=data.counts() if isinstance(data, AuditData) else {},
-            prompt_format=prompt_record,
+            prompt_format=prompt_record, processes=process_count(),
         )
-        exit_code = write_run(out, run, findings)
+        exit_code = write_run(run_dir, run, findings)
         events.write("run_end", exit_code=exit_code)
         return AuditResult(exit_code=exit_code, out_dir=out, findings=findings)
     finally:
-        seal_output(out)  # also after Ctrl-C: what was written is recorded, so --overwrite works
+        seal_output(run_dir)  # also after Ctrl-C: what was written is recorded (--overwrite)
+        if scratch is not None:
+            scratch.cleanup()
 
 
 def choose_prompt_format(request: AuditRequest, data, target: Target, reference: Target | None,

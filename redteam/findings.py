@@ -95,7 +95,8 @@ class RunRecord:
     inputs: dict[str, dict[str, str]] = field(default_factory=dict)
     probes_skipped: dict[str, str] = field(default_factory=dict)
     data_items: dict[str, int] = field(default_factory=dict)  # items audited, per split
-    prompt_format: dict[str, str] = field(default_factory=dict)  # LLM runs: name and example
+    prompt_format: dict[str, Any] = field(default_factory=dict)  # LLM runs: how they asked
+    processes: int = 1  # processes the work was split over (accelerate launch)
     exit_code: int | None = None
 
     def to_dict(self) -> dict[str, Any]:

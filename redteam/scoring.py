@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from redteam.distributed import is_main_process, process_count, share_batches
+
 STOP_WINDOW = 8  # tokens decoded to look for a stop string (stop strings are short)
 # Positions whose vocabulary distribution is held at once: about 2^24 float32 values (64 MB)
 # per temporary, whatever the vocabulary (a 128,256-token Llama 3 head gives 130 positions).
@@ -153,12 +155,25 @@ class CausalLMScorer:
         keys = list(zip(prompts, continuations))
         todo = [key for key in dict.fromkeys(keys) if key not in self._score_cache]
         order = sorted(todo, key=lambda k: len(k[0]) + len(k[1]))
-        batches = range(0, len(order), self.batch_size)
-        for start in tqdm(batches, desc="scoring", disable=self.quiet or len(batches) < 3):
-            batch = order[start:start + self.batch_size]
-            for key, scores in zip(batch, self._score_batch(batch)):
-                self._score_cache[key] = scores
+        for key, scores in self._batched(order, self._score_batch, "scoring"):
+            self._score_cache[key] = scores
         return [self._score_cache[key] for key in keys]
+
+    def _batched(self, order: list, compute, desc: str) -> list[tuple]:
+        """(item, result) for every item of ``order``, computed in batches of ``batch_size``;
+        under ``accelerate launch`` the batches are shared between the processes."""
+        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        progress = tqdm(total=len(batches), desc=desc,
+                        disable=self.quiet or len(batches) < 3 or not is_main_process())
+
+        def one_batch(batch: list) -> list:
+            results = compute(batch)
+            progress.update(min(process_count(), progress.total - progress.n))
+            return results
+
+        results = share_batches(batches, one_batch)
+        progress.close()
+        return [pair for batch, out in zip(batches, results) for pair in zip(batch, out)]
 
     def _score_batch(self, batch: list[tuple[str, str]]) -> list[TokenScores]:
         sequences, starts = [], []
@@ -234,11 +249,10 @@ class CausalLMScorer:
         cache = self._generate_cache
         todo = [p for p in dict.fromkeys(prompts) if (p, max_new_tokens, stop) not in cache]
         order = sorted(todo, key=len)
-        batches = range(0, len(order), self.batch_size)
-        for start in tqdm(batches, desc="generating", disable=self.quiet or len(batches) < 3):
-            batch = order[start:start + self.batch_size]
-            for prompt, text in zip(batch, self._generate_batch(batch, max_new_tokens, stop)):
-                cache[(prompt, max_new_tokens, stop)] = text
+        for prompt, text in self._batched(
+                order, lambda batch: self._generate_batch(batch, max_new_tokens, stop),
+                "generating"):
+            cache[(prompt, max_new_tokens, stop)] = text
         return [cache[(p, max_new_tokens, stop)] for p in prompts]
 
     def _generate_batch(self, prompts: list[str], max_new_tokens: int,

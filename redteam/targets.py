@@ -97,6 +97,14 @@ def detect_kind(path: str | Path) -> str:
     raise InputError(f"{path / 'config.json'}: architecture {arch} is not a kind redteam audits")
 
 
+def _device_map(device: str) -> str | dict | None:
+    """``auto`` (a large model spread over every GPU) for ``cuda``; the whole model on one GPU
+    for ``cuda:N`` (one process of an ``accelerate launch`` per GPU); None on the CPU."""
+    if device == "cuda":
+        return "auto"
+    return {"": device} if device.startswith("cuda:") else None
+
+
 def _from_pretrained(path: Path, auto_class, device: str, allow_pickle: bool, dtype):
     """Load weights with ``auto_class``: safetensors, or weights-only pickle when allowed."""
     has_safetensors = check_weights(path, allow_pickle)
@@ -112,7 +120,7 @@ def _from_pretrained(path: Path, auto_class, device: str, allow_pickle: bool, dt
         if has_safetensors:
             model, info = auto_class.from_pretrained(
                 path, use_safetensors=True, dtype=dtype, output_loading_info=True,
-                device_map="auto" if device == "cuda" else None, **common)
+                device_map=_device_map(device), **common)
         else:
             from transformers import AutoConfig
 
@@ -169,7 +177,7 @@ def load_causal_lm(path: Path, device: str, allow_pickle: bool) -> tuple[Any, An
     from transformers import AutoModelForCausalLM
 
     tokenizer = _tokenizer(path)
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     model = _from_pretrained(path, AutoModelForCausalLM, device, allow_pickle, dtype)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
