@@ -145,7 +145,8 @@ INSTRUCT_NOTE = (
     "learnt the forget authors, the retrain did not. Retain ROUGE-L recall of the reference "
     "(the original) in each format: {tried}. auto asks in the best one and judges correctly; "
     "the plain form gets almost no answer, forget or retain, so a fixed plain prompt would have "
-    "passed the original. Here its knowledge probes are inconclusive instead."
+    "passed the original. Here the probes that ask questions are inconclusive instead (the "
+    "teacher-forced exact_memorization needs no answer from the model)."
 )
 
 
