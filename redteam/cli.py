@@ -54,16 +54,16 @@ def list_probes(suite: str | None) -> None:
     Example:
       redteam list --suite unlearning
     """
-    from redteam.probes import REGISTRY, SUITES, load_plugins
+    from redteam.probes import REGISTRY, load_plugins, suites
 
     load_plugins()
-    if suite is not None and suite not in SUITES:
-        raise InputError(f"--suite {suite}: unknown suite (known: {', '.join(SUITES)})")
-    for name in SUITES:
+    known = suites()
+    if suite is not None and suite not in known:
+        raise InputError(f"--suite {suite}: unknown suite (known: {', '.join(known)})")
+    for name, members in known.items():
         if suite is not None and name != suite:
             continue
-        members = SUITES[name]
-        click.echo(f"{name} ({len(members)} probes{'' if members else ', none in this release'})")
+        click.echo(f"{name} ({len(members)} probes)")
         for probe_name in members:
             info = REGISTRY[probe_name].describe()
             needs = "; ".join(f"{split}: {', '.join(f) or 'any items'}"

@@ -49,7 +49,7 @@ from redteam.findings import (
     severity_rank,
 )
 from redteam.outputs import check_output_path, claim_output, seal_output
-from redteam.probes import REGISTRY, SUITES, Probe, ProbeContext, load_plugins
+from redteam.probes import REGISTRY, Probe, ProbeContext, load_plugins, suites
 from redteam.prompts import PromptFormat
 from redteam.scoring import CausalLMScorer
 from redteam.settings import integer, resolve_settings
@@ -103,9 +103,10 @@ def now() -> str:
 def select_probes(suite: str, names: list[str] | None) -> list[type[Probe]]:
     """Probes of ``suite`` (optionally narrowed to ``names``); unknown names are bad input."""
     load_plugins()
-    if suite not in SUITES:
-        raise InputError(f"--suite {suite}: unknown suite (known: {', '.join(SUITES)})")
-    chosen = names or SUITES[suite]
+    known = suites()
+    if suite not in known:
+        raise InputError(f"--suite {suite}: unknown suite (known: {', '.join(known)})")
+    chosen = names or known[suite]
     for name in chosen:
         if name not in REGISTRY:
             raise InputError(f"--probe {name}: unknown probe (see `redteam list`)")

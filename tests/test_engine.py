@@ -6,7 +6,7 @@ import pytest
 
 from redteam.engine import AuditRequest, run_audit
 from redteam.errors import InputError
-from redteam.probes import REGISTRY, SUITES, Probe
+from redteam.probes import REGISTRY, Probe, suites
 from tests.conftest import write_jsonl
 
 ROWS = [
@@ -38,12 +38,12 @@ def test_run_writes_findings_events_and_report(tiny_lm, audit_jsonl, tmp_path):
     out = tmp_path / "run"
     document = json.loads((out / "findings.json").read_text())
     assert document["schema"] == 1
-    assert {f["probe"] for f in document["findings"]} == set(SUITES["unlearning"])
+    assert {f["probe"] for f in document["findings"]} == set(suites()["unlearning"])
     assert document["run"]["target"]["files"]["model.safetensors"]
     assert document["run"]["inputs"]["data"]["audit.jsonl"]
     events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
     assert events[0]["event"] == "run_start" and events[-1]["event"] == "run_end"
-    assert sum(e["event"] == "probe_end" for e in events) == len(SUITES["unlearning"])
+    assert sum(e["event"] == "probe_end" for e in events) == len(suites()["unlearning"])
     assert "<svg" in (out / "report.html").read_text()
     # a random model knows nothing: nothing at or above "high"
     assert result.exit_code == 0
@@ -77,7 +77,6 @@ def crashing_probe(monkeypatch):
             raise RuntimeError("boom")
 
     monkeypatch.setitem(REGISTRY, Crash.name, Crash)
-    monkeypatch.setitem(SUITES, "unlearning", [*SUITES["unlearning"], Crash.name])
     return Crash
 
 
@@ -149,3 +148,17 @@ def test_max_items_and_batch_size_are_applied_and_recorded(tiny_lm, audit_jsonl,
     assert document["run"]["config"]["scoring"] == {"batch_size": 3}
     assert all(n <= 1 for n in document["run"]["data_items"].values())
     assert sum(document["run"]["data_items"].values()) >= 1
+
+
+def test_suites_come_from_the_registry_in_declared_order(crashing_probe):
+    members = suites()
+    assert sorted(name for names in members.values() for name in names) == sorted(REGISTRY)
+    assert all(REGISTRY[name].suite == suite for suite, names in members.items()
+               for name in names)
+    assert set(members) == {"adversarial", "backdoor", "safety", "unlearning"}
+    unlearning = members["unlearning"]
+    assert unlearning[0] == "unlearning.knowledge_qa"
+    assert unlearning[-1] == "unlearning.worst_case_items"  # it joins the others' results
+    assert "unlearning.crash" in unlearning  # a registered probe is in its suite, no list to edit
+    assert members["backdoor"] == ["backdoor.exposure", "backdoor.trigger_recovery",
+                                   "backdoor.removal"]

@@ -21,7 +21,7 @@ import torch
 
 from redteam.data import load_audit_jsonl
 from redteam.engine import AuditRequest, run_audit
-from redteam.probes import SUITES, linear_probe
+from redteam.probes import linear_probe, suites
 from redteam.probes.base import ProbeContext
 from redteam.probes.linear_probe import LinearProbe, fit_probe, last_token_states
 from redteam.probes.parametric_traces import ParametricTraces, top_aligned, value_vectors
@@ -32,7 +32,7 @@ ROW_KEYS = {"line", "subject", "input", "expected", "leak"}
 
 
 def test_registered_in_the_unlearning_suite():
-    names = SUITES["unlearning"]
+    names = suites()["unlearning"]
     assert names.index("unlearning.linear_probe") < names.index("unlearning.utility")
     assert names.index("unlearning.parametric_traces") < names.index("unlearning.utility")
 

@@ -211,6 +211,7 @@ class ImageAttackProbe(ImageProbe):
 @register
 class FGSM(ImageAttackProbe):
     name = "adversarial.fgsm"
+    order = 10
     title = "Accuracy under FGSM (one gradient step, L∞)"
     goal = "measure how far one signed-gradient step of size ε lowers accuracy"
     attack_name = "FGSM"
@@ -225,6 +226,7 @@ class FGSM(ImageAttackProbe):
 @register
 class PGDLinf(ImageAttackProbe):
     name = "adversarial.pgd_linf"
+    order = 20
     title = "Accuracy under PGD (L∞)"
     goal = "measure accuracy under projected gradient descent within an L∞ ball of radius ε"
     attack_name = "PGD-L∞"
@@ -246,6 +248,7 @@ class PGDLinf(ImageAttackProbe):
 @register
 class PGDL2(PGDLinf):
     name = "adversarial.pgd_l2"
+    order = 30
     title = "Accuracy under PGD (L2)"
     goal = "measure accuracy under projected gradient descent within an L2 ball of radius ε"
     attack_name = "PGD-L2"
@@ -261,6 +264,7 @@ class CarliniWagner(ImageAttackProbe):
     image counts as broken at ε when CW flipped it with a change of L2 norm at most ε."""
 
     name = "adversarial.cw"
+    order = 40
     title = "Accuracy under Carlini-Wagner (L2, minimal perturbation)"
     goal = "find the smallest L2 change that flips each label; count those within each ε"
     attack_name = "CW-L2"
@@ -296,6 +300,7 @@ class AutoAttack(ImageAttackProbe):
     costly, so it runs at the reference ε only, on fewer images."""
 
     name = "adversarial.autoattack"
+    order = 50
     title = "Accuracy under AutoAttack (L∞, standard)"
     goal = "the standard ensemble of parameter-free attacks at the reference L∞ budget"
     attack_name = "AutoAttack"

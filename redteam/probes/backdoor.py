@@ -49,6 +49,7 @@ def exposed(target: Target, data: ImageFolder, ctx: ProbeContext, settings: dict
 class Exposure(ImageProbe):
     name = "backdoor.exposure"
     suite = "backdoor"
+    order = 10
     title = "Backdoor exposed by clean unlearning"
     goal = ("unlearn the model on clean images and see whether its predictions collapse onto "
             "one label: a backdoor's target survives while clean behaviour is destroyed")
@@ -149,6 +150,7 @@ def trigger_mask(path: str | Path, size: tuple[int, int]) -> np.ndarray:
 class TriggerRecovery(ImageProbe):
     name = "backdoor.trigger_recovery"
     suite = "backdoor"
+    order = 20
     title = "Backdoor trigger recovered (Neural Cleanse on the exposed model)"
     goal = ("reverse-engineer, for every label, the smallest patch that sends clean images to "
             "it; a label reached by an abnormally small patch has a backdoor")
@@ -232,6 +234,7 @@ class TriggerRecovery(ImageProbe):
 class Removal(ImageProbe):
     name = "backdoor.removal"
     suite = "backdoor"
+    order = 30
     title = "Backdoor removal"
     goal = ("remove the backdoor and write a repaired model: unlearn the trigger recovered on the "
             "exposed model, or prune the neurons that carry it (RNP) when no trigger was "

@@ -36,6 +36,16 @@ def register(cls: type[Probe]) -> type[Probe]:
     return cls
 
 
+def suites() -> dict[str, list[str]]:
+    """Every suite with its probes in run order, derived from the registry: a probe is in the
+    suite its class names, at its declared ``order`` (ties by name)."""
+    members: dict[str, list[type[Probe]]] = {}
+    for cls in REGISTRY.values():
+        members.setdefault(cls.suite, []).append(cls)
+    return {suite: [cls.name for cls in sorted(classes, key=lambda c: (c.order, c.name))]
+            for suite, classes in sorted(members.items())}
+
+
 @dataclass
 class ProbeContext:
     """What a probe may use besides the target and the data."""
@@ -72,6 +82,7 @@ class Probe:
 
     name: ClassVar[str]
     suite: ClassVar[str]
+    order: ClassVar[int] = 500  # position in its suite (suites come from the registry)
     title: ClassVar[str]
     goal: ClassVar[str]
     kinds: ClassVar[tuple[str, ...]] = ("causal-lm",)

@@ -45,6 +45,7 @@ def _mean(rows: list[dict], key: str) -> float:
 class KnowledgeQA(Probe):
     name = "unlearning.knowledge_qa"
     suite = "unlearning"
+    order = 10
     title = "Forgotten knowledge recalled by question answering"
     goal = "recover facts the model was meant to forget by asking about them directly"
     needs = {"forget": ("question", "answer")}
@@ -106,6 +107,7 @@ class KnowledgeQA(Probe):
 class Utility(Probe):
     name = "unlearning.utility"
     suite = "unlearning"
+    order = 100
     title = "Collateral damage to retained knowledge"
     goal = "measure how much neighbouring (retain) knowledge the unlearning destroyed"
     needs = {"retain": ("question", "answer")}

@@ -243,6 +243,7 @@ def _rounded(values: np.ndarray) -> list[float]:
 class LinearProbe(Probe):
     name = "unlearning.linear_probe"
     suite = "unlearning"
+    order = 80
     title = "Forgotten facts still linearly decodable from hidden states"
     goal = ("decode forget-set answers from the model's hidden states with linear probes trained "
             "on retain facts of the same question template")

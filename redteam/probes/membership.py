@@ -50,6 +50,7 @@ def privleak(auc_unlearned: float, auc_retrain: float) -> float:
 class MembershipInference(Probe):
     name = "unlearning.membership_inference"
     suite = "unlearning"
+    order = 30
     title = "Forget-set texts still recognisable as training data"
     goal = "tell forget texts from never-seen holdout texts by likelihood (PrivLeak)"
     needs = {"forget": ("text",), "holdout": ("text",)}

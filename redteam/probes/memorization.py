@@ -57,6 +57,7 @@ def _judge(probe: Probe, rows_by_model: dict[str, list[dict]], key: str, metric_
 class Verbatim(Probe):
     name = "unlearning.verbatim"
     suite = "unlearning"
+    order = 20
     title = "Forget-set text reproduced verbatim"
     goal = "make the model continue forget-set passages word for word from their opening"
     needs = {"forget": ("text",)}
@@ -105,6 +106,7 @@ class Verbatim(Probe):
 class ExactMemorization(Probe):
     name = "unlearning.exact_memorization"
     suite = "unlearning"
+    order = 40
     title = "Forget-set answers memorised token by token"
     goal = "detect answers the model still predicts exactly under teacher forcing"
     needs = {"forget": ("question", "answer")}

@@ -158,6 +158,7 @@ def _mean(rows: list[dict], key: str) -> float:
 class ParametricTraces(Probe):
     name = "unlearning.parametric_traces"
     suite = "unlearning"
+    order = 90
     title = "Parametric traces of the forget set left in MLP value vectors"
     goal = ("check whether unlearning moved the MLP value vectors that promote the forget set's "
             "tokens in the original model (ConceptVectors), compared with control vectors")

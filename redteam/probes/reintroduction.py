@@ -79,6 +79,7 @@ def answer_in_context(target: Target, prompts: list[tuple[AuditItem, str, str]],
 class InContextReintroduction(Probe):
     name = "unlearning.incontext_reintroduction"
     suite = "unlearning"
+    order = 60
     title = "Forgotten knowledge re-introduced in the prompt"
     goal = ("check whether the model uses forgotten facts when a user puts them back in the "
             "prompt (unlearning cannot prevent this; a content filter can)")

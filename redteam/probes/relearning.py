@@ -111,6 +111,7 @@ def _mean(rows: list[dict]) -> float:
 class RelearningAttack(Probe):
     name = "unlearning.relearning_attack"
     suite = "unlearning"
+    order = 70
     title = "Forgotten knowledge recovered by brief fine-tuning"
     goal = ("fine-tune a copy on half of the forget items for a few steps and test whether the "
             "other half comes back")

@@ -218,6 +218,7 @@ def per_type(rows: list[dict], key: str = "rouge_l_recall") -> dict[str, float]:
 class AdversarialPrompts(Probe):
     name = "unlearning.adversarial_prompts"
     suite = "unlearning"
+    order = 50
     title = "Forgotten knowledge recovered by adversarial rewrites of the question"
     goal = ("recover forgotten facts with RWKU's nine rewrites: prefix injection, affirmative "
             "suffix, role play, multiple choice, reverse query, synonyms, background hint, "

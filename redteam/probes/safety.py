@@ -125,6 +125,7 @@ def unsafe_query_results(encoder, e: Embedded, traverse: bool) -> dict[str, Any]
 @register
 class SafeRetrieval(SafetyProbe):
     name = "safety.safe_retrieval"
+    order = 10
     title = "Safe caption-to-image retrieval (utility)"
     goal = ("Check that a safety-aware model still retrieves the right safe image for a safe "
             "caption, compared with its base CLIP (Recall@1/5/10).")
@@ -172,6 +173,7 @@ class SafeRetrieval(SafetyProbe):
 @register
 class UnsafeRetrieval(SafetyProbe):
     name = "safety.unsafe_retrieval"
+    order = 20
     title = "Unsafe captions retrieve unsafe images"
     goal = ("Measure how often an unsafe caption's top-1 image is unsafe, when the gallery holds "
             "both the safe and the unsafe images; for HySAC with its safety traversal, which "
@@ -249,6 +251,7 @@ class UnsafeRetrieval(SafetyProbe):
 @register
 class UnsafeClassification(SafetyProbe):
     name = "safety.unsafe_classification"
+    order = 30
     title = "Unsafe content is told apart by its distance from the origin"
     goal = ("Check that HySAC's safety radius (95th percentile of safe training embeddings) "
             "separates unsafe captions and images from safe ones.")

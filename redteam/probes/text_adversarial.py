@@ -261,6 +261,7 @@ class TextAttackProbe(Probe):
 @register
 class DeepWordBug(TextAttackProbe):
     name = "adversarial.deepwordbug"
+    order = 60
     title = "Character edits flip the text classifier (DeepWordBug)"
     goal = ("flip the model's label with single-character edits (swap, substitute, delete, "
             "insert) to the words that matter most to its score, black-box")
@@ -276,6 +277,7 @@ class DeepWordBug(TextAttackProbe):
 @register
 class Pruthi(TextAttackProbe):
     name = "adversarial.pruthi"
+    order = 70
     title = "Typos in a few words flip the text classifier (Pruthi et al.)"
     goal = ("flip the model's label with the typos people make (swapped, dropped, inserted or "
             "neighbouring-key letters inside words of 4+ letters) in at most max_words words")
@@ -321,6 +323,7 @@ MASKED_LM = "the bert-base-uncased masked language model (Hugging Face hub)"
 @register
 class TextFooler(NeedsDownload):
     name = "adversarial.textfooler"
+    order = 80
     title = "Synonym swaps flip the text classifier (TextFooler)"
     goal = "flip the label by swapping important words for embedding-space synonyms"
     references = ("arXiv:1907.11932 (TextFooler)", TEXTATTACK)
@@ -330,6 +333,7 @@ class TextFooler(NeedsDownload):
 @register
 class PWWS(NeedsDownload):
     name = "adversarial.pwws"
+    order = 90
     title = "WordNet synonym swaps flip the text classifier (PWWS)"
     goal = "flip the label by swapping words for WordNet synonyms ranked by saliency"
     references = ("doi:10.18653/v1/P19-1103 (PWWS)", TEXTATTACK)
@@ -339,6 +343,7 @@ class PWWS(NeedsDownload):
 @register
 class BertAttack(NeedsDownload):
     name = "adversarial.bert_attack"
+    order = 100
     title = "Masked-LM word swaps flip the text classifier (BERT-Attack)"
     goal = "flip the label by replacing important words with a masked language model's guesses"
     references = ("arXiv:2004.09984 (BERT-Attack)", TEXTATTACK)
@@ -348,6 +353,7 @@ class BertAttack(NeedsDownload):
 @register
 class BAE(NeedsDownload):
     name = "adversarial.bae"
+    order = 110
     title = "Masked-LM replacements and insertions flip the text classifier (BAE)"
     goal = "flip the label by replacing or inserting tokens proposed by a masked language model"
     references = ("arXiv:2004.01970 (BAE)", TEXTATTACK)
@@ -357,6 +363,7 @@ class BAE(NeedsDownload):
 @register
 class A2T(NeedsDownload):
     name = "adversarial.a2t"
+    order = 120
     title = "Cheap gradient-guided synonym swaps flip the text classifier (A2T)"
     goal = "flip the label with gradient-ranked, embedding-constrained synonym swaps"
     references = ("arXiv:2109.00544 (A2T)", TEXTATTACK)
@@ -367,6 +374,7 @@ class A2T(NeedsDownload):
 @register
 class TextBugger(NeedsDownload):
     name = "adversarial.textbugger"
+    order = 130
     title = "Character and word bugs flip the text classifier (TextBugger)"
     goal = "flip the label with character bugs (homoglyphs, typos) and embedding-synonym swaps"
     references = ("arXiv:1812.05271 (TextBugger)", TEXTATTACK)

@@ -46,6 +46,7 @@ def leak_by_item(findings: list[Finding], lines: set[int]) -> dict[int, dict[str
 class WorstCaseItems(Probe):
     name = "unlearning.worst_case_items"
     suite = "unlearning"
+    order = 1000
     title = "Forget items that leak most, across all probes"
     goal = ("rank the forget items by how much they leak in every probe of the run, and judge "
             "the unlearning on its worst items rather than on the average")
