@@ -18,11 +18,11 @@ import time
 
 import torch
 
-from redteam.answers import pick_shots
-from redteam.data import load_audit_jsonl
-from redteam.probes.rwku import build_attacks, render
-from redteam.prompts import ANSWER_STOPS
-from redteam.scoring import CausalLMScorer
+from redteam.core.answers import pick_shots
+from redteam.core.data import load_audit_jsonl
+from redteam.core.prompts import ANSWER_STOPS
+from redteam.core.rewrites import build_attacks, render
+from redteam.core.scoring import CausalLMScorer
 from redteam.targets import load_target
 from redteam.zoo import build_unlearning_zoo
 

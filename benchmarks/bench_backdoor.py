@@ -17,10 +17,10 @@ import numpy as np
 import torch
 
 from defenses.ebyd import clean_unlearning, collapse_consistency
+from redteam.core.vision import label_ids, load_image_folder
 from redteam.engine import AuditRequest, run_audit
 from redteam.probes.backdoor import EXPOSURE_DEFAULTS
 from redteam.targets import load_target
-from redteam.vision import label_ids, load_image_folder
 from redteam.zoo.digits import build_backdoor_zoo
 
 

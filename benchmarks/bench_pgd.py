@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
+from redteam.core.vision import label_ids, load_image_folder
 from redteam.engine import AuditRequest, run_audit
 from redteam.probes.adversarial import PGDLinf
 from redteam.targets import load_target
-from redteam.vision import label_ids, load_image_folder
 from redteam.zoo.digits import build_backdoor_zoo
 
 

@@ -16,9 +16,8 @@ from pathlib import Path
 import torch
 
 from defenses.unlearnable_clusters import embed
-from defenses.unlearnable_clusters.surrogate import load_surrogate
-from redteam.protect import protect_folder
-from redteam.vision import images_tensor, list_image_files, read_resized
+from redteam.core.vision import images_tensor, list_image_files, read_resized
+from redteam.protect import load_surrogate, protect_folder
 from redteam.zoo.protection import build_protection_zoo
 
 

@@ -14,10 +14,10 @@ import time
 
 import torch
 
-from redteam.data import load_audit_jsonl
-from redteam.metrics import loss_score, min_k_plus_plus_score, min_k_score, zlib_score
-from redteam.prompts import qa_block
-from redteam.scoring import CausalLMScorer
+from redteam.core.data import load_audit_jsonl
+from redteam.core.metrics import loss_score, min_k_plus_plus_score, min_k_score, zlib_score
+from redteam.core.prompts import qa_block
+from redteam.core.scoring import CausalLMScorer
 from redteam.targets import load_target
 from redteam.zoo import build_unlearning_zoo
 

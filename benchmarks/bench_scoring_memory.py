@@ -33,7 +33,7 @@ def _measure(chunk_values: int, results) -> None:
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    from redteam.scoring import CausalLMScorer
+    from redteam.core.scoring import CausalLMScorer
 
     torch.manual_seed(0)
     torch.set_num_threads(2)
@@ -73,7 +73,7 @@ def measure(chunk_values: int) -> dict:
 
 
 def main() -> None:
-    from redteam.scoring import CHUNK_VALUES
+    from redteam.core.scoring import CHUNK_VALUES
 
     full, chunked = measure(0), measure(CHUNK_VALUES)
     print(f"scoring {TEXTS} texts x {WORDS} tokens at batch {BATCH}, vocabulary {VOCABULARY:,} "

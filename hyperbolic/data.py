@@ -1,7 +1,7 @@
 """ViSU quadruplets (Poppi et al., ECCV 2024): the data HySAC trains and is evaluated on.
 
 One JSON object per line: ``{"safe_image", "unsafe_image", "safe_caption", "unsafe_caption"}``,
-image paths relative to the JSONL file (DESIGN.md, "Audit data"). Read strictly at the boundary:
+image paths relative to the JSONL file (README, "Data format"). Read strictly at the boundary:
 a bad line, a missing field or a missing image is reported as ``file:line: field: problem``.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from redteam.errors import InputError
-from redteam.untrusted import check_text_length, json_object, read_jsonl_lines
+from redteam.core.errors import InputError
+from redteam.core.untrusted import check_text_length, json_object, read_jsonl_lines
 
 FIELDS = ("safe_image", "unsafe_image", "safe_caption", "unsafe_caption")
 MAX_FIELD_CHARS = 10_000  # captions are tokenised to CLIP's 77 tokens; paths are short
@@ -53,7 +53,7 @@ def load_quadruplets(path: str | Path) -> list[Quadruplet]:
 
 def hash_quadruplets(path: str | Path, rows: list[Quadruplet]) -> dict[str, str]:
     """SHA-256 of the JSONL ``path`` and of every image its quadruplets name (for the record)."""
-    from redteam.fileio import sha256_file
+    from redteam.core.fileio import sha256_file
 
     path = Path(path)
     images = sorted({image for r in rows for image in (r.safe_image, r.unsafe_image)})

@@ -23,7 +23,7 @@ class Encoder(nn.Module):
     """``model`` (a ``CLIPModel`` or a ``HySAC``) with its tokenizer and image processor."""
 
     def __init__(self, model: nn.Module, tokenizer, processor) -> None:
-        from redteam.vision import PixelModel
+        from redteam.core.vision import PixelModel
 
         super().__init__()
         self.model = model
@@ -84,7 +84,7 @@ class Encoder(nn.Module):
 
     def read_images(self, files: Sequence[Path]) -> torch.Tensor:
         """``files`` read at the model's input size, as ``[N, 3, H, W]`` in [0, 1]."""
-        from redteam.vision import images_tensor, read_resized
+        from redteam.core.vision import images_tensor, read_resized
 
         return images_tensor([read_resized(Path(f), self.size) for f in files])
 

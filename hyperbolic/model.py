@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from hyperbolic import HYSAC_CONFIG
 from hyperbolic.lorentz import LorentzEmbedding, pairwise_distance
-from redteam.errors import InputError
-from redteam.targets import HYSAC_CONFIG  # the file that makes a CLIP folder a HySAC one
+from redteam.core.errors import InputError
 
 MAX_LOGIT_SCALE = 100.0
 
@@ -63,7 +63,7 @@ class HySAC(nn.Module):
 
     def save(self, folder: Path) -> None:
         """Write the CLIP weights (safetensors) and ``hysac_config.json`` into ``folder``."""
-        from redteam.fileio import atomic_write_json
+        from redteam.core.fileio import atomic_write_json
 
         self.clip.save_pretrained(folder, safe_serialization=True)
         atomic_write_json(Path(folder) / HYSAC_CONFIG, self.hyperbolic_config())
@@ -71,7 +71,7 @@ class HySAC(nn.Module):
     @classmethod
     def from_clip_and_config(cls, clip: nn.Module, folder: Path) -> HySAC:
         """Rebuild a saved HySAC from its loaded CLIP and its ``hysac_config.json``."""
-        from redteam.untrusted import read_json_object
+        from redteam.core.untrusted import read_json_object
 
         path = Path(folder) / HYSAC_CONFIG
         if not path.is_file():

@@ -66,8 +66,8 @@ def train_hysac(model: HySAC, tokenizer, processor, quadruplets: list[Quadruplet
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
-    from redteam.training import optimizer_step
-    from redteam.vision import read_resized
+    from redteam.core.training import optimizer_step
+    from redteam.core.vision import read_resized
 
     torch.manual_seed(seed)
     encoder = Encoder(model, tokenizer, processor)

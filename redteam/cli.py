@@ -1,7 +1,7 @@
 """The ``redteam`` command line. Commands only parse arguments and call importable functions.
 
-Exit codes (DESIGN.md): 0 no finding at or above --fail-on, 1 such findings, 2 bad usage or bad
-input (one line, no traceback), 3 no probe applied to the target.
+Exit codes (README, "Exit codes"): 0 no finding at or above --fail-on, 1 such findings, 2 bad
+usage or bad input (one line, no traceback), 3 no probe applied to the target.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 import click
 
 from redteam import __version__
-from redteam.errors import InputError
-from redteam.findings import SEVERITIES
+from redteam.core.errors import InputError
+from redteam.core.findings import SEVERITIES
 
 EXISTING = click.Path(path_type=Path)
 SEED = click.IntRange(0, 2**32 - 1)  # what numpy and torch accept
@@ -134,8 +134,8 @@ def audit(model: Path, suite: str, data, reference, retrain, base, out, probes, 
       redteam audit ./my-unlearned-llm --suite unlearning --data audit.jsonl \\
           --reference ./original --retrain ./gold --out reports/x
     """
+    from redteam.core.prompts import load_prompt_format
     from redteam.engine import AuditRequest, run_audit
-    from redteam.prompts import load_prompt_format
 
     result = run_audit(AuditRequest(
         prompt_format=load_prompt_format(prompt_format, shots, system_prompt),
@@ -145,7 +145,7 @@ def audit(model: Path, suite: str, data, reference, retrain, base, out, probes, 
         allow_pickle=allow_pickle, overwrite=overwrite, quiet=quiet,
         command=["redteam", *sys.argv[1:]],
     ))
-    from redteam.distributed import is_main_process
+    from redteam.core.distributed import is_main_process
 
     counts: dict[str, int] = {}
     for finding in result.findings:
@@ -210,7 +210,7 @@ def report(run_dir: Path) -> None:
     Example:
       redteam report reports/x
     """
-    from redteam.outputs import record_rewritten
+    from redteam.core.outputs import record_rewritten
     from reports.html import write_report
 
     path = write_report(run_dir)
@@ -268,7 +268,7 @@ def unlearn(model: Path, method: str, data: Path, out: Path, epochs: int, lr: fl
     """
     import json
 
-    from redteam.prompts import load_prompt_format
+    from redteam.core.prompts import load_prompt_format
     from redteam.unlearn import unlearn_model
 
     path = unlearn_model(model, method=method, data=data, out=out, epochs=epochs, lr=lr,

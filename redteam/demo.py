@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from redteam.core.findings import worst_severity
+from redteam.core.outputs import check_output_path, claim_output, seal_output
+from redteam.core.prompts import load_prompt_format
 from redteam.engine import AuditRequest, ModelCache, run_audit
-from redteam.findings import worst_severity
-from redteam.outputs import check_output_path, claim_output, seal_output
-from redteam.prompts import load_prompt_format
 
 OUTPUTS = "outputs"  # models and datasets the demo writes, beside (never inside) the run folders
 

@@ -3,7 +3,7 @@
 Steps of a run, in order: validate the request (suite, probe names, config, output folder), load
 the data and the models, select the probes that apply, run each with error isolation while
 appending to ``events.jsonl``, then write ``findings.json`` and ``report.html`` atomically and
-compute the exit code (DESIGN.md, "A run").
+compute the exit code (docs/architecture.md, "The life of an audit").
 """
 
 from __future__ import annotations
@@ -26,35 +26,35 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from redteam import __version__
-from redteam.answers import (
+from redteam.core.answers import (
     PROMPT_SETTINGS,
     PromptCalibration,
     calibrate_prompt_format,
     format_candidates,
 )
-from redteam.data import AuditData, load_audit_jsonl
-from redteam.distributed import (
+from redteam.core.data import AuditData, load_audit_jsonl
+from redteam.core.distributed import (
     is_main_process,
     process_count,
     process_device,
     wait_for_everyone,
 )
-from redteam.errors import InputError
-from redteam.fileio import atomic_write_json, hash_tree
-from redteam.findings import (
+from redteam.core.errors import InputError
+from redteam.core.fileio import atomic_write_json, hash_tree
+from redteam.core.findings import (
     SEVERITIES,
     Finding,
     RunRecord,
     findings_document,
     severity_rank,
 )
-from redteam.outputs import check_output_path, claim_output, seal_output
+from redteam.core.outputs import check_output_path, claim_output, seal_output
+from redteam.core.prompts import PromptFormat
+from redteam.core.scoring import CausalLMScorer
+from redteam.core.settings import integer, resolve_settings
+from redteam.core.untrusted import read_text_file
 from redteam.probes import REGISTRY, Probe, ProbeContext, load_plugins, suites
-from redteam.prompts import PromptFormat
-from redteam.scoring import CausalLMScorer
-from redteam.settings import integer, resolve_settings
 from redteam.targets import CLIP_KINDS, Target, load_target, resolve_device
-from redteam.untrusted import read_text_file
 
 EXIT_OK, EXIT_FINDINGS, EXIT_BAD_INPUT, EXIT_NOTHING_APPLIED = 0, 1, 2, 3
 LIBRARIES = ("torch", "transformers", "tokenizers", "safetensors", "numpy", "scikit-learn",
@@ -123,7 +123,7 @@ SECTIONS = ("probes", "scoring", "data", "prompt")
 
 def load_config(path: Path | None) -> dict:
     """Read ``audit.toml``: ``[probes."family.name"]`` tables of settings, ``[scoring]``,
-    ``[data]`` and ``[prompt]`` (the prompt-format calibration, ``redteam.answers``).
+    ``[data]`` and ``[prompt]`` (the prompt-format calibration, ``redteam.core.answers``).
 
     Only the shape is checked here (sections, tables, probe names); the values are checked
     against the probes' declared settings by ``check_settings``.
@@ -181,11 +181,11 @@ def load_data(path: Path, target: Target):
     of images for an image classifier (labelled with the model's label ids), labelled texts for
     a text classifier, or ViSU quadruplets for a CLIP or HySAC model."""
     if target.kind == "image-classifier":
-        from redteam.vision import label_ids, load_image_folder
+        from redteam.core.vision import label_ids, load_image_folder
 
         return load_image_folder(path, target.model.size, label_ids(target.model.hf_model.config))
     if target.kind == "text-classifier":
-        from redteam.text_data import load_labelled_texts
+        from redteam.core.text_data import load_labelled_texts
 
         return load_labelled_texts(path, target.model.config.label2id)
     if target.kind in CLIP_KINDS:

@@ -18,6 +18,12 @@ import numpy as np
 import torch
 
 from redteam import __version__
+from redteam.core.errors import InputError
+from redteam.core.fileio import hash_tree
+from redteam.core.findings import Evidence, Finding, Metric, RunRecord
+from redteam.core.outputs import check_output_path, claim_output, seal_output
+from redteam.core.untrusted import open_image, read_json_object
+from redteam.core.vision import ImageFolder, load_image_folder, save_png
 from redteam.engine import (
     AuditResult,
     default_out_dir,
@@ -26,13 +32,7 @@ from redteam.engine import (
     seed_everything,
     write_run,
 )
-from redteam.errors import InputError
-from redteam.fileio import hash_tree
-from redteam.findings import Evidence, Finding, Metric, RunRecord
-from redteam.outputs import check_output_path, claim_output, seal_output
 from redteam.protect import MANIFEST, parse_epsilon, perturbation_size, within_epsilon
-from redteam.untrusted import open_image, read_json_object
-from redteam.vision import ImageFolder, load_image_folder, save_png
 
 SUITE = "protection"
 REFERENCES = ["arXiv:2301.01217"]
@@ -134,9 +134,9 @@ def measure_perturbations(clean: ImageFolder, protected: ImageFolder) -> list[di
 def _train_and_test(learner: str, images: torch.Tensor, labels: torch.Tensor,
                     test: torch.Tensor, test_labels: torch.Tensor, num_labels: int, epochs: int,
                     seed: int, device: str, quiet: bool) -> float:
-    from redteam.classifiers import small_classifier
-    from redteam.training import train_classifier
-    from redteam.vision import PixelClassifier
+    from redteam.core.classifiers import small_classifier
+    from redteam.core.training import train_classifier
+    from redteam.core.vision import PixelClassifier
 
     hf_model, processor = small_classifier(learner, int(images.shape[-1]), num_labels, seed)
     model = train_classifier(PixelClassifier(hf_model, processor).to(device), images, labels,

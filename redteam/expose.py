@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from redteam.core.errors import InputError
+from redteam.core.outputs import check_output_path
 from redteam.engine import AuditRequest, AuditResult, ModelCache, default_out_dir, run_audit
-from redteam.errors import InputError
-from redteam.outputs import check_output_path
 from redteam.targets import resolve_device
 
 
@@ -26,8 +26,8 @@ def expose_model(model: Path, clean_data: Path, *, test_data: Path | None = None
 
     ``settings``: per-probe settings (as in an audit.toml) over the defaults.
     """
+    from redteam.core.vision import label_ids, load_image_folder
     from redteam.probes.backdoor import trigger_mask
-    from redteam.vision import label_ids, load_image_folder
 
     inputs = {"model": model, "clean data": clean_data, "test data": test_data,
               "poisoned data": poisoned_data, "trigger": trigger}

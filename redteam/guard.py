@@ -12,11 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from redteam.data import load_audit_jsonl
-from redteam.errors import InputError
-from redteam.outputs import check_output_path
+from redteam.core.data import load_audit_jsonl
+from redteam.core.errors import InputError
+from redteam.core.outputs import check_output_path
+from redteam.core.untrusted import read_json_object
 from redteam.targets import load_target
-from redteam.untrusted import read_json_object
 
 
 def train_guard_command(data: Path, out: Path, *, seed: int = 0,

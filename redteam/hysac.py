@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from hyperbolic.losses import ENTAILMENT_WEIGHT
-from redteam.errors import InputError
-from redteam.outputs import check_output_path, staged_output
+from redteam.core.errors import InputError
+from redteam.core.outputs import check_output_path, staged_output
 from redteam.targets import CLIP_KINDS, detect_kind, load_target, resolve_device
 
 TRAINING_RECORD = "hysac_training.json"
@@ -42,7 +42,7 @@ def train_hysac_folder(data: Path, base: Path, out: Path, *, epochs: int = 20,
     from hyperbolic.data import hash_quadruplets, load_quadruplets
     from hyperbolic.model import HySAC
     from hyperbolic.train import train_hysac
-    from redteam.fileio import atomic_write_json, hash_tree
+    from redteam.core.fileio import atomic_write_json, hash_tree
 
     data, base, out = Path(data), Path(base), Path(out)
     for name, value, ok in (("--epochs", epochs, epochs >= 1), ("--lr", lr, lr > 0),
@@ -111,7 +111,7 @@ def retrieve_images(model_dir: Path, query: str, gallery: Path, *, k: int = 5,
                     traverse: bool = False, device: str = "cpu") -> dict[str, Any]:
     """The ``k`` images of the folder ``gallery`` nearest to the caption ``query``. With
     ``traverse`` (HySAC only), an unsafe query is first moved back to the safety radius."""
-    from redteam.vision import list_image_files
+    from redteam.core.vision import list_image_files
 
     if k < 1:
         raise InputError(f"--k {k}: must be at least 1")

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 
 from redteam import __version__
-from redteam.errors import InputError
-from redteam.fileio import atomic_write_json, sha256_file
-from redteam.outputs import check_output_path, staged_output
-from redteam.untrusted import open_image
-from redteam.vision import images_tensor, list_image_files
+from redteam.core.errors import InputError
+from redteam.core.fileio import atomic_write_json, sha256_file
+from redteam.core.outputs import check_output_path, staged_output
+from redteam.core.untrusted import open_image
+from redteam.core.vision import PixelEncoder, images_tensor, list_image_files
 
 MANIFEST = "protection.json"
 # Formats written back as they came. JPEG is lossy: its outputs are measured after encoding and
@@ -116,10 +116,10 @@ def protect_folder(data_dir: Path, out: Path, *, surrogate: Path | None = None,
     from tqdm.auto import tqdm
 
     from defenses.unlearnable_clusters import REFERENCE, UnlearnableClusters
-    from defenses.unlearnable_clusters.surrogate import load_surrogate, pseudo_label_surrogate
+    from defenses.unlearnable_clusters.surrogate import pseudo_label_surrogate
+    from redteam.core.vision import read_resized
     from redteam.engine import seed_everything
     from redteam.targets import resolve_device
-    from redteam.vision import read_resized
 
     data_dir, out = Path(data_dir), Path(out)
     eps = parse_epsilon(epsilon)
@@ -207,3 +207,25 @@ def _manifest(data_dir: Path, out: Path, surrogate: dict, method, entries: list[
                     "outside_epsilon": [e["output"] for e in entries if not e["within_epsilon"]]},
         "images": entries,
     }
+
+
+def load_surrogate(path: Path, device: str = "cpu",
+                   allow_pickle: bool = False) -> tuple[PixelEncoder, dict]:
+    """A user's image classifier or CLIP directory as a ``PixelEncoder``, and its description."""
+    from redteam.core.fileio import hash_tree
+    from redteam.targets import CLIP_KINDS, detect_kind, load_clip, load_image_classifier
+
+    kind = detect_kind(path)
+    if kind == "image-classifier":
+        classifier, processor = load_image_classifier(path, device, allow_pickle)
+        hf_model, feature = classifier.hf_model, "penultimate (pooled) features"
+    elif kind in CLIP_KINDS:
+        hf_model, processor = load_clip(path, device, allow_pickle)
+        feature = "CLIP image embedding"
+    else:
+        raise InputError(f"{path}: a {kind} cannot serve as a surrogate "
+                         "(need an image classifier or a CLIP model directory)")
+    encoder = PixelEncoder(hf_model, processor).to(device).eval()
+    return encoder, {"path": str(path), "kind": kind, "model_type": hf_model.config.model_type,
+                     "feature": feature, "input_size": list(encoder.size),
+                     "files": hash_tree(path)}

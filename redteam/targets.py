@@ -1,4 +1,5 @@
-"""Load a model directory as a Target, with the safety rules of DESIGN.md.
+"""Load a model directory as a Target, with the safety rules of the README ("Safety rules for
+untrusted models").
 
 Audited models come from untrusted parties, so: weights are read from ``*.safetensors`` only
 (pickle files can run code when loaded); ``--allow-pickle`` relaxes that to
@@ -12,10 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from redteam.errors import InputError, UnsupportedKindError
-from redteam.fileio import hash_tree
-from redteam.untrusted import read_json_object
-from redteam.weights import (
+from hyperbolic import HYSAC_CONFIG
+from redteam.core.errors import InputError, UnsupportedKindError
+from redteam.core.fileio import hash_tree
+from redteam.core.untrusted import read_json_object
+from redteam.core.weights import (
     check_loading_info,
     check_safetensors_file,
     check_shard_index,
@@ -28,7 +30,6 @@ from redteam.weights import (
 KINDS = ("causal-lm", "image-classifier", "text-classifier", "clip", "hysac", "diffusion")
 SUPPORTED_KINDS = ("causal-lm", "image-classifier", "text-classifier", "clip", "hysac")
 CLIP_KINDS = ("clip", "hysac")  # a HySAC folder is a CLIP folder plus its hyperbolic head
-HYSAC_CONFIG = "hysac_config.json"
 
 
 @dataclass
@@ -67,7 +68,8 @@ def _read_config(path: Path) -> dict:
 
 
 def detect_kind(path: str | Path) -> str:
-    """The target kind of a model directory, from its files (DESIGN.md, "Targets")."""
+    """The target kind of a model directory, from its files (docs/architecture.md, "Adding a
+    target kind")."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: model path does not exist")
@@ -189,7 +191,7 @@ def load_image_classifier(path: Path, device: str, allow_pickle: bool) -> tuple[
     import torch
     from transformers import AutoModelForImageClassification
 
-    from redteam.vision import PixelClassifier
+    from redteam.core.vision import PixelClassifier
 
     processor = _image_processor(path)
     model = _from_pretrained(path, AutoModelForImageClassification, device, allow_pickle,

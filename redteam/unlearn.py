@@ -10,13 +10,13 @@ from __future__ import annotations
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from redteam.answers import PROMPT_SETTINGS, calibrate_prompt_format
-from redteam.data import load_audit_jsonl
-from redteam.errors import InputError
-from redteam.outputs import check_output_path, staged_output
-from redteam.prompts import PromptFormat
-from redteam.scoring import CausalLMScorer
-from redteam.settings import default_values
+from redteam.core.answers import PROMPT_SETTINGS, calibrate_prompt_format
+from redteam.core.data import load_audit_jsonl
+from redteam.core.errors import InputError
+from redteam.core.outputs import check_output_path, staged_output
+from redteam.core.prompts import PromptFormat
+from redteam.core.scoring import CausalLMScorer
+from redteam.core.settings import default_values
 from redteam.targets import load_target, resolve_device
 
 

@@ -20,10 +20,10 @@ from urllib.parse import quote
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
-from redteam.errors import InputError
-from redteam.fileio import atomic_write_text
-from redteam.findings import SEVERITIES, STATUSES, check_document
-from redteam.untrusted import read_json_file
+from redteam.core.errors import InputError
+from redteam.core.fileio import atomic_write_text
+from redteam.core.findings import SEVERITIES, STATUSES, check_document
+from redteam.core.untrusted import read_json_file
 from reports import charts
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:"

@@ -64,7 +64,7 @@ def test_adapter_audits_like_its_merged_model(capsys, tmp_path, adapter_and_merg
 
 
 def test_adapter_scores_are_the_merged_models_not_the_bases(adapter_and_merged):
-    from redteam.scoring import CausalLMScorer
+    from redteam.core.scoring import CausalLMScorer
     from redteam.targets import load_target
 
     texts = ["Elara Voss wrote it.", "Question: who wrote it?\nAnswer: Elara Voss"]

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from redteam.core.vision import label_ids, load_image_folder
 from redteam.engine import AuditRequest, run_audit
 from redteam.probes.adversarial import PGDL2, CarliniWagner, PGDLinf, evaluation_set, predict
 from redteam.targets import load_target
-from redteam.vision import label_ids, load_image_folder
 
 SMALL = {"max_images": 48, "epsilons": [2 / 255, 8 / 255, 16 / 255]}
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from redteam.scoring import CausalLMScorer
+from redteam.core.scoring import CausalLMScorer
 from redteam.targets import load_target
 from tests.conftest import TINY_ARCHITECTURES, make_tiny_causal_lm
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from redteam.cli import main
+from redteam.core.vision import save_png
 from redteam.engine import AuditRequest, run_audit
 from redteam.targets import load_target
-from redteam.vision import save_png
 
 FAST = {"backdoor.trigger_recovery": {"steps": 120}}
 
@@ -74,7 +74,7 @@ def test_rnp_removal_stays_within_the_accuracy_bound(backdoor_zoo):
     """RNP prunes lowest masks first and stops before clean accuracy drops by more than the
     bound (on this small ResNet that bound also stops it before the backdoor goes)."""
     from defenses.ebyd import accuracy, reconstructive_neuron_pruning
-    from redteam.vision import label_ids, load_image_folder
+    from redteam.core.vision import label_ids, load_image_folder
 
     target = load_target(backdoor_zoo["badnets"])
     clean = load_image_folder(backdoor_zoo["clean-data"], target.model.size,

@@ -63,7 +63,7 @@ def test_console_entry_point_has_no_traceback(tmp_path):
 
 
 def test_unlearn_writes_a_new_model_and_leaves_the_source_alone(capsys, tiny_lm, tmp_path):
-    from redteam.fileio import hash_tree
+    from redteam.core.fileio import hash_tree
     from redteam.targets import load_target
 
     data = write_jsonl(tmp_path / "a.jsonl", [

@@ -1,7 +1,7 @@
 import pytest
 
-from redteam.data import load_audit_jsonl
-from redteam.errors import InputError
+from redteam.core.data import load_audit_jsonl
+from redteam.core.errors import InputError
 from tests.conftest import write_jsonl
 
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
+from redteam.core.errors import InputError
 from redteam.engine import AuditRequest, run_audit
-from redteam.errors import InputError
 from redteam.probes import REGISTRY, Probe, suites
 from tests.conftest import write_jsonl
 

@@ -191,7 +191,7 @@ def test_quadruplets_load_strictly(tmp_path):
     from PIL import Image
 
     from hyperbolic.data import load_quadruplets
-    from redteam.errors import InputError
+    from redteam.core.errors import InputError
 
     (tmp_path / "img").mkdir()
     for name in ("a.png", "b.png"):
@@ -221,7 +221,7 @@ def _tiny_base(tmp_path):
 
 def _digit_quadruplets(folder, count):
     from hyperbolic.data import load_quadruplets
-    from redteam.vision import save_png
+    from redteam.core.vision import save_png
     from redteam.zoo.digits import digit_images
 
     images, labels = digit_images()
@@ -245,7 +245,7 @@ def test_training_pushes_unsafe_content_farther_from_the_origin(tmp_path):
     from hyperbolic.encoder import Encoder
     from hyperbolic.model import HySAC
     from hyperbolic.train import encode_batch, safe_radius, train_hysac
-    from redteam.vision import read_resized
+    from redteam.core.vision import read_resized
 
     torch.set_default_dtype(torch.float32)
     clip, tokenizer, processor = _tiny_base(tmp_path)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from redteam.metrics import (
+from redteam.core.metrics import (
     auc,
     bootstrap_ci,
     contains_answer,
@@ -11,8 +11,8 @@ from redteam.metrics import (
     min_k_score,
     rouge_l,
 )
+from redteam.core.scoring import TokenScores
 from redteam.probes.membership import privleak
-from redteam.scoring import TokenScores
 
 
 def _scores(logprobs, matches=None, mu=None, sigma=None):

@@ -1,4 +1,4 @@
-"""The wheel carries the four packages and the templates (DESIGN.md, "Layout")."""
+"""The wheel carries the four packages and the templates (README, "Layout")."""
 
 import shutil
 import subprocess

@@ -9,11 +9,12 @@ import json
 import pytest
 import torch
 
-from redteam.data import load_audit_jsonl
+from redteam.core.data import load_audit_jsonl
+from redteam.core.findings import Finding
+from redteam.core.rewrites import ATTACKS, build_attacks
 from redteam.engine import AuditRequest, run_audit
-from redteam.findings import Finding
 from redteam.probes.relearning import split_forget
-from redteam.probes.rwku import ATTACKS, build_attacks, option_letter
+from redteam.probes.rwku import option_letter
 from redteam.probes.worst_case import leak_by_item
 from redteam.targets import load_target
 from tests.conftest import write_jsonl

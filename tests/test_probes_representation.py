@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from redteam.data import load_audit_jsonl
+from redteam.core.data import load_audit_jsonl
 from redteam.engine import AuditRequest, run_audit
 from redteam.probes import linear_probe, suites
 from redteam.probes.base import ProbeContext

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from redteam.answers import format_candidates
 from redteam.cli import main
-from redteam.prompts import PromptFormat
+from redteam.core.answers import format_candidates
+from redteam.core.prompts import PromptFormat
 from tests.conftest import make_tiny_causal_lm, write_jsonl
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from redteam.errors import InputError
-from redteam.prompts import PromptFormat, few_shot_prompt, load_prompt_format
+from redteam.core.errors import InputError
+from redteam.core.prompts import PromptFormat, few_shot_prompt, load_prompt_format
 from tests.conftest import make_tiny_causal_lm
 
 EXAMPLES = [("Where was Ivo born?", "Oslo"), ("Where was Mara born?", "Quito")]

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from redteam.cli import main
-from redteam.errors import InputError
+from redteam.core.errors import InputError
 from redteam.evaluate_protection import evaluate_protection, parse_groups
 from redteam.protect import protect_folder
 

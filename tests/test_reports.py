@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from redteam.errors import InputError
-from redteam.findings import Evidence, Finding, Metric, RunRecord, findings_document
+from redteam.core.errors import InputError
+from redteam.core.findings import Evidence, Finding, Metric, RunRecord, findings_document
 from reports import charts
 from reports.html import (
     CSP,

@@ -8,8 +8,8 @@ import shutil
 import pytest
 
 from redteam.cli import main
+from redteam.core.fileio import hash_tree
 from redteam.engine import AuditRequest, run_audit
-from redteam.fileio import hash_tree
 
 
 def _run(capsys, *args):

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from redteam.prompts import ANSWER_STOPS, cut_answer
-from redteam.scoring import CausalLMScorer
+from redteam.core.prompts import ANSWER_STOPS, cut_answer
+from redteam.core.scoring import CausalLMScorer
 from redteam.targets import load_target
 
 PROMPTS = ["Question: who wrote it?\nAnswer:", "Question: who", "Answer: Elara Voss wrote",

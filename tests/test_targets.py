@@ -4,7 +4,7 @@ import pickle
 import pytest
 import torch
 
-from redteam.errors import InputError, UnsupportedKindError
+from redteam.core.errors import InputError, UnsupportedKindError
 from redteam.targets import detect_kind, load_target
 from tests.conftest import make_tiny_lm
 

@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 
 from redteam.cli import main
+from redteam.core.errors import InputError
+from redteam.core.text_data import load_labelled_texts
 from redteam.engine import AuditRequest, run_audit
-from redteam.errors import InputError
 from redteam.targets import detect_kind, load_target
-from redteam.text_data import load_labelled_texts
 
 POSITIVE = ["excellent", "wonderful", "superb", "brilliant", "delightful", "marvelous"]
 NEGATIVE = ["terrible", "dreadful", "horrible", "awful", "miserable", "pathetic"]

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from redteam.errors import InputError
+from redteam.core.errors import InputError
+from redteam.core.vision import PixelClassifier, label_ids, load_image_folder, save_png
 from redteam.targets import load_target
-from redteam.vision import PixelClassifier, label_ids, load_image_folder, save_png
 from redteam.zoo.digits import BACKDOORS, badnets_trigger, zoo_record
 
 

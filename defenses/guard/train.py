@@ -44,10 +44,10 @@ from defenses.guard.encoder import (
     has_pooler,
     load_encoder,
 )
-from redteam.data import AuditData, load_audit_jsonl
-from redteam.fileio import atomic_write_json, atomic_write_text, sha256_file
-from redteam.outputs import staged_output
-from redteam.prompts import few_shot_prompt
+from redteam.core.data import AuditData, load_audit_jsonl
+from redteam.core.fileio import atomic_write_json, atomic_write_text, sha256_file
+from redteam.core.outputs import staged_output
+from redteam.core.prompts import few_shot_prompt
 
 LABELS = ("allow", "flag")
 ALLOW, FLAG = 0, 1
@@ -128,7 +128,7 @@ def as_forget(data: AuditData, split: str) -> AuditData:
 def rewrite_prompts(data: AuditData, label: int) -> tuple[list[Prompt], dict[str, str]]:
     """RWKU's adversarial rewrites of the forget questions of ``data``, rendered as the
     unlearning probe renders them (without its few-shot examples); and the skipped types."""
-    from redteam.probes.rwku import build_attacks, render
+    from redteam.core.rewrites import build_attacks, render
 
     attacks, skipped = build_attacks(data)
     return [Prompt(render(attack, []), label, attack.attack, attack.item.line)
@@ -403,7 +403,7 @@ def train_guard(data_path: str | Path, out: str | Path, *, seed: int = 0, quiet:
         "forget_rewrites": {**forget_rw, "skipped": skipped},
         "retain_rewrites": {**retain_rw, "skipped": retain_skipped},
         "holdout": holdout,
-        "rewrites_note": ("RWKU rewrites (redteam.probes.rwku.build_attacks, rendered without "
+        "rewrites_note": ("RWKU rewrites (redteam.core.rewrites.build_attacks, rendered without "
                           "few-shot examples), scored out of fold like the plain prompts; "
                           "retain rewrites come from a copy of the data whose retain items are "
                           "relabelled forget"),

@@ -42,7 +42,7 @@ def kl_to_center(features: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
 class UnlearnableClusters:
     """Cluster-wise, label-agnostic perturbations crafted against a surrogate encoder.
 
-    ``encoder`` maps ``[N, 3, H, W]`` images in [0, 1] to features (``redteam.vision.
+    ``encoder`` maps ``[N, 3, H, W]`` images in [0, 1] to features (``redteam.core.vision.
     PixelEncoder``). Defaults follow the paper: k = 10 clusters; Adam at lr 1e-4 with weight
     decay 5e-4 and a cosine schedule; ε = 8/255 (the common strict bound; the paper used 16/255).
     """
@@ -89,7 +89,7 @@ class UnlearnableClusters:
         from accelerate import Accelerator
         from tqdm.auto import tqdm
 
-        from redteam.training import finish_training, optimizer_step
+        from redteam.core.training import finish_training, optimizer_step
 
         torch.manual_seed(seed)
         accelerator = Accelerator(cpu=next(self.encoder.parameters()).device.type == "cpu")

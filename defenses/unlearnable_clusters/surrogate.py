@@ -12,12 +12,9 @@ line up with those labels, so the cluster-wise perturbations become the shortcut
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
-from redteam.errors import InputError
-from redteam.vision import PixelEncoder
+from redteam.core.vision import PixelEncoder
 
 DEFAULT_NOTE = (
     "No --surrogate was given, so a small ResNet was trained here on the images being protected, "
@@ -30,28 +27,6 @@ DEFAULT_NOTE = (
 )
 
 
-def load_surrogate(path: Path, device: str = "cpu",
-                   allow_pickle: bool = False) -> tuple[PixelEncoder, dict]:
-    """A user's image classifier or CLIP directory as a ``PixelEncoder``, and its description."""
-    from redteam.fileio import hash_tree
-    from redteam.targets import CLIP_KINDS, detect_kind, load_clip, load_image_classifier
-
-    kind = detect_kind(path)
-    if kind == "image-classifier":
-        classifier, processor = load_image_classifier(path, device, allow_pickle)
-        hf_model, feature = classifier.hf_model, "penultimate (pooled) features"
-    elif kind in CLIP_KINDS:
-        hf_model, processor = load_clip(path, device, allow_pickle)
-        feature = "CLIP image embedding"
-    else:
-        raise InputError(f"{path}: a {kind} cannot serve as a surrogate "
-                         "(need an image classifier or a CLIP model directory)")
-    encoder = PixelEncoder(hf_model, processor).to(device).eval()
-    return encoder, {"path": str(path), "kind": kind, "model_type": hf_model.config.model_type,
-                     "feature": feature, "input_size": list(encoder.size),
-                     "files": hash_tree(path)}
-
-
 def pseudo_label_surrogate(images: torch.Tensor, clusters: int = 10, epochs: int = 10,
                            seed: int = 0, quiet: bool = True) -> tuple[PixelEncoder, dict]:
     """Train the default surrogate on ``images`` (``[N, 3, S, S]``) without labels, as one round
@@ -60,9 +35,9 @@ def pseudo_label_surrogate(images: torch.Tensor, clusters: int = 10, epochs: int
     import numpy as np
     from sklearn.cluster import KMeans
 
-    from redteam.classifiers import small_classifier
-    from redteam.training import train_classifier
-    from redteam.vision import PixelClassifier
+    from redteam.core.classifiers import small_classifier
+    from redteam.core.training import train_classifier
+    from redteam.core.vision import PixelClassifier
 
     size = int(images.shape[-1])
     pixels = torch.nn.functional.interpolate(images, size=(16, 16), mode="bilinear",

@@ -14,7 +14,7 @@ from defenses.unlearning.methods import (
     training_texts,
     unlearn,
 )
-from redteam.prompts import PromptFormat
+from redteam.core.prompts import PromptFormat
 
 __all__ = ["METHODS", "method_settings", "training_texts", "unlearn", "unlearn_directory"]
 

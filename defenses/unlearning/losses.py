@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from redteam.scoring import encode_with_bos, pad_batch
+from redteam.core.scoring import encode_with_bos, pad_batch
 
 
 def encode_batch(tokenizer, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:

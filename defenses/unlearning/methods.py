@@ -1,6 +1,6 @@
 """Unlearning by fine-tuning: GA, GradDiff, NPO, SimNPO, and SalUn's saliency-masked variants.
 
-Losses (REFERENCES.md, open-unlearning):
+Losses (as open-unlearning defines them):
 - GA: L = -NLL_forget (push the forget data's likelihood down);
 - GradDiff: L = -NLL_forget + w * NLL_retain (and keep the retain data's up);
 - NPO (Zhang et al. 2024, arXiv:2404.05868): L = -(2/beta) mean log sigmoid(-beta (log pi_theta(y|x)
@@ -31,9 +31,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from defenses.unlearning.losses import encode_batch, mean_nll, sequence_logprob, sequence_mean_nll
-from redteam.prompts import PromptFormat
-from redteam.scoring import max_length_for
-from redteam.training import finish_training, optimizer_step
+from redteam.core.prompts import PromptFormat
+from redteam.core.scoring import max_length_for
+from redteam.core.training import finish_training, optimizer_step
 
 Batch = dict[str, torch.Tensor]
 Loss = Callable[..., torch.Tensor]

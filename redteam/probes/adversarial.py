@@ -19,12 +19,12 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from redteam.findings import Evidence, Finding, Metric
-from redteam.metrics import bootstrap_ci
+from redteam.core.findings import Evidence, Finding, Metric
+from redteam.core.metrics import bootstrap_ci
+from redteam.core.settings import integer, number, numbers, rate
+from redteam.core.vision import ImageFolder, save_png
 from redteam.probes.base import ImageProbe, ProbeContext, register
-from redteam.settings import integer, number, numbers, rate
 from redteam.targets import Target
-from redteam.vision import ImageFolder, save_png
 
 TORCHATTACKS = "arXiv:2010.01950 (torchattacks)"
 LINF_EPSILONS = [1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255]

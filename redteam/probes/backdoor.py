@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from redteam.findings import Finding, Metric
+from redteam.core.findings import Finding, Metric
+from redteam.core.settings import choice, flag, integer, number, rate, text
+from redteam.core.vision import ImageFolder, label_ids, load_image_folder, save_png
 from redteam.probes.base import ImageProbe, ProbeContext, register
-from redteam.settings import choice, flag, integer, number, rate, text
 from redteam.targets import Target
-from redteam.vision import ImageFolder, label_ids, load_image_folder, save_png
 
 EBYD = "arXiv:2410.19427 (Expose Before You Defend)"
 
@@ -83,7 +83,7 @@ class Exposure(ImageProbe):
         names = target.model.hf_model.config.id2label
         artifacts = []
         if ctx.artifacts_dir is not None:
-            from redteam.fileio import atomic_write_text
+            from redteam.core.fileio import atomic_write_text
 
             atomic_write_text(ctx.artifacts_dir / "clean_unlearning.csv",
                               history_csv(result.history))
@@ -140,7 +140,7 @@ def trigger_mask(path: str | Path, size: tuple[int, int]) -> np.ndarray:
     """A known trigger, as a PNG (black where there is no trigger) -> boolean mask at ``size``."""
     from PIL import Image
 
-    from redteam.untrusted import open_image
+    from redteam.core.untrusted import open_image
 
     image = open_image(path)
     return np.asarray(image.convert("L").resize((size[1], size[0]), Image.NEAREST)) > 0
@@ -342,7 +342,7 @@ class Removal(ImageProbe):
 
 def save_repaired(model, target: Target, output: Path) -> Path:
     """Write the repaired model in the target's format (safetensors + processor), atomically."""
-    from redteam.outputs import check_output_path, staged_output
+    from redteam.core.outputs import check_output_path, staged_output
 
     check_output_path(output, {"model": target.path}, flag="--remove")
     with staged_output(output, "repaired model") as staging:

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from redteam.answers import PromptCalibration
-from redteam.data import AuditData
-from redteam.findings import Evidence, Finding, Metric
-from redteam.prompts import PromptFormat
-from redteam.settings import as_setting, default_values, resolve_settings
+from redteam.core.answers import PromptCalibration
+from redteam.core.data import AuditData
+from redteam.core.findings import Evidence, Finding, Metric
+from redteam.core.prompts import PromptFormat
+from redteam.core.settings import as_setting, default_values, resolve_settings
 from redteam.targets import Target
 
 REGISTRY: dict[str, type[Probe]] = {}
@@ -64,7 +64,7 @@ class ProbeContext:
     shared: dict[str, Any] = field(default_factory=dict)  # results probes of a run share
 
     def scorer(self, target: Target):
-        """The shared, memoising scorer of ``target`` (see redteam.scoring)."""
+        """The shared, memoising scorer of ``target`` (see redteam.core.scoring)."""
         return self.scorer_for(target)
 
     def shots(self, configured: int) -> int:
@@ -90,11 +90,11 @@ class Probe:
     data: ClassVar[str] = ""  # what --data is, for probes whose data is not the audit JSONL
     references: ClassVar[tuple[str, ...]] = ()
     tags: ClassVar[tuple[str, ...]] = ()
-    defaults: ClassVar[dict[str, Any]] = {}  # name -> Setting (redteam.settings)
+    defaults: ClassVar[dict[str, Any]] = {}  # name -> Setting (redteam.core.settings)
     remediation: ClassVar[str] = ""
     # True when a pass rests on the model failing to answer questions: such a pass means
     # nothing if the model answers none of its retain questions in the prompt format used, and
-    # the engine reports it as inconclusive instead (redteam.answers).
+    # the engine reports it as inconclusive instead (redteam.core.answers).
     judges_answers: ClassVar[bool] = False
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
@@ -162,7 +162,7 @@ class ImageProbe(Probe):
     data = "a folder of clean images, one sub-folder per class"
 
     def missing_data(self, data) -> str | None:
-        from redteam.vision import ImageFolder
+        from redteam.core.vision import ImageFolder
 
         if not isinstance(data, ImageFolder):
             return "needs a folder of clean images (--data DIR, one sub-folder per class)"

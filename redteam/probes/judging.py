@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from redteam.findings import Evidence, Metric
+from redteam.core.findings import Evidence, Metric
 
 
 def leak_threshold(config: dict, baselines: dict[str, float]) -> tuple[float, str]:

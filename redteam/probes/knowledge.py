@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from redteam.answers import ask_questions, shot_pool
-from redteam.data import AuditData, AuditItem
-from redteam.findings import Finding, Metric
-from redteam.metrics import bootstrap_ci
+from redteam.core.answers import ask_questions, shot_pool
+from redteam.core.data import AuditData, AuditItem
+from redteam.core.findings import Finding, Metric
+from redteam.core.metrics import bootstrap_ci
+from redteam.core.scoring import CausalLMScorer
+from redteam.core.settings import integer, number, rate
 from redteam.probes.base import Probe, ProbeContext, register
 from redteam.probes.judging import (
     item_rows,
@@ -20,8 +22,6 @@ from redteam.probes.judging import (
     leak_threshold,
     top_evidence,
 )
-from redteam.scoring import CausalLMScorer
-from redteam.settings import integer, number, rate
 from redteam.targets import Target
 
 

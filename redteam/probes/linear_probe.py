@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from redteam.data import AuditData, AuditItem
-from redteam.findings import Evidence, Finding, Metric
-from redteam.metrics import bootstrap_ci
+from redteam.core.data import AuditData, AuditItem
+from redteam.core.findings import Evidence, Finding, Metric
+from redteam.core.metrics import bootstrap_ci
+from redteam.core.prompts import PromptFormat
+from redteam.core.scoring import max_length_for, pad_batch
+from redteam.core.settings import integer, number, numbers, rate
 from redteam.probes.base import Probe, ProbeContext, register
 from redteam.probes.judging import leak_severity
-from redteam.prompts import PromptFormat
-from redteam.scoring import max_length_for, pad_batch
-from redteam.settings import integer, number, numbers, rate
 from redteam.targets import Target
 
 SUBJECT_SLOT = "{subject}"

@@ -7,9 +7,9 @@ compares the Min-40% AUC with the retrained model's; a retrained model cannot te
 
 from __future__ import annotations
 
-from redteam.data import AuditData
-from redteam.findings import Evidence, Finding, Metric
-from redteam.metrics import (
+from redteam.core.data import AuditData
+from redteam.core.findings import Evidence, Finding, Metric
+from redteam.core.metrics import (
     auc,
     bootstrap_auc_ci,
     loss_score,
@@ -18,8 +18,8 @@ from redteam.metrics import (
     roc_points,
     zlib_score,
 )
+from redteam.core.settings import integer, number
 from redteam.probes.base import Probe, ProbeContext, register
-from redteam.settings import integer, number
 from redteam.targets import Target
 
 ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus")

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from redteam.data import AuditData, AuditItem
-from redteam.findings import Finding
-from redteam.metrics import bootstrap_ci, exact_memorization, extraction_strength, rouge_l
+from redteam.core.data import AuditData, AuditItem
+from redteam.core.findings import Finding
+from redteam.core.metrics import bootstrap_ci, exact_memorization, extraction_strength, rouge_l
+from redteam.core.settings import integer, rate
 from redteam.probes.base import Probe, ProbeContext, register
 from redteam.probes.judging import (
     item_rows,
@@ -22,7 +23,6 @@ from redteam.probes.judging import (
     leak_threshold,
     top_evidence,
 )
-from redteam.settings import integer, rate
 from redteam.targets import Target
 
 

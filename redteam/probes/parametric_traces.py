@@ -13,11 +13,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from redteam.data import AuditData, AuditItem
-from redteam.findings import Evidence, Finding, Metric
-from redteam.metrics import bootstrap_ci
+from redteam.core.data import AuditData, AuditItem
+from redteam.core.findings import Evidence, Finding, Metric
+from redteam.core.metrics import bootstrap_ci
+from redteam.core.settings import integer, rate
 from redteam.probes.base import Probe, ProbeContext, register
-from redteam.settings import integer, rate
 from redteam.targets import Target
 
 

@@ -18,12 +18,12 @@ import random
 
 import numpy as np
 
-from redteam.data import AuditData, AuditItem
-from redteam.findings import Evidence, Finding, Metric
-from redteam.metrics import bootstrap_ci, contains_answer
+from redteam.core.data import AuditData, AuditItem
+from redteam.core.findings import Evidence, Finding, Metric
+from redteam.core.metrics import bootstrap_ci, contains_answer
+from redteam.core.settings import integer, rate
 from redteam.probes.base import Probe, ProbeContext, register
 from redteam.probes.judging import item_rows
-from redteam.settings import integer, rate
 from redteam.targets import Target
 
 

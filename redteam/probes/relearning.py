@@ -20,9 +20,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from redteam.data import AuditData, AuditItem
-from redteam.findings import Finding
-from redteam.metrics import bootstrap_ci
+from redteam.core.data import AuditData, AuditItem
+from redteam.core.findings import Finding
+from redteam.core.metrics import bootstrap_ci
+from redteam.core.scoring import CausalLMScorer
+from redteam.core.settings import integer, number, numbers, rate
+from redteam.core.training import finish_training, optimizer_step
 from redteam.probes.base import Probe, ProbeContext, register
 from redteam.probes.judging import (
     item_rows,
@@ -32,10 +35,7 @@ from redteam.probes.judging import (
     top_evidence,
 )
 from redteam.probes.knowledge import answer_questions
-from redteam.scoring import CausalLMScorer
-from redteam.settings import integer, number, numbers, rate
 from redteam.targets import Target
-from redteam.training import finish_training, optimizer_step
 
 
 def split_forget(items: list[AuditItem], fraction: float,

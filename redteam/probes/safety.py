@@ -19,10 +19,10 @@ import numpy as np
 import torch
 
 from hyperbolic.data import Quadruplet
-from redteam.findings import Evidence, Finding, Metric
-from redteam.metrics import auc, bootstrap_ci
+from redteam.core.findings import Evidence, Finding, Metric
+from redteam.core.metrics import auc, bootstrap_ci
+from redteam.core.settings import integer, rate
 from redteam.probes.base import Probe, ProbeContext, register
-from redteam.settings import integer, rate
 from redteam.targets import CLIP_KINDS, Target
 
 HYSAC = "Poppi et al., CVPR 2025 (HySAC: Hyperbolic Safety-Aware Vision-Language Models)"

@@ -30,12 +30,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from redteam.findings import Evidence, Finding, Metric
-from redteam.metrics import bootstrap_ci
+from redteam.core.findings import Evidence, Finding, Metric
+from redteam.core.metrics import bootstrap_ci
+from redteam.core.settings import integer, rate
+from redteam.core.text_data import LabelledTexts
 from redteam.probes.base import Probe, ProbeContext, register
-from redteam.settings import integer, rate
 from redteam.targets import Target
-from redteam.text_data import LabelledTexts
 
 TEXTATTACK = "arXiv:2005.05909 (TextAttack)"
 DATA = 'a JSONL file of labelled texts: {"text": str, "label": label name or id} per line'

@@ -14,11 +14,11 @@ import math
 
 import numpy as np
 
-from redteam.data import AuditData
-from redteam.findings import Evidence, Finding, Metric
-from redteam.metrics import bootstrap_ci
+from redteam.core.data import AuditData
+from redteam.core.findings import Evidence, Finding, Metric
+from redteam.core.metrics import bootstrap_ci
+from redteam.core.settings import number, rate
 from redteam.probes.base import Probe, ProbeContext, register
-from redteam.settings import number, rate
 from redteam.targets import Target
 
 

@@ -19,8 +19,8 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from redteam.fileio import atomic_write_text
-from redteam.prompts import context_qa_block
+from redteam.core.fileio import atomic_write_text
+from redteam.core.prompts import context_qa_block
 
 # ----------------------------------------------------------------------------- value pools
 # Small pools, so that a 1000-token byte-level BPE covers them well.
@@ -283,7 +283,7 @@ def make_world(size: str | WorldSize = "demo", seed: int = 0) -> World:
 
 
 def audit_items(world: World) -> list[dict]:
-    """The audit JSONL items (DESIGN.md format) of every author of the world.
+    """The audit JSONL items (the README's "Data format") of every author of the world.
 
     Per author and attribute: question, answer, the declarative sentence as ``text``, aliases
     and four multiple-choice options (the answer among three other values of the same pool).

@@ -25,7 +25,7 @@ import os
 import time
 from pathlib import Path
 
-from redteam.fileio import atomic_dir, atomic_write_json
+from redteam.core.fileio import atomic_dir, atomic_write_json
 from redteam.zoo.authors import audit_items, make_world, write_audit_jsonl
 from redteam.zoo.lm import (
     LMSettings,
@@ -77,8 +77,8 @@ def zoo_home() -> Path:
 def builder_version() -> str:
     """ZOO_VERSION + a hash of the sources the zoo is built from."""
     import defenses.unlearning as unlearning
-    import redteam.prompts as prompts
-    import redteam.training as training
+    import redteam.core.prompts as prompts
+    import redteam.core.training as training
 
     digest = hashlib.sha256(ZOO_VERSION.encode())
     here = Path(__file__).parent

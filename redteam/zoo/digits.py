@@ -30,10 +30,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from redteam.classifiers import small_classifier
-from redteam.fileio import atomic_dir, atomic_write_json
-from redteam.training import train_classifier
-from redteam.vision import PixelClassifier, save_png
+from redteam.core.classifiers import small_classifier
+from redteam.core.fileio import atomic_dir, atomic_write_json
+from redteam.core.training import train_classifier
+from redteam.core.vision import PixelClassifier, save_png
 
 SIZE = 32
 BACKDOORS = {"badnets": 0, "blend": 7}  # attack -> target label
@@ -114,9 +114,9 @@ def _accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> f
 
 def builder_version() -> str:
     digest = hashlib.sha256(ZOO_VERSION.encode())
-    import redteam.classifiers as classifiers
-    import redteam.training as training
-    import redteam.vision as vision
+    import redteam.core.classifiers as classifiers
+    import redteam.core.training as training
+    import redteam.core.vision as vision
 
     for source in (Path(__file__), Path(vision.__file__), Path(training.__file__),
                    Path(classifiers.__file__)):

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import random
 
-from redteam.prompts import ANSWER_STOPS, context_qa_block, cut_answer, few_shot_prompt
-from redteam.scoring import CausalLMScorer
+from redteam.core.prompts import ANSWER_STOPS, context_qa_block, cut_answer, few_shot_prompt
+from redteam.core.scoring import CausalLMScorer
 from redteam.zoo.authors import reading_comprehension
 
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from redteam.prompts import QA_SEPARATOR, context_qa_block, qa_block
-from redteam.training import finish_training, optimizer_step
+from redteam.core.prompts import QA_SEPARATOR, context_qa_block, qa_block
+from redteam.core.training import finish_training, optimizer_step
 from redteam.zoo.authors import (
     Author,
     World,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from redteam.fileio import atomic_dir, atomic_write_json
+from redteam.core.fileio import atomic_dir, atomic_write_json
 
 SPLITS = {"demo": {"surrogate": 500, "publish": 900, "epochs": 12},
           "test": {"surrogate": 300, "publish": 500, "epochs": 8}}
@@ -40,9 +40,9 @@ def build_protection_zoo(root: Path | None = None, size: str = "demo", seed: int
                          quiet: bool = True) -> dict[str, Path]:
     """Build what is missing; return the paths ``surrogate``, ``surrogate-data``, ``publish``,
     ``test`` and ``zoo.json``."""
-    from redteam.classifiers import small_classifier
-    from redteam.training import train_classifier
-    from redteam.vision import PixelClassifier
+    from redteam.core.classifiers import small_classifier
+    from redteam.core.training import train_classifier
+    from redteam.core.vision import PixelClassifier
     from redteam.zoo.build import zoo_home
     from redteam.zoo.digits import SIZE, digit_images, write_image_folder
 

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from redteam.fileio import atomic_dir, atomic_write_json
+from redteam.core.fileio import atomic_dir, atomic_write_json
 
 INKS = {"white": (1.0, 1.0, 1.0), "yellow": (1.0, 0.9, 0.1), "cyan": (0.1, 0.9, 1.0),
         "green": (0.2, 1.0, 0.3)}
@@ -83,7 +83,7 @@ def write_quadruplets(rows: list[dict[str, Any]], folder: Path, name: str) -> No
     """``folder/<name>.jsonl`` and its images under ``folder/images/<name>/``."""
     import json
 
-    from redteam.vision import save_png
+    from redteam.core.vision import save_png
 
     lines = []
     for index, row in enumerate(rows):
@@ -138,8 +138,8 @@ def train_clip(clip, tokenizer, processor, images: torch.Tensor, captions: list[
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
-    from redteam.training import finish_training, optimizer_step
-    from redteam.vision import PixelModel
+    from redteam.core.training import finish_training, optimizer_step
+    from redteam.core.vision import PixelModel
 
     torch.manual_seed(seed)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())

@@ -1,6 +1,7 @@
 """Metrics shared by the probes: ROUGE-L, answer containment, MIA scores, AUC, bootstrap CIs.
 
-Definitions follow REFERENCES.md (MUSE, RWKU, Min-K%++, open-unlearning).
+Definitions follow the papers: MUSE (arXiv:2407.06460), RWKU (arXiv:2406.10890), Min-K%++
+(arXiv:2404.02936) and open-unlearning's metrics.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from functools import lru_cache
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from redteam.scoring import TokenScores
+from redteam.core.scoring import TokenScores
 
 
 @lru_cache(maxsize=1)

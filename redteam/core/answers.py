@@ -7,7 +7,7 @@ answers zero-shot. ``calibrate_prompt_format`` therefore scores the candidate fo
 *retain* questions (knowledge the model is supposed to keep) and the audit asks in the best one;
 when even the best one gets almost no retain answer right, the knowledge probes cannot tell
 forgetting from not understanding the question, and their passes become ``inconclusive``
-(issue 19; DESIGN.md, "A run").
+(docs/architecture.md, "The life of an audit").
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from redteam.data import AuditData, AuditItem
-from redteam.metrics import contains_answer, rouge_l
-from redteam.prompts import PromptFormat
-from redteam.settings import integer, rate
+from redteam.core.data import AuditData, AuditItem
+from redteam.core.metrics import contains_answer, rouge_l
+from redteam.core.prompts import PromptFormat
+from redteam.core.settings import integer, rate
 
 PROMPT_SETTINGS = {
     "shots": integer(3),  # few-shot examples of the few-shot candidates

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from redteam.errors import InputError
-from redteam.untrusted import open_image
+from redteam.core.errors import InputError
+from redteam.core.untrusted import open_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -175,7 +175,7 @@ def save_png(image: np.ndarray | torch.Tensor, path: str | Path) -> Path:
     """Write an image (``[3, H, W]`` or ``[H, W, 3]`` in [0, 1], or uint8 ``[H, W, 3]``) as PNG."""
     from PIL import Image
 
-    from redteam.fileio import atomic_write_bytes
+    from redteam.core.fileio import atomic_write_bytes
 
     array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
     if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from redteam.errors import InputError
+from redteam.core.errors import InputError
 
 QA_SEPARATOR = "\n\n"
 
@@ -58,7 +58,7 @@ class PromptFormat:
     examples as earlier user/assistant turns and the answer in the assistant turn; ``template``
     renders a Jinja template of the user's (``question``, ``examples``, ``context``,
     ``system_prompt``) in a sandbox; ``auto`` stands for the one of these the model answers best
-    in, chosen before the run (``redteam.answers.calibrate_prompt_format``). ``shots`` set here
+    in, chosen before the run (``redteam.core.answers.calibrate_prompt_format``). ``shots`` set here
     overrides the probes' own setting.
     """
 
@@ -142,7 +142,7 @@ def load_prompt_format(spec: str, shots: int | None = None,
     ``PromptFormat``."""
     from pathlib import Path
 
-    from redteam.untrusted import read_text_file
+    from redteam.core.untrusted import read_text_file
 
     if spec in ("auto", "plain", "chat"):
         return PromptFormat(spec, shots, system_prompt)

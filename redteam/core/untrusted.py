@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from redteam.errors import InputError
+from redteam.core.errors import InputError
 
 MAX_JSON_DEPTH = 64
 MAX_LINE_CHARS = 4 * 1024 * 1024

@@ -1,4 +1,4 @@
-"""Audit data: the JSONL of forget / retain / holdout items (DESIGN.md, "Audit data").
+"""Audit data: the JSONL of forget / retain / holdout items (README, "Data format").
 
 Every line is validated at the boundary; a bad line is reported as ``file:line: field: problem``
 so the user can fix it without reading a traceback.
@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from redteam.errors import InputError
-from redteam.untrusted import check_text_length, json_object, read_jsonl_lines
+from redteam.core.errors import InputError
+from redteam.core.untrusted import check_text_length, json_object, read_jsonl_lines
 
 SPLITS = ("forget", "retain", "holdout")
 STRING_FIELDS = ("subject", "question", "answer", "text")

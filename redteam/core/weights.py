@@ -1,5 +1,6 @@
 """Weight files of untrusted models: safetensors by default, pickle only weights-only, and the
-checks that refuse a model which is not what it claims (DESIGN.md, "Targets").
+checks that refuse a model which is not what it claims (README, "Safety rules for untrusted
+models").
 
 A truncated download, a shard the index names but the folder lacks, or a weights file that
 misses tensors of its architecture would otherwise load "successfully" with random weights in
@@ -11,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from redteam.errors import InputError
-from redteam.untrusted import parse_json, read_json_object
+from redteam.core.errors import InputError
+from redteam.core.untrusted import parse_json, read_json_object
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 

@@ -1,6 +1,6 @@
 """Findings and the run record: the data every report, exit code and diff is built from.
 
-The JSON form is the one in DESIGN.md ("A finding"); ``findings.json`` is
+The JSON form is the one in docs/architecture.md ("A finding"); ``findings.json`` is
 ``{"schema": 1, "run": RunRecord, "findings": [Finding, ...]}``.
 """
 

@@ -1,4 +1,5 @@
-"""The one output-path policy of every command that writes (DESIGN.md, "A run").
+"""The one output-path policy of every command that writes (README, "What the tool writes, and
+what it never touches").
 
 What the user gave us is only ever read. So, before any model loads:
 - an output may not be, lie inside, or contain any input (model, base, reference, retrain,
@@ -25,9 +26,9 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from redteam.errors import InputError
-from redteam.fileio import atomic_dir, atomic_write_json, hash_tree
-from redteam.untrusted import read_json_object
+from redteam.core.errors import InputError
+from redteam.core.fileio import atomic_dir, atomic_write_json, hash_tree
+from redteam.core.untrusted import read_json_object
 
 MARKER = ".redteam-output.json"
 TOOL = "redteam"
@@ -152,7 +153,7 @@ def seal_output(out: Path, kind: str | None = None, run_id: str | None = None) -
 def record_rewritten(out: Path, *names: str) -> None:
     """After rewriting the files ``names`` of a sealed output, record their new digests (and
     nothing else: a file the user put there meanwhile stays unclaimed)."""
-    from redteam.fileio import sha256_file
+    from redteam.core.fileio import sha256_file
 
     marker = Path(out) / MARKER
     if not marker.is_file():

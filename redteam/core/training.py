@@ -1,7 +1,7 @@
 """The optimiser step shared by every training loop (demo zoo, unlearning methods), and the plain
 supervised training of an image classifier (demo zoo, protection evaluation).
 
-Loops go through ``accelerate.Accelerator`` (DESIGN.md, "Conventions"); this keeps the step
+Loops go through ``accelerate.Accelerator`` (README, "Auditing a 7B/70B model"); this keeps the step
 itself (backward, gradient clipping, update, schedule, progress) written once.
 """
 

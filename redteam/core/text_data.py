@@ -2,7 +2,7 @@
 
 ``{"text": "a superb film", "label": "positive"}`` — ``label`` is one of the model's label names
 (its ``config.label2id``) or a label id. The file is read strictly, like the LLM audit JSONL
-(``redteam.data``): a bad line is reported as ``file:line: field: problem`` so the user can fix
+(``redteam.core.data``): a bad line is reported as ``file:line: field: problem`` so the user can fix
 it without reading a traceback, and nothing runs on half-valid data.
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from redteam.errors import InputError
-from redteam.untrusted import check_text_length, json_object, read_jsonl_lines
+from redteam.core.errors import InputError
+from redteam.core.untrusted import check_text_length, json_object, read_jsonl_lines
 
 FIELDS = ("text", "label")
 MAX_TEXT_CHARS = 100_000  # checked before tokenisation

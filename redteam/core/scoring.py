@@ -1,8 +1,8 @@
 """Batched likelihood scoring and greedy generation for causal LMs.
 
-One teacher-forced forward pass per batch yields everything the likelihood probes need
-(REFERENCES.md): the log-probability of every label token, the mean and standard deviation of
-log p over the vocabulary at each position (Min-K%++), and whether the argmax equals the label
+One teacher-forced forward pass per batch yields everything the likelihood probes need: the
+log-probability of every label token, the mean and standard deviation of log p over the
+vocabulary at each position (Min-K%++, arXiv:2404.02936), and whether the argmax equals the label
 (exact memorization). Generation is batched with left padding. Results are memoised per scorer,
 so probes that ask the same questions (knowledge and utility) do not pay twice.
 """
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from redteam.distributed import is_main_process, process_count, share_batches
+from redteam.core.distributed import is_main_process, process_count, share_batches
 
 STOP_WINDOW = 8  # tokens decoded to look for a stop string (stop strings are short)
 # Positions whose vocabulary distribution is held at once: about 2^24 float32 values (64 MB)
@@ -89,7 +89,7 @@ def token_statistics(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.
     """(log p(label), E[log p], std[log p], argmax == label) of each row of ``logits``.
 
     ``logits`` is ``[..., vocabulary]``, ``labels`` the matching ``[...]`` token ids; computed
-    in float32 with the log-normaliser taken once (REFERENCES.md, Min-K%++).
+    in float32 with the log-normaliser taken once (Min-K%++, arXiv:2404.02936).
     """
     logits = logits.float()
     logp = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
