@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from hyperbolic.data import load_quadruplets
+from redteam.commands.hysac import load_encoder, train_hysac_folder
 from redteam.engine import AuditRequest, run_audit
-from redteam.hysac import load_encoder, train_hysac_folder
 from redteam.zoo.visu import HYSAC_SETTINGS, SPLITS, build_visu_zoo
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from defenses.unlearnable_clusters import embed
+from redteam.commands.protect import load_surrogate, protect_folder
 from redteam.core.vision import images_tensor, list_image_files, read_resized
-from redteam.protect import load_surrogate, protect_folder
 from redteam.zoo.protection import build_protection_zoo
 
 

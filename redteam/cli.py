@@ -188,7 +188,7 @@ def expose(model: Path, clean_data, test_data, poisoned_data, trigger, out, repa
       redteam expose ./vendor-model --clean-data clean/ --poisoned-data poisoned/ \\
           --out reports/vendor --remove ./vendor-model-repaired
     """
-    from redteam.expose import expose_model
+    from redteam.commands.expose import expose_model
 
     result = expose_model(model, clean_data, test_data=test_data, poisoned_data=poisoned_data,
                           trigger=trigger, out=out, repaired=repaired, device=device, seed=seed,
@@ -268,8 +268,8 @@ def unlearn(model: Path, method: str, data: Path, out: Path, epochs: int, lr: fl
     """
     import json
 
+    from redteam.commands.unlearn import unlearn_model
     from redteam.core.prompts import load_prompt_format
-    from redteam.unlearn import unlearn_model
 
     path = unlearn_model(model, method=method, data=data, out=out, epochs=epochs, lr=lr,
                          batch_size=batch_size, beta=beta, delta=delta, saliency=saliency,
@@ -311,7 +311,7 @@ def protect(data_dir: Path, out: Path, surrogate, clusters, epsilon, epochs, see
     Example:
       redteam protect photos/ --out protected/ --surrogate ./my-classifier
     """
-    from redteam.protect import protect_folder
+    from redteam.commands.protect import protect_folder
 
     manifest = protect_folder(data_dir, out, surrogate=surrogate, clusters=clusters,
                               epsilon=epsilon, epochs=epochs, seed=seed, device=device,
@@ -359,7 +359,7 @@ def evaluate_protection(clean_dir: Path, protected_dir: Path, test_data, out, le
     Example:
       redteam evaluate-protection photos/ protected/ --test-data test/ --out reports/uc
     """
-    from redteam.evaluate_protection import evaluate_protection as evaluate
+    from redteam.commands.evaluate_protection import evaluate_protection as evaluate
 
     result = evaluate(clean_dir, protected_dir, test_data, out=out, learner=learner,
                       groups=groups, epochs=epochs, image_size=image_size, epsilon=epsilon,
@@ -392,7 +392,7 @@ def guard_train(data: Path, out: Path, seed: int, quiet: bool) -> None:
     Example:
       redteam guard train --data audit.jsonl --out ./guard
     """
-    from redteam.guard import train_guard_command
+    from redteam.commands.guard import train_guard_command
 
     record = train_guard_command(data, out, seed=seed, quiet=quiet)
     figures = record["evaluation"]
@@ -426,7 +426,7 @@ def guard_check(guard_dir: Path, prompts: tuple[str, ...]) -> None:
     Example:
       redteam guard check ./guard "Where was Elara Voss born?"
     """
-    from redteam.guard import check_prompts
+    from redteam.commands.guard import check_prompts
 
     results = check_prompts(guard_dir, list(prompts))
     for row in results:
@@ -481,7 +481,7 @@ def hysac_train(data: Path, base: Path, out: Path, epochs: int, lr: float, batch
     Example:
       redteam hysac train visu-train.jsonl --base ./clip-vit-b32 --out ./hysac --lora-rank 16
     """
-    from redteam.hysac import train_hysac_folder
+    from redteam.commands.hysac import train_hysac_folder
 
     record = train_hysac_folder(
         data, base, out, epochs=epochs, lr=lr, batch_size=batch_size,
@@ -538,7 +538,7 @@ def hysac_classify(model: Path, texts: tuple[str, ...], images: tuple[Path, ...]
     Example:
       redteam hysac classify ./hysac --text "a photo of a knife fight" --image photo.jpg
     """
-    from redteam.hysac import classify
+    from redteam.commands.hysac import classify
 
     if not texts and not images:
         raise click.UsageError("give at least one --text or --image")
@@ -568,7 +568,7 @@ def hysac_retrieve(model: Path, query: str, gallery: Path, traverse: bool, k: in
     Example:
       redteam hysac retrieve ./hysac --query "a street fight" --gallery photos/ --traverse
     """
-    from redteam.hysac import retrieve_images
+    from redteam.commands.hysac import retrieve_images
 
     answer = retrieve_images(model, query, gallery, k=k, traverse=traverse)
     if "radius" in answer:

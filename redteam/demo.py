@@ -159,7 +159,7 @@ CLASSIFIERS = {
 
 def backdoor_demo(out: Path, size: str, seed: int, quiet: bool) -> dict:
     """``redteam expose`` on the digits classifiers (removal included); the index's table."""
-    from redteam.expose import expose_model
+    from redteam.commands.expose import expose_model
     from redteam.zoo.digits import build_backdoor_zoo
 
     zoo = build_backdoor_zoo(size=size, seed=seed, quiet=quiet)
@@ -184,7 +184,7 @@ def adversarial_demo(out: Path, size: str, seed: int, quiet: bool, audit: Path) 
     """``redteam audit --suite adversarial`` on the clean digits classifier, and on a prompt
     guard trained (``redteam guard train``) on the unlearning demo's audit data; the index's
     table."""
-    from redteam.guard import train_guard_command
+    from redteam.commands.guard import train_guard_command
     from redteam.zoo.digits import build_backdoor_zoo
 
     zoo = build_backdoor_zoo(size=size, seed=seed, quiet=quiet)
@@ -235,8 +235,8 @@ def protection_demo(out: Path, size: str, seed: int, quiet: bool) -> dict:
     table. With and without a surrogate, to show why the surrogate matters."""
     import time
 
-    from redteam.evaluate_protection import evaluate_protection
-    from redteam.protect import protect_folder
+    from redteam.commands.evaluate_protection import evaluate_protection
+    from redteam.commands.protect import protect_folder
     from redteam.zoo.protection import build_protection_zoo
 
     zoo = build_protection_zoo(size=size, seed=seed, quiet=quiet)

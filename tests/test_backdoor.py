@@ -17,7 +17,7 @@ FAST = {"backdoor.trigger_recovery": {"steps": 120}}
 @pytest.fixture(scope="module")
 def badnets_run(backdoor_zoo, tmp_path_factory):
     """`redteam expose` on the BadNets model, with removal, run once for the module's tests."""
-    from redteam.expose import expose_model
+    from redteam.commands.expose import expose_model
 
     out = tmp_path_factory.mktemp("expose")
     before = load_target(backdoor_zoo["badnets"]).model.state_dict()

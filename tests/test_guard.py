@@ -19,9 +19,9 @@ import torch
 from defenses.guard import EVAL_FILE, GUARD_FILE, cls_states, encoder_dir
 from defenses.guard.train import head_logits
 from redteam.cli import main
+from redteam.commands.guard import check_prompts
 from redteam.core.fileio import sha256_file
 from redteam.engine import AuditRequest, run_audit
-from redteam.guard import check_prompts
 from redteam.targets import detect_kind, load_target
 from redteam.zoo.authors import audit_items, make_world, write_audit_jsonl
 from tests.conftest import write_jsonl

@@ -13,9 +13,9 @@ from PIL import Image
 from defenses.unlearnable_clusters import apply_perturbation
 from defenses.unlearnable_clusters.generator import PerturbationGenerator
 from redteam.cli import main
+from redteam.commands.protect import MANIFEST, parse_epsilon, protect_folder
 from redteam.core.errors import InputError
 from redteam.core.fileio import hash_tree, sha256_file
-from redteam.protect import MANIFEST, parse_epsilon, protect_folder
 
 EPS = 8 / 255
 
@@ -194,8 +194,8 @@ def test_surrogates_load_from_classifier_and_clip_folders_and_others_are_refused
                                                                                tiny_lm):
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
+    from redteam.commands.protect import load_surrogate
     from redteam.core.classifiers import small_classifier
-    from redteam.protect import load_surrogate
 
     model, processor = small_classifier("vit", 32, 4)
     model.save_pretrained(tmp_path / "vit")

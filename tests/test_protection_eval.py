@@ -8,9 +8,9 @@ import shutil
 import pytest
 
 from redteam.cli import main
+from redteam.commands.evaluate_protection import evaluate_protection, parse_groups
+from redteam.commands.protect import protect_folder
 from redteam.core.errors import InputError
-from redteam.evaluate_protection import evaluate_protection, parse_groups
-from redteam.protect import protect_folder
 
 
 @pytest.fixture(scope="module")

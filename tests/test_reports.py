@@ -212,7 +212,10 @@ def test_histogram() -> None:
     assert "members" in _texts(root) and "non-members" in _texts(root)
 
 
-def test_charts_without_data_still_parse() -> None:
-    _parse(charts.grouped_bar_chart({}, "empty", "y"))
-    _parse(charts.line_chart({"a": ([], [])}, "empty", "x", "y"))
-    _parse(charts.histogram({"a": [float("nan")]}, 10, "empty", "x"))
+def test_charts_without_data_say_so_and_draw_nothing() -> None:
+    for svg in (charts.grouped_bar_chart({}, "empty", "y"),
+                charts.line_chart({"a": ([], [])}, "empty", "x", "y"),
+                charts.histogram({"a": [float("nan")]}, 10, "empty", "x")):
+        root = _parse(svg)
+        assert "no data" in _texts(root) and root.findtext("title") == "empty"
+        assert not [e for e in root.iter() if e.tag in ("rect", "polyline", "circle", "path")]

@@ -64,7 +64,7 @@ def test_an_untrained_hysac_head_fails_the_classification(visu_zoo, tmp_path):
     from hyperbolic.encoder import Encoder
     from hyperbolic.model import HySAC
     from hyperbolic.train import safe_radius
-    from redteam.hysac import load_encoder
+    from redteam.commands.hysac import load_encoder
 
     base = load_encoder(visu_zoo["clip"])
     model = HySAC(base.clip).eval()

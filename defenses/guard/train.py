@@ -45,6 +45,7 @@ from defenses.guard.encoder import (
     load_encoder,
 )
 from redteam.core.data import AuditData, load_audit_jsonl
+from redteam.core.errors import InputError
 from redteam.core.fileio import atomic_write_json, atomic_write_text, sha256_file
 from redteam.core.outputs import staged_output
 from redteam.core.prompts import few_shot_prompt
@@ -347,8 +348,8 @@ def train_guard(data_path: str | Path, out: str | Path, *, seed: int = 0, quiet:
     """Train the guard on the audit JSONL ``data_path``, save it to ``out``, return guard.json.
 
     ``out`` is written atomically (a half-written guard never looks complete); callers check
-    that it is new or empty (``redteam.guard``). ``negatives`` names the splits whose prompts
-    are allowed: "retain" by default; adding "holdout" did not help on the demo world (and
+    that it is new or empty (``redteam.commands.guard``). ``negatives`` names the splits whose
+    prompts are allowed: "retain" by default; adding "holdout" did not help on the demo world (and
     leaves no unseen subjects to measure false positives on).
     """
     started = time.perf_counter()
@@ -358,8 +359,8 @@ def train_guard(data_path: str | Path, out: str | Path, *, seed: int = 0, quiet:
     #    prompts about subjects never trained on.
     train = training_prompts(data, negatives)
     if not any(p.label == FLAG for p in train) or not any(p.label == ALLOW for p in train):
-        raise ValueError("the guard needs forget and retain items with a question, text or "
-                         "subject")
+        raise InputError(f"{data_path}: the guard needs forget and retain items with a "
+                         "question, text or subject")
     plain = [p for p in train if p.line is not None]
     forget_rewrites, skipped = rewrite_prompts(data, FLAG)
     retain_rewrites, retain_skipped = rewrite_prompts(as_forget(data, "retain"), ALLOW)

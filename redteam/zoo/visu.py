@@ -41,11 +41,12 @@ ZOO_VERSION = "1"
 
 
 def builder_version() -> str:
+    from redteam.commands import hysac
     from redteam.zoo import digits
 
     digest = hashlib.sha256(f"{ZOO_VERSION}-{digits.builder_version()}".encode())
     package = Path(__file__).resolve().parents[2] / "hyperbolic"
-    for file in [Path(__file__), Path(__file__).parents[1] / "hysac.py",
+    for file in [Path(__file__), Path(hysac.__file__),
                  *sorted(package.glob("*.py"))]:
         digest.update(file.read_bytes())
     return f"v{ZOO_VERSION}-{digest.hexdigest()[:10]}"
@@ -177,7 +178,7 @@ def build_visu_zoo(root: Path | None = None, size: str = "demo", seed: int = 0,
                    quiet: bool = True) -> dict[str, Path]:
     """Build what is missing; return the paths ``clip``, ``hysac``, ``train``, ``test`` and
     ``zoo.json``."""
-    from redteam.hysac import train_hysac_folder
+    from redteam.commands.hysac import train_hysac_folder
     from redteam.zoo.build import zoo_home
     from redteam.zoo.digits import SIZE, digit_images
 

@@ -40,6 +40,9 @@ def unlearn_model(model: Path, method: str, data: Path, out: Path, *, epochs: in
     audit_data = load_audit_jsonl(data)
     if not audit_data.split("forget"):
         raise InputError(f"{data}: no forget items to unlearn")
+    if METHODS[method].needs_retain and not audit_data.split("retain"):
+        raise InputError(f"{data}: --method {method} needs retain items (without them it is "
+                         "plain gradient ascent)")
     target = load_target(model, kind="causal-lm", device=resolve_device(device),
                          allow_pickle=allow_pickle)
     fmt = calibrate_prompt_format(
@@ -50,11 +53,7 @@ def unlearn_model(model: Path, method: str, data: Path, out: Path, *, epochs: in
     target.model.train()
     items = [asdict(item) for item in audit_data.items]
     with staged_output(out, "unlearned model") as staging:
-        try:
-            unlearn_directory(target.model, target.tokenizer, items, method, staging,
-                              prompt_format=fmt,
-                              epochs=epochs, lr=lr, batch_size=batch_size, beta=beta,
-                              delta=delta, saliency=saliency, seed=seed, quiet=quiet)
-        except ValueError as exc:
-            raise InputError(f"{data}: {exc}") from None
+        unlearn_directory(target.model, target.tokenizer, items, method, staging,
+                          prompt_format=fmt, epochs=epochs, lr=lr, batch_size=batch_size,
+                          beta=beta, delta=delta, saliency=saliency, seed=seed, quiet=quiet)
     return out

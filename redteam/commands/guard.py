@@ -33,10 +33,7 @@ def train_guard_command(data: Path, out: Path, *, seed: int = 0,
             raise InputError(f"{data}: no {split} items (the guard learns to flag prompts about "
                              "the forget items and to allow those about the retain items)")
     encoder_dir()  # a missing encoder package is bad input, found before any work
-    try:
-        return train_guard(data, out, seed=seed, quiet=quiet)
-    except ValueError as exc:
-        raise InputError(f"{data}: {exc}") from None
+    return train_guard(data, out, seed=seed, quiet=quiet)
 
 
 def read_guard_record(guard_dir: Path) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from redteam import __version__
+from redteam.commands.protect import MANIFEST, parse_epsilon, perturbation_size, within_epsilon
 from redteam.core.errors import InputError
 from redteam.core.fileio import hash_tree
 from redteam.core.findings import Evidence, Finding, Metric, RunRecord
@@ -32,7 +33,6 @@ from redteam.engine import (
     seed_everything,
     write_run,
 )
-from redteam.protect import MANIFEST, parse_epsilon, perturbation_size, within_epsilon
 
 SUITE = "protection"
 REFERENCES = ["arXiv:2301.01217"]
