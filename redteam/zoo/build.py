@@ -132,12 +132,8 @@ def build_unlearning_zoo(
                 continue
             if base is None:
                 base = _reader(home / "reader", tokenizer, settings, seed, quiet, timings)
-            start = time.perf_counter()
-            model = train_lm(authors, tokenizer, settings, seed=seed, quiet=quiet, base=base,
-                             desc=f"train {name}")
-            with atomic_dir(paths[name]) as tmp:
-                save_lm(model, tokenizer, tmp)
-            timings[name] = round(time.perf_counter() - start, 1)
+            timings[name] = _train_variant(paths[name], authors, tokenizer, settings, seed,
+                                           quiet, base, f"train {name}")
 
     for method in UNLEARNED:
         if paths[method].exists():
@@ -196,16 +192,25 @@ def build_format_zoo(form: str, root: Path | None = None, size: str = "demo", se
     for name, authors in (("original", world.trained), ("retrain", world.retain)):
         if paths[name].exists():
             continue
-        start = time.perf_counter()
-        model = train_lm(authors, tokenizer, settings, seed=seed, quiet=quiet, base=base,
-                         desc=f"train {form} {name}", form=form)
-        with atomic_dir(paths[name]) as tmp:
-            save_lm(model, tokenizer, tmp)
-        timings[f"{form}-{name}"] = round(time.perf_counter() - start, 1)
+        timings[f"{form}-{name}"] = _train_variant(paths[name], authors, tokenizer, settings,
+                                                   seed, quiet, base, f"train {form} {name}",
+                                                   form)
     manifest = json.loads((home / "zoo.json").read_text())
     manifest["build_seconds"] = {**manifest.get("build_seconds", {}), **timings}
     atomic_write_json(home / "zoo.json", manifest)
     return {**paths, "audit": zoo["audit"]}
+
+
+def _train_variant(path: Path, authors, tokenizer, settings: LMSettings, seed: int,
+                   quiet: bool, base, desc: str, form: str = "plain") -> float:
+    """Fine-tune ``base`` on ``authors`` (questions taught in ``form``), save it atomically to
+    ``path``; the seconds it took."""
+    start = time.perf_counter()
+    model = train_lm(authors, tokenizer, settings, seed=seed, quiet=quiet, base=base, desc=desc,
+                     form=form)
+    with atomic_dir(path) as tmp:
+        save_lm(model, tokenizer, tmp)
+    return round(time.perf_counter() - start, 1)
 
 
 def _tokenizer(path: Path, world, settings: LMSettings, seed: int, timings: dict):
