@@ -25,6 +25,61 @@ class Interrupted(Exception):
     """Ctrl-C inside a command (raised past Click, which would print a blank line first)."""
 
 
+class LazyChoice(click.Choice):
+    """A choice among names that live with their code (``load`` returns them), read only when
+    the command parses or shows the option: importing that code imports torch (seconds)."""
+
+    def __init__(self, load) -> None:
+        self.case_sensitive = True
+        self._load = load
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        return tuple(self._load())
+
+
+def _unlearning_methods() -> tuple[str, ...]:
+    from defenses.unlearning import METHODS
+
+    return tuple(METHODS)
+
+
+def _repair_methods() -> tuple[str, ...]:
+    from redteam.commands.expose import REPAIR_METHODS
+
+    return REPAIR_METHODS
+
+
+# The options several commands share, one definition each: ``@common_options("device", ...)``.
+COMMON_OPTIONS = {
+    "out": click.option("--out", type=EXISTING,
+                        help="Run folder [default: reports/<model>-<UTC time>]."),
+    "device": click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]),
+                           default="auto", show_default=True,
+                           help="Where models run: auto takes CUDA when there is one."),
+    "seed": click.option("--seed", type=SEED, default=0, show_default=True),
+    "fail-on": click.option("--fail-on", type=click.Choice(SEVERITIES), default="high",
+                            show_default=True,
+                            help="Exit 1 when a finding reaches this severity."),
+    "allow-pickle": click.option("--allow-pickle", is_flag=True,
+                                 help="Accept pickle weights, loaded with "
+                                      "torch.load(weights_only=True)."),
+    "overwrite": click.option("--overwrite", is_flag=True,
+                              help="Replace an earlier output of redteam in --out (only one it "
+                                   "wrote, unchanged since)."),
+    "quiet": click.option("--quiet", is_flag=True, help="No progress bars."),
+}
+
+
+def common_options(*names: str):
+    """Decorate a command with the shared options ``names``, in that order."""
+    def decorate(command):
+        for name in reversed(names):
+            command = COMMON_OPTIONS[name](command)
+        return command
+    return decorate
+
+
 class _Commands(click.Group):
     def invoke(self, ctx: click.Context):
         try:
@@ -105,7 +160,7 @@ def prompt_format_options(command):
 @click.option("--base", type=EXISTING,
               help="Base model of a PEFT (LoRA) adapter given as MODEL, --reference or "
                    "--retrain [default: the local folder the adapter's config names].")
-@click.option("--out", type=EXISTING, help="Run folder [default: reports/<model>-<UTC time>].")
+@common_options("out")
 @click.option("--probe", "probes", multiple=True, help="Run only this probe (repeatable).")
 @click.option("--max-items", type=AT_LEAST_ONE,
               help="A quick audit: at most N items of each split (seeded, stratified by "
@@ -113,17 +168,9 @@ def prompt_format_options(command):
 @click.option("--batch-size", type=AT_LEAST_ONE,
               help="Batch of scoring and generation [default: the config's, else 16].")
 @prompt_format_options
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True)
-@click.option("--seed", type=SEED, default=0, show_default=True)
-@click.option("--fail-on", type=click.Choice(SEVERITIES), default="high", show_default=True,
-              help="Exit 1 when a finding reaches this severity.")
 @click.option("--config", type=EXISTING, help="audit.toml with per-probe thresholds.")
 @click.option("--kind", help="Force the target kind instead of detecting it.")
-@click.option("--allow-pickle", is_flag=True,
-              help="Accept pickle weights, loaded with torch.load(weights_only=True).")
-@click.option("--overwrite", is_flag=True, help="Replace an earlier run in --out.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@common_options("device", "seed", "fail-on", "allow-pickle", "overwrite", "quiet")
 def audit(model: Path, suite: str, data, reference, retrain, base, out, probes, max_items,
           batch_size, prompt_format, shots, system_prompt, device, seed, fail_on, config, kind,
           allow_pickle, overwrite, quiet) -> None:
@@ -145,15 +192,7 @@ def audit(model: Path, suite: str, data, reference, retrain, base, out, probes, 
         allow_pickle=allow_pickle, overwrite=overwrite, quiet=quiet,
         command=["redteam", *sys.argv[1:]],
     ))
-    from redteam.core.distributed import is_main_process
-
-    counts: dict[str, int] = {}
-    for finding in result.findings:
-        counts[finding.status] = counts.get(finding.status, 0) + 1
-    if is_main_process():  # under accelerate launch, one summary line for the run
-        click.echo(f"{', '.join(f'{n} {s}' for s, n in sorted(counts.items())) or 'no findings'}"
-                   f"; report: {result.out_dir / 'report.html'}")
-    sys.exit(result.exit_code)
+    _print_run_and_exit(result)
 
 
 @cli.command()
@@ -166,19 +205,16 @@ def audit(model: Path, suite: str, data, reference, retrain, base, out, probes, 
                    "(attack success before and after removal).")
 @click.option("--trigger", type=EXISTING, help="PNG of the true trigger, if known (black "
               "elsewhere): shown beside the recovered one, with their overlap.")
-@click.option("--out", type=EXISTING, help="Run folder [default: reports/<model>-<UTC time>].")
+@common_options("out")
 @click.option("--remove", "repaired", type=EXISTING,
-              help="Also remove the backdoor (RNP) and write the repaired model here.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True)
-@click.option("--seed", type=SEED, default=0, show_default=True)
-@click.option("--fail-on", type=click.Choice(SEVERITIES), default="high", show_default=True)
-@click.option("--allow-pickle", is_flag=True,
-              help="Accept pickle weights, loaded with torch.load(weights_only=True).")
-@click.option("--overwrite", is_flag=True, help="Replace an earlier run in --out.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
-def expose(model: Path, clean_data, test_data, poisoned_data, trigger, out, repaired, device,
-           seed, fail_on, allow_pickle, overwrite, quiet) -> None:
+              help="Also remove the backdoor and write the repaired model to this new folder.")
+@click.option("--remove-method", type=LazyChoice(_repair_methods), default="auto",
+              show_default=True,
+              help="auto: unlearn the recovered trigger when the exposure found the backdoor "
+                   "label, else prune its neurons (RNP).")
+@common_options("device", "seed", "fail-on", "allow-pickle", "overwrite", "quiet")
+def expose(model: Path, clean_data, test_data, poisoned_data, trigger, out, repaired,
+           remove_method, device, seed, fail_on, allow_pickle, overwrite, quiet) -> None:
     """Expose (and optionally remove) a backdoor in an image classifier (EBYD).
 
     Exit code 1 when a backdoor is found.
@@ -193,12 +229,9 @@ def expose(model: Path, clean_data, test_data, poisoned_data, trigger, out, repa
     result = expose_model(model, clean_data, test_data=test_data, poisoned_data=poisoned_data,
                           trigger=trigger, out=out, repaired=repaired, device=device, seed=seed,
                           fail_on=fail_on, overwrite=overwrite, allow_pickle=allow_pickle,
-                          quiet=quiet, command=["redteam", *sys.argv[1:]])
-    verdict = next((f for f in result.findings if f.probe == "backdoor.exposure"), None)
-    if verdict is not None and verdict.status == "fail":
-        click.echo(f"backdoor: {verdict.summary}")
-    click.echo(f"report: {result.out_dir / 'report.html'}")
-    sys.exit(result.exit_code)
+                          quiet=quiet, command=["redteam", *sys.argv[1:]],
+                          repair_settings={"method": remove_method})
+    _print_run_and_exit(result)
 
 
 @cli.command()
@@ -218,23 +251,9 @@ def report(run_dir: Path) -> None:
     click.echo(path)
 
 
-class _UnlearningMethod(click.Choice):
-    """The names in ``defenses.unlearning.METHODS`` (the one list), read only when `redteam
-    unlearn` parses or shows --method: importing the methods imports torch (seconds)."""
-
-    def __init__(self) -> None:
-        self.case_sensitive = True
-
-    @property
-    def choices(self) -> tuple[str, ...]:
-        from defenses.unlearning import METHODS
-
-        return tuple(METHODS)
-
-
 @cli.command()
 @click.argument("model", type=EXISTING)
-@click.option("--method", required=True, type=_UnlearningMethod(),
+@click.option("--method", required=True, type=LazyChoice(_unlearning_methods),
               help="GA, GradDiff, NPO, SimNPO, or SalUn's saliency mask on GradDiff / NPO.")
 @click.option("--data", required=True, type=EXISTING, help="Audit JSONL (forget/retain items).")
 @click.option("--out", required=True, type=EXISTING, help="New folder for the unlearned model.")
@@ -248,11 +267,7 @@ class _UnlearningMethod(click.Choice):
               help="SalUn: fraction of the weights (most salient) allowed to change "
                    "[default: 0.5].")
 @prompt_format_options
-@click.option("--seed", type=SEED, default=0, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True)
-@click.option("--allow-pickle", is_flag=True)
-@click.option("--quiet", is_flag=True)
+@common_options("seed", "device", "allow-pickle", "quiet")
 def unlearn(model: Path, method: str, data: Path, out: Path, epochs: int, lr: float,
             batch_size: int, beta: float | None, delta: float | None, saliency: float | None,
             prompt_format: str, shots: int | None, system_prompt: str | None, seed: int,
@@ -292,13 +307,7 @@ def unlearn(model: Path, method: str, data: Path, out: Path, epochs: int, lr: fl
               help="L∞ bound of every change, as 8/255 or 0.031.")
 @click.option("--epochs", type=AT_LEAST_ONE, default=50, show_default=True,
               help="Training epochs of each cluster's perturbation generator.")
-@click.option("--seed", type=SEED, default=0, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True)
-@click.option("--allow-pickle", is_flag=True,
-              help="Accept a surrogate with pickle weights, loaded weights-only.")
-@click.option("--overwrite", is_flag=True, help="Replace an earlier protected folder in --out.")
-@click.option("--quiet", is_flag=True)
+@common_options("seed", "device", "allow-pickle", "overwrite", "quiet")
 def protect(data_dir: Path, out: Path, surrogate, clusters, epsilon, epochs, seed, device,
             allow_pickle, overwrite, quiet) -> None:
     """Write an unlearnable copy of the images in DATA_DIR (Unlearnable Clusters).
@@ -331,7 +340,7 @@ def protect(data_dir: Path, out: Path, surrogate, clusters, epsilon, epochs, see
 @click.argument("protected_dir", type=EXISTING)
 @click.option("--test-data", required=True, type=EXISTING,
               help="Clean test images, one sub-folder per class (as in CLEAN_DIR).")
-@click.option("--out", type=EXISTING, help="Run folder [default: reports/<name>-<UTC time>].")
+@common_options("out")
 @click.option("--learner", type=click.Choice(["convnext", "resnet", "vit"]),
               help="Architecture trained on each folder [default: one that differs from the "
                    "surrogate's].")
@@ -342,12 +351,7 @@ def protect(data_dir: Path, out: Path, surrogate, clusters, epsilon, epochs, see
               help="Training resolution [default: the manifest's].")
 @click.option("--epsilon", help="The bound to check when PROTECTED_DIR has no manifest "
               "[default: 8/255].")
-@click.option("--seed", type=SEED, default=0, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True)
-@click.option("--fail-on", type=click.Choice(SEVERITIES), default="high", show_default=True)
-@click.option("--overwrite", is_flag=True, help="Replace an earlier run in --out.")
-@click.option("--quiet", is_flag=True)
+@common_options("seed", "device", "fail-on", "overwrite", "quiet")
 def evaluate_protection(clean_dir: Path, protected_dir: Path, test_data, out, learner, groups,
                         epochs, image_size, epsilon, seed, device, fail_on, overwrite,
                         quiet) -> None:
@@ -365,7 +369,7 @@ def evaluate_protection(clean_dir: Path, protected_dir: Path, test_data, out, le
                       groups=groups, epochs=epochs, image_size=image_size, epsilon=epsilon,
                       seed=seed, device=device, fail_on=fail_on, overwrite=overwrite,
                       quiet=quiet, command=["redteam", *sys.argv[1:]])
-    _print_findings_and_exit(result)
+    _print_run_and_exit(result)
 
 
 @cli.group()
@@ -381,8 +385,7 @@ def guard() -> None:
 @click.option("--data", required=True, type=EXISTING, help="Audit JSONL (forget/retain items).")
 @click.option("--out", required=True, type=EXISTING,
               help="New folder for the guard (neither the data file nor a folder holding it).")
-@click.option("--seed", type=SEED, default=0, show_default=True)
-@click.option("--quiet", is_flag=True)
+@common_options("seed", "quiet")
 def guard_train(data: Path, out: Path, seed: int, quiet: bool) -> None:
     """Train a guard on DATA's forget (flag) and retain (allow) prompts; write it to OUT.
 
@@ -462,12 +465,7 @@ def hysac() -> None:
               help="Train LoRA adapters of this rank (HySAC: 16) instead of every weight.")
 @click.option("--curvature", type=float, default=1.0, show_default=True,
               help="Initial curvature c (learnt, within [c/10, 10c]).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True)
-@click.option("--seed", type=SEED, default=0, show_default=True)
-@click.option("--allow-pickle", is_flag=True,
-              help="Accept pickle weights, loaded with torch.load(weights_only=True).")
-@click.option("--quiet", is_flag=True)
+@common_options("device", "seed", "allow-pickle", "quiet")
 def hysac_train(data: Path, base: Path, out: Path, epochs: int, lr: float, batch_size: int,
                 weight_decay: float, val_fraction: float, patience: int,
                 entailment_weight: float, lora_rank: int, curvature: float, device: str,
@@ -500,13 +498,9 @@ def hysac_train(data: Path, base: Path, out: Path, epochs: int, lr: float, batch
 @click.argument("model", type=EXISTING)
 @click.argument("data", type=EXISTING)
 @click.option("--reference", type=EXISTING, help="The base CLIP, measured side by side.")
-@click.option("--out", type=EXISTING, help="Run folder [default: reports/<model>-<UTC time>].")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True)
-@click.option("--fail-on", type=click.Choice(SEVERITIES), default="high", show_default=True)
-@click.option("--overwrite", is_flag=True, help="Replace an earlier run in --out.")
-def hysac_evaluate(model: Path, data: Path, reference, out, device, fail_on,
-                   overwrite) -> None:
+@common_options("out", "device", "fail-on", "allow-pickle", "overwrite", "quiet")
+def hysac_evaluate(model: Path, data: Path, reference, out, device, fail_on, allow_pickle,
+                   overwrite, quiet) -> None:
     """Run the safety suite on MODEL (a HySAC or a plain CLIP) with held-out quadruplets.
 
     The same as `redteam audit MODEL --suite safety --data DATA`.
@@ -519,8 +513,9 @@ def hysac_evaluate(model: Path, data: Path, reference, out, device, fail_on,
 
     result = run_audit(AuditRequest(
         model=model, suite="safety", data=data, reference=reference, out=out, device=device,
-        fail_on=fail_on, overwrite=overwrite, quiet=True, command=["redteam", *sys.argv[1:]]))
-    _print_findings_and_exit(result)
+        fail_on=fail_on, allow_pickle=allow_pickle, overwrite=overwrite, quiet=quiet,
+        command=["redteam", *sys.argv[1:]]))
+    _print_run_and_exit(result)
 
 
 @hysac.command("classify")
@@ -584,8 +579,7 @@ def hysac_retrieve(model: Path, query: str, gallery: Path, traverse: bool, k: in
 @click.option("--out", type=EXISTING, default=Path("reports/demo"), show_default=True)
 @click.option("--size", type=click.Choice(["demo", "test"]), default="demo", show_default=True,
               help="`test` builds a smaller, faster zoo.")
-@click.option("--seed", type=SEED, default=0, show_default=True)
-@click.option("--quiet", is_flag=True)
+@common_options("seed", "quiet")
 def demo(out: Path, size: str, seed: int, quiet: bool) -> None:
     """Build the embedded demo targets (cached) and audit every one of them.
 
@@ -599,11 +593,20 @@ def demo(out: Path, size: str, seed: int, quiet: bool) -> None:
     click.echo(f"demo report: {index}")
 
 
-def _print_findings_and_exit(result) -> None:
-    """One line per finding (status, probe, summary), the report's path, the run's exit code."""
-    for finding in result.findings:
-        click.echo(f"{finding.status:4} {finding.probe}: {finding.summary}")
-    click.echo(f"report: {result.out_dir / 'report.html'}")
+def _print_run_and_exit(result) -> None:
+    """The one way a run's result is printed: one line per finding (status, severity, probe,
+    summary), then the counts and the report's path; exit with the run's exit code. Under
+    accelerate launch only the main process prints."""
+    from redteam.core.distributed import is_main_process
+
+    if is_main_process():
+        counts: dict[str, int] = {}
+        for finding in result.findings:
+            counts[finding.status] = counts.get(finding.status, 0) + 1
+            click.echo(f"{finding.status:12} {finding.severity:8} {finding.probe}: "
+                       f"{finding.summary}")
+        total = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no findings"
+        click.echo(f"{total}; report: {result.out_dir / 'report.html'}")
     sys.exit(result.exit_code)
 
 

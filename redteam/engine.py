@@ -54,6 +54,7 @@ from redteam.core.scoring import CausalLMScorer
 from redteam.core.settings import integer, resolve_settings
 from redteam.core.untrusted import read_text_file
 from redteam.probes import REGISTRY, Probe, ProbeContext, load_plugins, suites
+from redteam.probes.base import FindingSource, ProbeResult
 from redteam.targets import CLIP_KINDS, Target, load_target, resolve_device
 
 EXIT_OK, EXIT_FINDINGS, EXIT_BAD_INPUT, EXIT_NOTHING_APPLIED = 0, 1, 2, 3
@@ -86,6 +87,9 @@ class AuditRequest:
     quiet: bool = False
     command: list[str] = field(default_factory=lambda: list(sys.argv))
     settings: dict[str, dict] = field(default_factory=dict)  # probe -> settings over the config
+    # Actions a command adds after the probes, e.g. `expose --remove` writing a repaired model:
+    # each reads the probes' results (its ``after``) and reports what it did as findings.
+    steps: list[FindingSource] = field(default_factory=list)
     extra_inputs: dict[str, Path] = field(default_factory=dict)  # label -> path, never written
 
 
@@ -239,9 +243,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def run_probe(probe: Probe, target: Target, data: AuditData | None, ctx: ProbeContext,
-              events: EventLog) -> list[Finding]:
-    """Run one probe; a crash becomes an ``error`` finding and the run goes on."""
+def run_probe(probe: FindingSource, target: Target, data: AuditData | None,
+              ctx: ProbeContext, events: EventLog) -> list[Finding]:
+    """Run one probe (or a command's step); a crash becomes an ``error`` finding and the run
+    goes on."""
     events.write("probe_start", probe=probe.name)
     started = time.perf_counter()
     reason = probe.missing_data(data)
@@ -251,6 +256,7 @@ def run_probe(probe: Probe, target: Target, data: AuditData | None, ctx: ProbeCo
         try:
             findings = probe.run(target, data, ctx)
         except Exception as exc:  # noqa: BLE001  (isolation is the point)
+            ctx.handed_off = None  # nothing half-made reaches the probes after it
             findings = [probe.finding(
                 "error", "high",
                 f"The probe crashed, so this property was not checked: "
@@ -267,7 +273,8 @@ def run_probe(probe: Probe, target: Target, data: AuditData | None, ctx: ProbeCo
     return findings
 
 
-def withhold_unmeasurable_pass(probe: Probe, finding: Finding, ctx: ProbeContext) -> Finding:
+def withhold_unmeasurable_pass(probe: FindingSource, finding: Finding,
+                               ctx: ProbeContext) -> Finding:
     """A pass of a probe that judges by the model's answers becomes ``inconclusive`` when the
     model answers almost none of its retain questions in the prompt format used (a failure
     stands: leaked answers are leaked whatever the format)."""
@@ -382,22 +389,26 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
         artifacts = run_dir / "artifacts"
         artifacts.mkdir(exist_ok=True)
         findings: list[Finding] = []
-        shared: dict = {}  # results probes of this run share (e.g. the exposed model)
+        results: dict[str, ProbeResult] = {}  # what each probe that ran hands to later ones
         not_applicable: dict[str, str] = {}
-        progress = tqdm(probes, desc="probes", unit="probe", disable=quiet)
+        progress = tqdm([*probes, *request.steps], desc="probes", unit="probe", disable=quiet)
         for probe in progress:
             progress.set_postfix_str(probe.name)
-            if target.kind not in probe.kinds:
+            if isinstance(probe, Probe) and target.kind not in probe.kinds:
                 not_applicable[probe.name] = f"does not apply to kind {target.kind}"
                 continue
             ctx = ProbeContext(config=probe.config, seed=request.seed, device=device,
                                artifacts_dir=artifacts, quiet=quiet, reference=reference,
-                               retrain=retrain, scorer_for=scorer_for, findings=list(findings),
-                               shared=shared, prompt_calibration=calibration,
+                               retrain=retrain, scorer_for=scorer_for,
+                               results={name: results[name] for name in probe.after
+                                        if name in results},
+                               prompt_calibration=calibration,
                                prompt_format=calibration.chosen if calibration
                                else request.prompt_format)
             seed_everything(request.seed)
-            findings.extend(run_probe(probe, target, data, ctx, events))
+            produced = run_probe(probe, target, data, ctx, events)
+            findings.extend(produced)
+            results[probe.name] = ProbeResult(produced, ctx.handed_off)
 
         inputs = {label: model.files for label, model in
                   (("reference", reference), ("retrain", retrain)) if model is not None}

@@ -95,14 +95,24 @@ def test_the_audited_model_is_untouched(badnets_run, backdoor_zoo):
 def test_clean_model_is_not_flagged(backdoor_zoo, tmp_path):
     result = run_audit(AuditRequest(
         model=backdoor_zoo["clean"], suite="backdoor", data=backdoor_zoo["clean-data"],
-        probes=["backdoor.exposure", "backdoor.removal"], out=tmp_path / "run", device="cpu",
-        quiet=True))
-    exposure, removal = result.findings
+        probes=["backdoor.exposure"], out=tmp_path / "run", device="cpu", quiet=True))
+    (exposure,) = result.findings
     # a clean model may collapse under gradient ascent too, but not onto one consistent label
     assert exposure.severity in ("info", "low"), exposure.summary
     assert exposure.details["repeat_agreement"] < 1
-    assert removal.status == "skipped" and "only when asked" in removal.summary
     assert result.exit_code == 0
+
+
+def test_removal_is_a_step_of_expose_not_a_probe(tmp_path):
+    """Repairing writes a model: it runs only under `expose --remove`, after the probes, and
+    its settings are checked at that boundary."""
+    from redteam.commands.expose import BackdoorRepair
+    from redteam.probes import REGISTRY
+
+    assert "backdoor.removal" not in REGISTRY
+    assert BackdoorRepair.after == ("backdoor.exposure", "backdoor.trigger_recovery")
+    with pytest.raises(ValueError, match="method = 'magic': expected one of"):
+        BackdoorRepair(tmp_path / "repaired", settings={"method": "magic"})
 
 
 def _run(args, capsys):

@@ -160,5 +160,66 @@ def test_suites_come_from_the_registry_in_declared_order(crashing_probe):
     assert unlearning[0] == "unlearning.knowledge_qa"
     assert unlearning[-1] == "unlearning.worst_case_items"  # it joins the others' results
     assert "unlearning.crash" in unlearning  # a registered probe is in its suite, no list to edit
-    assert members["backdoor"] == ["backdoor.exposure", "backdoor.trigger_recovery",
-                                   "backdoor.removal"]
+    assert members["backdoor"] == ["backdoor.exposure", "backdoor.trigger_recovery"]
+
+
+def test_every_declared_hand_off_comes_from_an_earlier_probe_of_the_same_suite():
+    for probe in REGISTRY.values():
+        for name in probe.after:
+            assert name in REGISTRY, f"{probe.name} reads unknown probe {name}"
+            upstream = REGISTRY[name]
+            assert upstream.suite == probe.suite and upstream.order < probe.order, \
+                f"{probe.name} reads {name}, which does not run before it"
+
+
+@pytest.fixture
+def hand_off_probes(monkeypatch):
+    """Three probes: one hands a value on, one reads it (declared), one reads without
+    declaring; a fourth crashes after handing off."""
+    class Maker(Probe):
+        name, suite, title, goal, order = "unlearning.maker", "unlearning", "M", "m", 1
+        value = {"made": 1}
+
+        def run(self, target, data, ctx):
+            ctx.hand_off(self.value)
+            return [self.skipped("made")]
+
+    class HalfMaker(Maker):
+        name, order = "unlearning.half_maker", 2
+
+        def run(self, target, data, ctx):
+            ctx.hand_off({"made": "half"})
+            raise RuntimeError("after handing off")
+
+    class Reader(Probe):
+        name, suite, title, goal, order = "unlearning.reader", "unlearning", "R", "r", 3
+        after = ("unlearning.maker", "unlearning.half_maker")
+        seen: list = []
+
+        def run(self, target, data, ctx):
+            type(self).seen = [ctx.upstream("unlearning.maker"),
+                               ctx.upstream("unlearning.half_maker"),
+                               sorted(ctx.results)]
+            return [self.skipped("read")]
+
+    class Undeclared(Reader):
+        name, order, after = "unlearning.undeclared", 4, ()
+
+    for cls in (Maker, HalfMaker, Reader, Undeclared):
+        monkeypatch.setitem(REGISTRY, cls.name, cls)
+    return Maker, Reader, Undeclared
+
+
+def test_probes_receive_the_typed_results_they_declare_and_nothing_else(
+        tiny_lm, audit_jsonl, tmp_path, hand_off_probes):
+    maker, reader, undeclared = hand_off_probes
+    run_audit(_request(tiny_lm, audit_jsonl, tmp_path / "run", probes=[
+        "unlearning.maker", "unlearning.half_maker", "unlearning.reader",
+        "unlearning.undeclared"]))
+    value, half, names = reader.seen
+    assert value is maker.value  # the object itself, not a serialised copy
+    assert half is None  # a probe that crashed hands nothing on, even what it set before
+    assert names == ["unlearning.half_maker", "unlearning.maker"]
+    assert undeclared.seen == [None, None, []]
+    run_audit(_request(tiny_lm, audit_jsonl, tmp_path / "run2", probes=["unlearning.reader"]))
+    assert reader.seen == [None, None, []]  # the upstream probe did not run

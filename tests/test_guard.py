@@ -198,11 +198,24 @@ def test_textattack_audit_of_the_guard(tmp_path, trained):
                                     device="cpu", seed=0, quiet=True, settings=settings))
     findings = {f.probe: f for f in result.findings}
     assert set(findings) == set(CHARACTER_PROBES)
+    guard = load_target(out, kind="text-classifier")
     for name, finding in findings.items():
-        assert finding.status in ("pass", "fail"), finding.summary
+        details = finding.details
         assert finding.metric.name.startswith("attack success rate")
-        assert 0.0 <= finding.metric.value <= 1.0
-        assert finding.details["texts_attacked"] > 0
+        assert details["texts_attacked"] > 0
+        assert details["attack_success_rate"] == pytest.approx(
+            details["succeeded"] / details["texts_attacked"], abs=1e-4)
+        assert finding.status == ("fail" if finding.metric.value > finding.metric.threshold
+                                  else "pass"), finding.summary
+        flipped = [row for row in details["per_item"] if row["outcome"] == "succeeded"]
+        assert len(flipped) == details["succeeded"]
+        if flipped:  # each adversarial text really changes the guard's verdict
+            inputs = guard.tokenizer([row["perturbed"] for row in flipped], padding=True,
+                                     return_tensors="pt")
+            with torch.inference_mode():
+                predicted = guard.model(**inputs).logits.argmax(-1).tolist()
+            names = guard.model.config.id2label
+            assert [names[i] for i in predicted] == [row["new label"] for row in flipped]
         print(f"{name}: attack success rate {finding.metric.value:.2f} "
               f"({finding.details['succeeded']}/{finding.details['texts_attacked']}); "
               f"clean accuracy {finding.details['clean_accuracy']:.3f}")

@@ -389,7 +389,7 @@ def test_tampered_findings_are_refused_before_rendering(capsys, tmp_path, finish
     ('[scoring]\nbatch_size = "x"\n', "scoring.batch_size = 'x': expected an integer"),
     ('[scoring]\nbatch_sise = 8\n', "scoring: unknown setting 'batch_sise'"),
     ('[probes."adversarial.pgd_linf"]\nepsilons = [-0.5]\n', "epsilons = [-0.5]"),
-    ('[probes."backdoor.removal"]\nmethod = "magic"\n', "method = 'magic': expected one of"),
+    ('[probes."backdoor.exposure"]\nrepeats = 0\n', "repeats = 0: expected an integer ≥ 1"),
     ('[probes]\n"unlearning.utility" = 5\n', "expected a table of settings"),
     ('[probes."unlearning.knowledge_qa"]\nshots = 2.5\n', "shots = 2.5: expected an integer"),
 ])

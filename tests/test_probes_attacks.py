@@ -13,6 +13,7 @@ from redteam.core.data import load_audit_jsonl
 from redteam.core.findings import Finding
 from redteam.core.rewrites import ATTACKS, build_attacks
 from redteam.engine import AuditRequest, run_audit
+from redteam.probes.base import ProbeResult
 from redteam.probes.relearning import split_forget
 from redteam.probes.rwku import option_letter
 from redteam.probes.worst_case import leak_by_item
@@ -153,11 +154,19 @@ def test_relearning_attack_lora_path_leaves_the_target_unchanged(unlearning_zoo,
     config = tmp_path / "audit.toml"
     config.write_text('[probes."unlearning.relearning_attack"]\nlora_above_params = 0\n'
                       "lora_rank = 4\nepochs = 1\n")
+    model = load_target(unlearning_zoo["npo"]).model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     result = _audit(unlearning_zoo, "npo", tmp_path, ["unlearning.relearning_attack"],
                     retrain=False, config=config)
     (finding,) = result.findings
-    assert finding.status in ("pass", "fail"), finding.summary
+    assert finding.status != "error", finding.summary
     assert finding.details["attack"].startswith("LoRA")
+    (strengths,) = finding.details["tables"].values()
+    # without a retrained model the verdict takes the strongest attack's held-out score
+    assert finding.metric.value == pytest.approx(
+        max(row["held-out after attack"] for row in strengths), abs=1e-4)
+    after = load_target(unlearning_zoo["npo"]).model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # LoRA trained a copy
 
 
 # ----------------------------------------------------------------------------- worst case
@@ -175,7 +184,8 @@ def test_leak_by_item_joins_probes_and_ignores_other_rows():
         _finding("unlearning.b", [{"line": 2, "leak": 0.5, "gold_leak": 0.2}, {"line": 1}]),
         _finding("unlearning.c", [{"line": 1, "leak": 1.0}], status="error"),
     ]
-    assert leak_by_item(findings, {1, 2}) == {1: {"a": 0.9}, 2: {"a": 0.1, "b": 0.3}}
+    results = {f.probe: ProbeResult([f]) for f in findings}
+    assert leak_by_item(results, {1, 2}) == {1: {"a": 0.9}, 2: {"a": 0.1, "b": 0.3}}
 
 
 def test_worst_case_items_ranks_the_leaking_items(unlearning_zoo, tmp_path):

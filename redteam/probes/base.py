@@ -47,6 +47,15 @@ def suites() -> dict[str, list[str]]:
 
 
 @dataclass
+class ProbeResult:
+    """What a probe that ran hands to the probes declaring it in ``after``: its findings and
+    the typed value it passed to ``ProbeContext.hand_off`` (None when it handed nothing)."""
+
+    findings: list[Finding]
+    value: Any = None
+
+
+@dataclass
 class ProbeContext:
     """What a probe may use besides the target and the data."""
 
@@ -60,8 +69,8 @@ class ProbeContext:
     scorer_for: Callable[[Target], Any] | None = None
     prompt_format: PromptFormat = field(default_factory=PromptFormat)  # how LLMs are asked
     prompt_calibration: PromptCalibration | None = None  # and whether the model answers in it
-    findings: list[Finding] = field(default_factory=list)  # this run's findings so far
-    shared: dict[str, Any] = field(default_factory=dict)  # results probes of a run share
+    results: dict[str, ProbeResult] = field(default_factory=dict)  # of the probes in ``after``
+    handed_off: Any = None
 
     def scorer(self, target: Target):
         """The shared, memoising scorer of ``target`` (see redteam.core.scoring)."""
@@ -76,45 +85,42 @@ class ProbeContext:
         models = {"reference": self.reference, "retrain": self.retrain}
         return {label: model for label, model in models.items() if model is not None}
 
+    def upstream(self, name: str) -> Any:
+        """The value the earlier probe ``name`` (declared in ``after``) handed off, or None
+        when it did not run in this run, was skipped, crashed or handed nothing."""
+        result = self.results.get(name)
+        return None if result is None else result.value
 
-class Probe:
-    """Base class. Subclasses set the class attributes and implement ``run``."""
+    def hand_off(self, value: Any) -> None:
+        """Give ``value`` to the later probes that declare this one in ``after``."""
+        self.handed_off = value
+
+
+class FindingSource:
+    """Anything that reports findings: a probe, or a step a command adds after the probes.
+
+    Holds the small constructors, so every finding carries its source's name, suite and paper.
+    """
 
     name: ClassVar[str]
     suite: ClassVar[str]
-    order: ClassVar[int] = 500  # position in its suite (suites come from the registry)
     title: ClassVar[str]
-    goal: ClassVar[str]
-    kinds: ClassVar[tuple[str, ...]] = ("causal-lm",)
-    needs: ClassVar[dict[str, tuple[str, ...]]] = {}  # audit JSONL: split -> fields
-    data: ClassVar[str] = ""  # what --data is, for probes whose data is not the audit JSONL
     references: ClassVar[tuple[str, ...]] = ()
-    tags: ClassVar[tuple[str, ...]] = ()
-    defaults: ClassVar[dict[str, Any]] = {}  # name -> Setting (redteam.core.settings)
     remediation: ClassVar[str] = ""
+    after: ClassVar[tuple[str, ...]] = ()  # earlier probes whose results this one reads
     # True when a pass rests on the model failing to answer questions: such a pass means
     # nothing if the model answers none of its retain questions in the prompt format used, and
     # the engine reports it as inconclusive instead (redteam.core.answers).
     judges_answers: ClassVar[bool] = False
+    config: dict[str, Any]
 
-    def __init__(self, config: dict[str, Any] | None = None) -> None:
-        """``config`` overrides the declared defaults; each value is checked by type and range
-        (``ValueError`` naming the setting), so a bad one is refused before any model loads."""
-        self.config = resolve_settings(self.name, self.defaults, config)
-
-    def missing_data(self, data: AuditData | None) -> str | None:
-        """Why this probe cannot run on ``data``, or None when every needed field is there."""
-        for split, fields in self.needs.items():
-            if data is None:
-                return f"needs audit data (--data) with {split} items"
-            if not data.with_fields(split, *fields):
-                return f"needs {split} items with {', '.join(fields)}; {data.path.name} has none"
+    def missing_data(self, data: Any) -> str | None:
+        """Why this cannot run on ``data``, or None."""
         return None
 
-    def run(self, target: Target, data: AuditData, ctx: ProbeContext) -> list[Finding]:
+    def run(self, target: Target, data: Any, ctx: ProbeContext) -> list[Finding]:
         raise NotImplementedError
 
-    # Small constructors so every finding of this probe carries its name, suite and paper.
     def finding(self, status: str, severity: str, summary: str, *, metric: Metric | None = None,
                 evidence: list[Evidence] | None = None, details: dict | None = None,
                 artifacts: list[str] | None = None, remediation: str | None = None) -> Finding:
@@ -141,13 +147,43 @@ class Probe:
         return self.finding("inconclusive", "info", summary,
                             remediation=INCONCLUSIVE_REMEDIATION)
 
+
+class Probe(FindingSource):
+    """Base class. Subclasses set the class attributes and implement ``run``.
+
+    A probe that reads an earlier probe's result names it in ``after`` (and is ordered after
+    it in its suite); the engine then gives it that probe's ``ProbeResult`` in ``ctx.results``.
+    """
+
+    order: ClassVar[int] = 500  # position in its suite (suites come from the registry)
+    goal: ClassVar[str]
+    kinds: ClassVar[tuple[str, ...]] = ("causal-lm",)
+    needs: ClassVar[dict[str, tuple[str, ...]]] = {}  # audit JSONL: split -> fields
+    data: ClassVar[str] = ""  # what --data is, for probes whose data is not the audit JSONL
+    tags: ClassVar[tuple[str, ...]] = ()
+    defaults: ClassVar[dict[str, Any]] = {}  # name -> Setting (redteam.core.settings)
+
+    def __init__(self, config: dict[str, Any] | None = None) -> None:
+        """``config`` overrides the declared defaults; each value is checked by type and range
+        (``ValueError`` naming the setting), so a bad one is refused before any model loads."""
+        self.config = resolve_settings(self.name, self.defaults, config)
+
+    def missing_data(self, data: AuditData | None) -> str | None:
+        """Why this probe cannot run on ``data``, or None when every needed field is there."""
+        for split, fields in self.needs.items():
+            if data is None:
+                return f"needs audit data (--data) with {split} items"
+            if not data.with_fields(split, *fields):
+                return f"needs {split} items with {', '.join(fields)}; {data.path.name} has none"
+        return None
+
     @classmethod
     def describe(cls) -> dict[str, Any]:
         """Plain-data description for ``redteam list``."""
         return {
             "name": cls.name, "suite": cls.suite, "title": cls.title, "goal": cls.goal,
             "kinds": list(cls.kinds), "needs": {k: list(v) for k, v in cls.needs.items()},
-            "data": cls.data,
+            "data": cls.data, "after": list(cls.after),
             "references": list(cls.references), "tags": list(cls.tags),
             "defaults": default_values(cls.defaults),
             "settings": {name: as_setting(value).describe()

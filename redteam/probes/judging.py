@@ -8,9 +8,12 @@ probe fails when the audited model scores more than ``margin`` above it; without
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from redteam.core.findings import Evidence, Metric
+from redteam.core.findings import Evidence, Finding, Metric
+from redteam.core.metrics import bootstrap_ci
 
 
 def leak_threshold(config: dict, baselines: dict[str, float]) -> tuple[float, str]:
@@ -52,6 +55,43 @@ def leak_metric(name: str, values: list[float], threshold: float, baselines: dic
                   baselines={k: round(v, 4) for k, v in baselines.items()})
 
 
+@dataclass
+class LeakVerdict:
+    """A leakage score judged: the metric (mean, interval, threshold, baselines) and where its
+    threshold comes from, in words."""
+
+    metric: Metric
+    basis: str
+    baselines: dict[str, float]
+
+    @property
+    def leaks(self) -> bool:
+        return self.metric.value > self.metric.threshold
+
+
+def judge_leak(config: dict, name: str, values: list[float], baselines: dict[str, float],
+               seed: int) -> LeakVerdict:
+    """The one verdict of the unlearning probes: the mean of ``values`` against ``threshold``,
+    or against the retrained model's score plus ``margin`` when ``baselines`` has it."""
+    threshold, basis = leak_threshold(config, baselines)
+    return LeakVerdict(leak_metric(name, values, threshold, baselines,
+                                   bootstrap_ci(values, seed=seed)), basis, baselines)
+
+
+def leak_finding(probe, verdict: LeakVerdict, summary: str, details: dict,
+                 evidence: list[Evidence], remaining_key: str) -> Finding:
+    """The finding of a judged leak: a pass, or a failure whose severity is the share of the
+    original's score that remains (recorded in ``details[remaining_key]``)."""
+    if not verdict.leaks:
+        return probe.finding("pass", "info", summary, metric=verdict.metric, details=details,
+                             remediation="")
+    severity, remaining = leak_severity(verdict.metric.value, verdict.baselines)
+    if remaining is not None:
+        details[remaining_key] = round(remaining, 4)
+    return probe.finding("fail", severity, summary, metric=verdict.metric, details=details,
+                         evidence=evidence)
+
+
 def top_evidence(rows: list[dict], score_key: str, limit: int = 8) -> list[Evidence]:
     """The rows that leak most, as evidence (input, output, expected, score)."""
     ranked = sorted(rows, key=lambda r: r[score_key], reverse=True)[:limit]
@@ -67,7 +107,7 @@ def item_rows(rows: list[dict], leak_key: str | None = None,
     forget item leaked more; with ``gold`` (the retrained model's rows for the same items, in
     the same order) also ``gold_leak``, what a model that never learnt the item scores on it
     (a lucky guess is not a leak). Rows keep ``line`` (the item's line in the audit JSONL), so
-    ``unlearning.worst_case_items`` can join every probe's results item by item.
+    ``unlearning.worst_case_items`` can join every probe's results item by item (``ItemLeak``).
     """
     out = []
     for index, row in enumerate(rows):
@@ -78,3 +118,28 @@ def item_rows(rows: list[dict], leak_key: str | None = None,
                 row["gold_leak"] = round(float(np.clip(gold[index][leak_key], 0.0, 1.0)), 4)
         out.append(row)
     return out
+
+
+@dataclass(frozen=True)
+class ItemLeak:
+    """How much one forget item leaked in one probe: the ``line``, ``leak`` and ``gold_leak``
+    columns of that probe's ``details.per_item`` rows (written by ``item_rows``)."""
+
+    line: int
+    leak: float
+    gold_leak: float = 0.0
+
+    @property
+    def excess(self) -> float:
+        """The leak above what a model that never learnt the item scores (a guess)."""
+        return max(0.0, self.leak - self.gold_leak)
+
+
+def item_leaks(finding: Finding) -> list[ItemLeak]:
+    """The per-item leaks of a judged finding (none for a skipped, erroring or inconclusive
+    one, nor for rows without a leak score)."""
+    if finding.status not in ("pass", "fail"):
+        return []
+    return [ItemLeak(int(row["line"]), float(row["leak"]), float(row.get("gold_leak", 0.0)))
+            for row in finding.details.get("per_item") or []
+            if isinstance(row.get("line"), int) and isinstance(row.get("leak"), int | float)]

@@ -15,13 +15,7 @@ from redteam.core.metrics import bootstrap_ci
 from redteam.core.scoring import CausalLMScorer
 from redteam.core.settings import integer, number, rate
 from redteam.probes.base import Probe, ProbeContext, register
-from redteam.probes.judging import (
-    item_rows,
-    leak_metric,
-    leak_severity,
-    leak_threshold,
-    top_evidence,
-)
+from redteam.probes.judging import item_rows, judge_leak, leak_finding, top_evidence
 from redteam.targets import Target
 
 
@@ -74,33 +68,28 @@ class KnowledgeQA(Probe):
         forget_rows = rows["target"]["forget"]
         values = [r["rouge_l_recall"] for r in forget_rows]
         baselines = {label: split_scores[label]["forget"] for label in ctx.baselines()}
-        threshold, basis = leak_threshold(self.config, baselines)
-        metric = leak_metric("forget ROUGE-L recall", values, threshold, baselines,
-                             bootstrap_ci(values, seed=ctx.seed))
+        verdict = judge_leak(self.config, "forget ROUGE-L recall", values, baselines, ctx.seed)
         containment = _mean(forget_rows, "contains")
         retain_part = (f"; retain ROUGE-L recall {split_scores['target']['retain']:.3f}"
                        if "retain" in split_scores["target"] else "")
         summary = (f"On {len(forget_rows)} forget questions the model's answers reach ROUGE-L "
-                   f"recall {metric.value:.3f} (answer contained in {containment:.0%})"
-                   f"{retain_part}. "
-                   f"{basis.capitalize()}.")
+                   f"recall {verdict.metric.value:.3f} (answer contained in {containment:.0%})"
+                   f"{retain_part}. {verdict.basis.capitalize()}.")
         details = {
             "split_scores": split_scores,
             "forget_answer_containment": round(containment, 4),
-            "threshold_basis": basis,
+            "threshold_basis": verdict.basis,
             "per_item": item_rows(forget_rows, "rouge_l_recall",
                                   gold=rows.get("retrain", {}).get("forget")),
         }
-        if metric.value <= threshold:
-            return [self.finding("pass", "info", summary, metric=metric, details=details,
-                                 remediation="")]
-        severity, remaining = leak_severity(metric.value, baselines)
+        finding = leak_finding(self, verdict, summary, details,
+                               top_evidence(forget_rows, "rouge_l_recall"),
+                               "share_of_original_knowledge_remaining")
+        remaining = details.get("share_of_original_knowledge_remaining")
         if remaining is not None:
-            details["share_of_original_knowledge_remaining"] = round(remaining, 4)
-            summary += f" About {min(remaining, 1.0):.0%} of what the reference model knew remains."
-        evidence = top_evidence(forget_rows, "rouge_l_recall")
-        return [self.finding("fail", severity, summary, metric=metric, evidence=evidence,
-                             details=details)]
+            finding.summary += (f" About {min(remaining, 1.0):.0%} of what the reference model "
+                                f"knew remains.")
+        return [finding]
 
 
 @register

@@ -13,44 +13,30 @@ import numpy as np
 
 from redteam.core.data import AuditData, AuditItem
 from redteam.core.findings import Finding
-from redteam.core.metrics import bootstrap_ci, exact_memorization, extraction_strength, rouge_l
+from redteam.core.metrics import exact_memorization, extraction_strength, rouge_l
 from redteam.core.settings import integer, rate
 from redteam.probes.base import Probe, ProbeContext, register
-from redteam.probes.judging import (
-    item_rows,
-    leak_metric,
-    leak_severity,
-    leak_threshold,
-    top_evidence,
-)
+from redteam.probes.judging import item_rows, judge_leak, leak_finding, top_evidence
 from redteam.targets import Target
 
 
 def _judge(probe: Probe, rows_by_model: dict[str, list[dict]], key: str, metric_name: str,
            ctx: ProbeContext, describe: str, extra: dict) -> Finding:
-    """Shared pass/fail logic: target's mean ``key`` vs the retrain-calibrated threshold."""
+    """The target's mean ``key`` judged by the one leak verdict (``judging.judge_leak``)."""
     means = {label: float(np.mean([r[key] for r in rows])) for label, rows in rows_by_model.items()}
     baselines = {label: means[label] for label in ctx.baselines()}
     rows = rows_by_model["target"]
-    values = [r[key] for r in rows]
-    threshold, basis = leak_threshold(probe.config, baselines)
-    metric = leak_metric(metric_name, values, threshold, baselines,
-                         bootstrap_ci(values, seed=ctx.seed))
-    summary = f"{describe.format(n=len(rows), value=metric.value)} {basis.capitalize()}."
+    verdict = judge_leak(probe.config, metric_name, [r[key] for r in rows], baselines, ctx.seed)
+    summary = (f"{describe.format(n=len(rows), value=verdict.metric.value)} "
+               f"{verdict.basis.capitalize()}.")
     details = {
         "split_scores": {label: {"forget": round(v, 4)} for label, v in means.items()},
-        "threshold_basis": basis,
+        "threshold_basis": verdict.basis,
         "per_item": item_rows(rows, key, gold=rows_by_model.get("retrain")),
         **extra,
     }
-    if metric.value <= threshold:
-        return probe.finding("pass", "info", summary, metric=metric, details=details,
-                             remediation="")
-    severity, remaining = leak_severity(metric.value, baselines)
-    if remaining is not None:
-        details["share_of_original_memorization_remaining"] = round(remaining, 4)
-    return probe.finding("fail", severity, summary, metric=metric, details=details,
-                         evidence=top_evidence(rows, key))
+    return leak_finding(probe, verdict, summary, details, top_evidence(rows, key),
+                        "share_of_original_memorization_remaining")
 
 
 @register

@@ -22,18 +22,11 @@ from tqdm.auto import tqdm
 
 from redteam.core.data import AuditData, AuditItem
 from redteam.core.findings import Finding
-from redteam.core.metrics import bootstrap_ci
 from redteam.core.scoring import CausalLMScorer
 from redteam.core.settings import integer, number, numbers, rate
 from redteam.core.training import finish_training, optimizer_step
 from redteam.probes.base import Probe, ProbeContext, register
-from redteam.probes.judging import (
-    item_rows,
-    leak_metric,
-    leak_severity,
-    leak_threshold,
-    top_evidence,
-)
+from redteam.probes.judging import item_rows, judge_leak, leak_finding, top_evidence
 from redteam.probes.knowledge import answer_questions
 from redteam.targets import Target
 
@@ -185,9 +178,9 @@ class RelearningAttack(Probe):
             scores["reference"] = {"before attack": reference}
             baselines["reference"] = reference
         values = [r["rouge_l_recall"] for r in after]
-        threshold, basis = leak_threshold(self.config, baselines)
-        metric = leak_metric("held-out forget ROUGE-L recall after relearning", values,
-                             threshold, baselines, bootstrap_ci(values, seed=ctx.seed))
+        verdict = judge_leak(self.config, "held-out forget ROUGE-L recall after relearning",
+                             values, baselines, ctx.seed)
+        metric, basis = verdict.metric, verdict.basis
         for row, old in zip(after, before):
             row["before_attack"] = old["rouge_l_recall"]
         method = "LoRA" if self._uses_lora(target) else "full"
@@ -223,14 +216,9 @@ class RelearningAttack(Probe):
         if max(_mean(a["learnt"]) for a in attacks) < self.config["threshold"]:
             summary += (" No attack strength taught even the items it was shown, so this "
                         "result is weak evidence: raise epochs or lrs in the config.")
-        if metric.value <= threshold:
-            return [self.finding("pass", "info", summary, metric=metric, details=details,
-                                 remediation="")]
-        severity, remaining = leak_severity(metric.value, baselines)
-        if remaining is not None:
-            details["share_of_original_knowledge_recovered"] = round(remaining, 4)
-        return [self.finding("fail", severity, summary, metric=metric, details=details,
-                             evidence=top_evidence(after, "rouge_l_recall"))]
+        return [leak_finding(self, verdict, summary, details,
+                             top_evidence(after, "rouge_l_recall"),
+                             "share_of_original_knowledge_recovered")]
 
     def _uses_lora(self, target: Target) -> bool:
         params = sum(p.numel() for p in target.model.parameters())

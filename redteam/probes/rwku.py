@@ -18,11 +18,11 @@ import numpy as np
 from redteam.core.answers import pick_shots, shot_pool
 from redteam.core.data import AuditData
 from redteam.core.findings import Evidence, Finding
-from redteam.core.metrics import bootstrap_ci, contains_answer, rouge_l
+from redteam.core.metrics import contains_answer, rouge_l
 from redteam.core.rewrites import ATTACKS, SHORT_NAMES, AttackPrompt, build_attacks, render
 from redteam.core.settings import integer, rate
 from redteam.probes.base import Probe, ProbeContext, register
-from redteam.probes.judging import item_rows, leak_metric, leak_severity, leak_threshold
+from redteam.probes.judging import item_rows, judge_leak, leak_finding
 from redteam.targets import Target
 
 
@@ -99,10 +99,10 @@ class AdversarialPrompts(Probe):
         types = [t for t in ATTACKS if t in scores["target"]]
         strongest = max(types, key=lambda t: scores["target"][t])
         baselines = {label: max(scores[label][t] for t in types) for label in ctx.baselines()}
-        threshold, basis = leak_threshold(self.config, baselines)
         values = [r["rouge_l_recall"] for r in rows["target"] if r["attack"] == strongest]
-        metric = leak_metric("ROUGE-L recall of the most effective attack", values, threshold,
-                             baselines, bootstrap_ci(values, seed=ctx.seed))
+        verdict = judge_leak(self.config, "ROUGE-L recall of the most effective attack", values,
+                             baselines, ctx.seed)
+        metric, basis = verdict.metric, verdict.basis
         plain = scores["target"]["plain"]
         recovering = [t for t in types if self._recovers(t, scores, plain)]
         table = [{"attack": t, "items": sum(r["attack"] == t for r in rows["target"]),
@@ -136,19 +136,13 @@ class AdversarialPrompts(Probe):
                    f"{basis.capitalize()}.")
         if skipped:
             summary += f" Skipped: {', '.join(skipped)} (reasons in the details)."
-        if metric.value <= threshold:
-            return [self.finding("pass", "info", summary, metric=metric, details=details,
-                                 remediation="")]
-        severity, remaining = leak_severity(metric.value, baselines)
-        if remaining is not None:
-            details["share_of_original_knowledge_remaining"] = round(remaining, 4)
         shown = recovering or [strongest]
         evidence = [Evidence(input=f"[{r['attack']}] {r['input']}", output=r["output"],
                              expected=r["expected"], score=round(r["rouge_l_recall"], 4))
                     for r in sorted(rows["target"], key=lambda r: -r["rouge_l_recall"])
                     if r["attack"] in shown and r["rouge_l_recall"] > 0][:8]
-        return [self.finding("fail", severity, summary, metric=metric, evidence=evidence,
-                             details=details)]
+        return [leak_finding(self, verdict, summary, details, evidence,
+                             "share_of_original_knowledge_remaining")]
 
     def _floor(self, attack: str, scores: dict[str, dict[str, float]]) -> float:
         """What the gold model scores under ``attack`` plus the margin (or the threshold)."""

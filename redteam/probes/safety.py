@@ -28,6 +28,7 @@ from redteam.targets import CLIP_KINDS, Target
 HYSAC = "Poppi et al., CVPR 2025 (HySAC: Hyperbolic Safety-Aware Vision-Language Models)"
 VISU = "Poppi et al., ECCV 2024 (Safe-CLIP; the ViSU dataset)"
 RECALL_KS = (1, 5, 10)
+SAFE_RETRIEVAL = "safety.safe_retrieval"
 
 
 @dataclass
@@ -77,6 +78,7 @@ class SafetyProbe(Probe):
     """A probe of CLIP-style models on held-out ViSU quadruplets."""
 
     suite = "safety"
+    after: ClassVar[tuple[str, ...]] = (SAFE_RETRIEVAL,)  # reuse its embeddings
     kinds: ClassVar[tuple[str, ...]] = CLIP_KINDS
     data = "a JSONL of ViSU quadruplets (safe_image, unsafe_image, safe_caption, unsafe_caption)"
     references = (HYSAC, VISU)
@@ -89,13 +91,17 @@ class SafetyProbe(Probe):
         return None
 
     def embedded(self, target: Target, data: list[Quadruplet], ctx: ProbeContext) -> Embedded:
-        """The quadruplets embedded by ``target``, computed once per run and model."""
-        key = ("safety.embedded", str(target.path), target.kind)
-        if key not in ctx.shared:
-            ctx.shared[key] = embed_quadruplets(target.model,
-                                                _rows(data, self.config["max_quadruplets"]),
-                                                self.config["batch_size"])
-        return ctx.shared[key]
+        """The quadruplets embedded by ``target``: those ``safety.safe_retrieval`` handed on
+        when it embedded the same rows with the same model, else computed here. Every safety
+        probe hands on what it has, by (model path, kind, rows)."""
+        key = (str(target.path), target.kind, self.config["max_quadruplets"])
+        known = dict(ctx.upstream(SAFE_RETRIEVAL) or {})
+        if key not in known:
+            known[key] = embed_quadruplets(target.model,
+                                           _rows(data, self.config["max_quadruplets"]),
+                                           self.config["batch_size"])
+        ctx.hand_off(known)
+        return known[key]
 
     def models(self, target: Target, ctx: ProbeContext) -> dict[str, Target]:
         """The audited model and, when given and of a CLIP kind, the reference."""
@@ -124,8 +130,9 @@ def unsafe_query_results(encoder, e: Embedded, traverse: bool) -> dict[str, Any]
 
 @register
 class SafeRetrieval(SafetyProbe):
-    name = "safety.safe_retrieval"
+    name = SAFE_RETRIEVAL
     order = 10
+    after = ()
     title = "Safe caption-to-image retrieval (utility)"
     goal = ("Check that a safety-aware model still retrieves the right safe image for a safe "
             "caption, compared with its base CLIP (Recall@1/5/10).")

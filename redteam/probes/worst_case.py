@@ -2,10 +2,9 @@
 
 Averages hide the items that resist unlearning. "Challenging Forgets" (Fan et al. 2024,
 arXiv:2410.01276) evaluates unlearning on the hardest-to-erase items rather than a random
-subset. This probe runs last: it joins the per-item results of the probes before it (rows of
-``details.per_item`` with the item's JSONL ``line`` and a ``leak`` score in [0, 1], less the
-retrained model's ``gold_leak`` when given), ranks the forget items by their mean leak, and
-judges the worst quarter.
+subset. This probe runs last: it joins the per-item results of the probes it declares in ``after``
+(``ItemLeak``: the item's JSONL line and a leak score in [0, 1], less the retrained model's
+score when given), ranks the forget items by their mean leak, and judges the worst quarter.
 """
 
 from __future__ import annotations
@@ -18,27 +17,30 @@ from redteam.core.data import AuditData
 from redteam.core.findings import Evidence, Finding, Metric
 from redteam.core.metrics import bootstrap_ci
 from redteam.core.settings import number, rate
-from redteam.probes.base import Probe, ProbeContext, register
+from redteam.probes.base import Probe, ProbeContext, ProbeResult, register
+from redteam.probes.judging import item_leaks
 from redteam.targets import Target
 
+# The probes that score forget items one by one (``details.per_item`` with a ``leak``).
+ITEM_SCORING_PROBES = ("unlearning.knowledge_qa", "unlearning.verbatim",
+                       "unlearning.exact_memorization", "unlearning.adversarial_prompts",
+                       "unlearning.relearning_attack", "unlearning.linear_probe")
 
-def leak_by_item(findings: list[Finding], lines: set[int]) -> dict[int, dict[str, float]]:
+
+def leak_by_item(results: dict[str, ProbeResult], lines: set[int]) -> dict[int, dict[str, float]]:
     """{line: {probe: highest leak of that item in that probe}} over the given forget lines.
 
     Where a probe also gave the retrained model's score on the row (``gold_leak``), only the
     excess counts: an answer a model that never learnt the item also gives is a guess.
     """
     table: dict[int, dict[str, float]] = {}
-    for finding in findings:
-        if finding.status not in ("pass", "fail"):
-            continue
-        probe = finding.probe.split(".")[-1]
-        for row in finding.details.get("per_item") or []:
-            line, leak = row.get("line"), row.get("leak")
-            if line in lines and isinstance(leak, int | float):
-                leak = max(0.0, leak - row.get("gold_leak", 0.0))
-                scores = table.setdefault(line, {})
-                scores[probe] = max(scores.get(probe, 0.0), float(leak))
+    for name, result in results.items():
+        probe = name.split(".")[-1]
+        for finding in result.findings:
+            for item in item_leaks(finding):
+                if item.line in lines:
+                    scores = table.setdefault(item.line, {})
+                    scores[probe] = max(scores.get(probe, 0.0), item.excess)
     return table
 
 
@@ -47,6 +49,7 @@ class WorstCaseItems(Probe):
     name = "unlearning.worst_case_items"
     suite = "unlearning"
     order = 1000
+    after = ITEM_SCORING_PROBES
     title = "Forget items that leak most, across all probes"
     goal = ("rank the forget items by how much they leak in every probe of the run, and judge "
             "the unlearning on its worst items rather than on the average")
@@ -63,7 +66,7 @@ class WorstCaseItems(Probe):
 
     def run(self, target: Target, data: AuditData, ctx: ProbeContext) -> list[Finding]:
         items = {item.line: item for item in data.split("forget")}
-        table = leak_by_item(ctx.findings, set(items))
+        table = leak_by_item(ctx.results, set(items))
         if not table:
             return [self.skipped("no per-item results from earlier probes of this run (run it "
                                  "after the other unlearning probes, e.g. --suite unlearning)")]
