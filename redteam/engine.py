@@ -32,7 +32,7 @@ from redteam.core.answers import (
     calibrate_prompt_format,
     format_candidates,
 )
-from redteam.core.data import AuditData, load_audit_jsonl
+from redteam.core.data import AuditData
 from redteam.core.distributed import (
     is_main_process,
     process_count,
@@ -40,7 +40,7 @@ from redteam.core.distributed import (
     wait_for_everyone,
 )
 from redteam.core.errors import InputError
-from redteam.core.fileio import atomic_write_json, hash_tree
+from redteam.core.fileio import atomic_write_json
 from redteam.core.findings import (
     SEVERITIES,
     Finding,
@@ -55,7 +55,7 @@ from redteam.core.settings import integer, resolve_settings
 from redteam.core.untrusted import read_text_file
 from redteam.probes import REGISTRY, Probe, ProbeContext, load_plugins, suites
 from redteam.probes.base import FindingSource, ProbeResult
-from redteam.targets import CLIP_KINDS, Target, load_target, resolve_device
+from redteam.targets import TARGET_KINDS, Target, load_target, resolve_device
 
 EXIT_OK, EXIT_FINDINGS, EXIT_BAD_INPUT, EXIT_NOTHING_APPLIED = 0, 1, 2, 3
 LIBRARIES = ("torch", "transformers", "tokenizers", "safetensors", "numpy", "scikit-learn",
@@ -180,36 +180,13 @@ def kind_of(request: AuditRequest) -> str:
     return request.kind or detect_kind(request.model)
 
 
-def load_data(path: Path, target: Target):
-    """The audit data for ``target``: the JSONL of an LLM audit, a folder of class sub-folders
-    of images for an image classifier (labelled with the model's label ids), labelled texts for
-    a text classifier, or ViSU quadruplets for a CLIP or HySAC model."""
-    if target.kind == "image-classifier":
-        from redteam.core.vision import label_ids, load_image_folder
-
-        return load_image_folder(path, target.model.size, label_ids(target.model.hf_model.config))
-    if target.kind == "text-classifier":
-        from redteam.core.text_data import load_labelled_texts
-
-        return load_labelled_texts(path, target.model.config.label2id)
-    if target.kind in CLIP_KINDS:
-        from hyperbolic.data import load_quadruplets
-
-        return load_quadruplets(path)
-    return load_audit_jsonl(path)
-
-
-def load_data_early(path: Path, kind: str):
-    """The data of kinds whose data does not depend on the model (the audit JSONL of an LLM,
-    the quadruplets of a CLIP), parsed before any model loads so that bad data fails first;
-    None for the other kinds (their data is read against the loaded model's labels)."""
-    if kind == "causal-lm":
-        return load_audit_jsonl(path)
-    if kind in CLIP_KINDS:
-        from hyperbolic.data import load_quadruplets
-
-        return load_quadruplets(path)
-    return None
+def load_data(path: Path, kind: str, target: Target | None = None):
+    """The audit data of ``kind`` (``TARGET_KINDS``): read before the model when it does not
+    depend on it, else against the loaded ``target`` (None: not yet, so nothing is read)."""
+    entry = TARGET_KINDS[kind]
+    if entry.load_data is None or (entry.data_needs_model and target is None):
+        return None
+    return entry.load_data(path, target)
 
 
 def library_versions() -> dict[str, str]:
@@ -352,7 +329,7 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
     if selection["max_items"] and kind != "causal-lm":
         raise InputError(f"--max-items {selection['max_items']}: applies to the JSONL audit "
                          "data of an LLM only")
-    early = load_data_early(request.data, kind) if request.data else None
+    early = load_data(request.data, kind) if request.data and kind in TARGET_KINDS else None
     out = request.out or default_out_dir(request.model)
     check_output_path(out, audit_inputs(request), overwrite=request.overwrite)
     wait_for_everyone()  # every process has checked the folder before the main one claims it
@@ -365,7 +342,8 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
         return cache.target(path, request.kind, device, request.allow_pickle, request.base)
 
     target = load(request.model)
-    data = early if early is not None or not request.data else load_data(request.data, target)
+    data = early if early is not None or not request.data else load_data(request.data,
+                                                                            target.kind, target)
     if selection["max_items"]:
         data = data.sample(selection["max_items"], request.seed)
     reference, retrain = load(request.reference), load(request.retrain)
@@ -416,12 +394,7 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
                        (("target", target), ("reference", reference), ("retrain", retrain))
                        if model is not None and model.base is not None})
         if request.data:
-            if target.kind in CLIP_KINDS:
-                from hyperbolic.data import hash_quadruplets
-
-                inputs["data"] = hash_quadruplets(request.data, data)  # the JSONL and its images
-            else:
-                inputs["data"] = hash_tree(request.data)
+            inputs["data"] = TARGET_KINDS[target.kind].hash_data(request.data, data)
         run = RunRecord(
             tool_version=__version__, command=request.command, suite=request.suite,
             target={"path": str(request.model), "name": target.name, "kind": target.kind,

@@ -9,6 +9,7 @@ hub; and every file is hashed into the run record.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,6 @@ from redteam.core.weights import (
     weight_files,
 )
 
-KINDS = ("causal-lm", "image-classifier", "text-classifier", "clip", "hysac", "diffusion")
-SUPPORTED_KINDS = ("causal-lm", "image-classifier", "text-classifier", "clip", "hysac")
 CLIP_KINDS = ("clip", "hysac")  # a HySAC folder is a CLIP folder plus its hyperbolic head
 
 
@@ -314,9 +313,74 @@ def load_adapter_lm(path: Path, base: Path, device: str,
     return wrapped.merge_and_unload().eval(), tokenizer
 
 
-LOADERS = {"causal-lm": load_causal_lm, "image-classifier": load_image_classifier,
-           "text-classifier": load_text_classifier, "clip": load_clip_encoder,
-           "hysac": load_hysac_encoder}
+def _audit_jsonl(path: Path, target: Target | None) -> Any:
+    from redteam.core.data import load_audit_jsonl
+
+    return load_audit_jsonl(path)
+
+
+def _image_folder(path: Path, target: Target | None) -> Any:
+    from redteam.core.vision import label_ids, load_image_folder
+
+    return load_image_folder(path, target.model.size, label_ids(target.model.hf_model.config))
+
+
+def _labelled_texts(path: Path, target: Target | None) -> Any:
+    from redteam.core.text_data import load_labelled_texts
+
+    return load_labelled_texts(path, target.model.config.label2id)
+
+
+def _quadruplets(path: Path, target: Target | None) -> Any:
+    from hyperbolic.data import load_quadruplets
+
+    return load_quadruplets(path)
+
+
+def _hash_quadruplets(path: Path, data: Any) -> dict[str, str]:
+    from hyperbolic.data import hash_quadruplets
+
+    return hash_quadruplets(path, data)  # the JSONL and every image it names
+
+
+def _hash_folder(path: Path, data: Any) -> dict[str, str]:
+    return hash_tree(path)
+
+
+@dataclass(frozen=True)
+class TargetKind:
+    """One kind of model, in one place: how its folder loads, what its audit data (``--data``)
+    is, how that data loads and is hashed into the run record. The probes that apply to a kind
+    are those whose ``kinds`` name it.
+
+    ``load_data(path, target)`` gets the loaded target when ``data_needs_model`` (image and
+    text labels are read against the model's); otherwise None, and the engine parses the data
+    before any model loads so that bad data fails first. A kind without ``load_model`` is
+    recognised but not audited yet.
+    """
+
+    name: str
+    data: str
+    load_model: Callable[[Path, str, bool], tuple[Any, Any]] | None = None
+    load_data: Callable[[Path, Target | None], Any] | None = None
+    data_needs_model: bool = False
+    hash_data: Callable[[Path, Any], dict[str, str]] = _hash_folder
+
+
+TARGET_KINDS = {kind.name: kind for kind in (
+    TargetKind("causal-lm", "audit JSONL (forget / retain / holdout items)", load_causal_lm,
+               _audit_jsonl),
+    TargetKind("image-classifier", "a folder of images, one sub-folder per class",
+               load_image_classifier, _image_folder, data_needs_model=True),
+    TargetKind("text-classifier", "labelled-text JSONL ({\"text\", \"label\"})",
+               load_text_classifier, _labelled_texts, data_needs_model=True),
+    TargetKind("clip", "ViSU quadruplet JSONL", load_clip_encoder, _quadruplets,
+               hash_data=_hash_quadruplets),
+    TargetKind("hysac", "ViSU quadruplet JSONL", load_hysac_encoder, _quadruplets,
+               hash_data=_hash_quadruplets),
+    TargetKind("diffusion", "(not audited yet)"),
+)}
+SUPPORTED_KINDS = tuple(name for name, kind in TARGET_KINDS.items() if kind.load_model)
 
 
 def load_target(
@@ -343,14 +407,14 @@ def load_target(
                       base_files=hash_tree(base_path))
     detected = detect_kind(path)
     kind = kind or detected
-    if kind not in KINDS:
-        raise InputError(f"--kind {kind}: unknown kind (known: {', '.join(KINDS)})")
+    if kind not in TARGET_KINDS:
+        raise InputError(f"--kind {kind}: unknown kind (known: {', '.join(TARGET_KINDS)})")
     if kind not in SUPPORTED_KINDS:
         raise UnsupportedKindError(
             f"{path}: kind {kind} is not supported yet in this release "
             f"(supported: {', '.join(SUPPORTED_KINDS)})"
         )
     files = hash_tree(path)
-    model, preprocessor = LOADERS[kind](path, device, allow_pickle)
+    model, preprocessor = TARGET_KINDS[kind].load_model(path, device, allow_pickle)
     return Target(path=path, kind=kind, model=model, tokenizer=preprocessor, device=device,
                   files=files)
