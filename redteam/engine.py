@@ -11,18 +11,18 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-import random
 import sys
 import tempfile
 import time
 import tomllib
 import traceback
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from redteam import __version__
@@ -52,6 +52,7 @@ from redteam.core.outputs import check_output_path, claim_output, seal_output
 from redteam.core.prompts import PromptFormat
 from redteam.core.scoring import CausalLMScorer
 from redteam.core.settings import integer, resolve_settings
+from redteam.core.training import seed_everything
 from redteam.core.untrusted import read_text_file
 from redteam.probes import REGISTRY, Probe, ProbeContext, load_plugins, suites
 from redteam.probes.base import FindingSource, ProbeResult
@@ -212,14 +213,6 @@ class EventLog:
             handle.flush()
 
 
-def seed_everything(seed: int) -> None:
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def run_probe(probe: FindingSource, target: Target, data: AuditData | None,
               ctx: ProbeContext, events: EventLog) -> list[Finding]:
     """Run one probe (or a command's step); a crash becomes an ``error`` finding and the run
@@ -360,62 +353,133 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
     # theirs into a scratch folder that is removed (same code path, nothing of theirs is kept).
     scratch = None if is_main_process() else tempfile.TemporaryDirectory(prefix="redteam-")
     run_dir = out if scratch is None else Path(scratch.name) / "run"
-    claim_output(run_dir, "audit run")
     try:
-        events = EventLog(run_dir / "events.jsonl")
-        events.write("run_start", suite=request.suite, target=str(request.model))
-        artifacts = run_dir / "artifacts"
-        artifacts.mkdir(exist_ok=True)
-        findings: list[Finding] = []
-        results: dict[str, ProbeResult] = {}  # what each probe that ran hands to later ones
-        not_applicable: dict[str, str] = {}
-        progress = tqdm([*probes, *request.steps], desc="probes", unit="probe", disable=quiet)
-        for probe in progress:
-            progress.set_postfix_str(probe.name)
-            if isinstance(probe, Probe) and target.kind not in probe.kinds:
-                not_applicable[probe.name] = f"does not apply to kind {target.kind}"
-                continue
-            ctx = ProbeContext(config=probe.config, seed=request.seed, device=device,
-                               artifacts_dir=artifacts, quiet=quiet, reference=reference,
-                               retrain=retrain, scorer_for=scorer_for,
-                               results={name: results[name] for name in probe.after
-                                        if name in results},
-                               prompt_calibration=calibration,
-                               prompt_format=calibration.chosen if calibration
-                               else request.prompt_format)
-            seed_everything(request.seed)
-            produced = run_probe(probe, target, data, ctx, events)
-            findings.extend(produced)
-            results[probe.name] = ProbeResult(produced, ctx.handed_off)
-
-        inputs = {label: model.files for label, model in
-                  (("reference", reference), ("retrain", retrain)) if model is not None}
-        inputs.update({f"{label} base": model.base_files for label, model in
-                       (("target", target), ("reference", reference), ("retrain", retrain))
-                       if model is not None and model.base is not None})
-        if request.data:
-            inputs["data"] = TARGET_KINDS[target.kind].hash_data(request.data, data)
-        run = RunRecord(
-            tool_version=__version__, command=request.command, suite=request.suite,
-            target={"path": str(request.model), "name": target.name, "kind": target.kind,
-                    "files": target.files,
-                    **({"adapter_base": str(target.base)} if target.base else {})},
-            config=config,
-            config_sha256=hashlib.sha256(
-                json.dumps(config, sort_keys=True).encode()).hexdigest(),
-            seed=request.seed, fail_on=request.fail_on, device=device,
-            libraries=library_versions(), started=started, inputs=inputs,
-            probes_skipped=not_applicable,
-            data_items=data.counts() if isinstance(data, AuditData) else {},
-            prompt_format=prompt_record, processes=process_count(),
-        )
-        exit_code = write_run(run_dir, run, findings)
-        events.write("run_end", exit_code=exit_code)
+        with open_run_folder(run_dir, "audit run", request.suite, str(request.model)) as folder:
+            template = ProbeContext(
+                config={}, seed=request.seed, device=device, artifacts_dir=folder.artifacts,
+                quiet=quiet, reference=reference, retrain=retrain, scorer_for=scorer_for,
+                prompt_calibration=calibration,
+                prompt_format=calibration.chosen if calibration else request.prompt_format)
+            findings, not_applicable = run_probes([*probes, *request.steps], target, data,
+                                                  template, folder.events)
+            inputs = {label: model.files for label, model in
+                      (("reference", reference), ("retrain", retrain)) if model is not None}
+            inputs.update({f"{label} base": model.base_files for label, model in
+                           (("target", target), ("reference", reference), ("retrain", retrain))
+                           if model is not None and model.base is not None})
+            if request.data:
+                inputs["data"] = TARGET_KINDS[target.kind].hash_data(request.data, data)
+            run = RunRecord(
+                tool_version=__version__, command=request.command, suite=request.suite,
+                target={"path": str(request.model), "name": target.name, "kind": target.kind,
+                        "files": target.files,
+                        **({"adapter_base": str(target.base)} if target.base else {})},
+                config=config,
+                config_sha256=hashlib.sha256(
+                    json.dumps(config, sort_keys=True).encode()).hexdigest(),
+                seed=request.seed, fail_on=request.fail_on, device=device,
+                libraries=library_versions(), started=started, inputs=inputs,
+                probes_skipped=not_applicable,
+                data_items=data.counts() if isinstance(data, AuditData) else {},
+                prompt_format=prompt_record, processes=process_count(),
+            )
+            exit_code = finish_run(folder, run, findings)
         return AuditResult(exit_code=exit_code, out_dir=out, findings=findings)
     finally:
-        seal_output(run_dir)  # also after Ctrl-C: what was written is recorded (--overwrite)
         if scratch is not None:
             scratch.cleanup()
+
+
+@dataclass
+class RunFolder:
+    """A run folder being written: its path, its event log and its artifacts folder."""
+
+    path: Path
+    events: EventLog
+    artifacts: Path
+
+
+@contextmanager
+def open_run_folder(out: Path, what: str, suite: str, target: str) -> Iterator[RunFolder]:
+    """Claim ``out`` (checked beforehand by ``check_output_path``), start ``events.jsonl``;
+    the ownership marker is sealed on the way out, also after Ctrl-C, so what was written is
+    recorded (``--overwrite`` may replace it later). Every command that writes a run folder
+    goes through here."""
+    claim_output(out, what)
+    try:
+        events = EventLog(out / "events.jsonl")
+        events.write("run_start", suite=suite, target=target)
+        artifacts = out / "artifacts"
+        artifacts.mkdir(exist_ok=True)
+        yield RunFolder(out, events, artifacts)
+    finally:
+        seal_output(out)
+
+
+def run_probes(probes: list[FindingSource], target: Target, data, template: ProbeContext,
+               events: EventLog) -> tuple[list[Finding], dict[str, str]]:
+    """Run ``probes`` in order, each in a copy of ``template`` with its own settings and the
+    results of the probes it declares in ``after``; returns the findings and, by name, the
+    probes that do not apply to the target's kind (with why)."""
+    findings: list[Finding] = []
+    results: dict[str, ProbeResult] = {}  # what each probe that ran hands to later ones
+    not_applicable: dict[str, str] = {}
+    progress = tqdm(probes, desc="probes", unit="probe", disable=template.quiet)
+    for probe in progress:
+        progress.set_postfix_str(probe.name)
+        if isinstance(probe, Probe) and target.kind not in probe.kinds:
+            not_applicable[probe.name] = f"does not apply to kind {target.kind}"
+            continue
+        ctx = replace(template, config=probe.config,
+                      results={name: results[name] for name in probe.after if name in results})
+        seed_everything(template.seed)
+        produced = run_probe(probe, target, data, ctx, events)
+        findings.extend(produced)
+        results[probe.name] = ProbeResult(produced, ctx.handed_off)
+    return findings, not_applicable
+
+
+def finish_run(folder: RunFolder, run: RunRecord, findings: list[Finding]) -> int:
+    """Write ``findings.json`` and ``report.html`` and end the event log; the exit code."""
+    exit_code = write_run(folder.path, run, findings)
+    folder.events.write("run_end", exit_code=exit_code)
+    return exit_code
+
+
+def build_probes(suite: str, settings: dict[str, dict], where: str = "settings") -> list[Probe]:
+    """Every probe of ``suite`` with ``settings`` (probe -> values) checked by value: for the
+    commands that prepare their own target and data (``run_prepared``)."""
+    probes, *_ = check_settings({"probes": settings}, select_probes(suite, None), where)
+    return probes
+
+
+def run_prepared(probes: list[Probe], target: Target, data, *, out: Path, what: str,
+                 seed: int = 0, device: str = "cpu", fail_on: str = "high",
+                 quiet: bool = False, command: list[str] | None = None,
+                 config: dict | None = None,
+                 inputs: dict[str, dict[str, str]] | None = None) -> AuditResult:
+    """Run ``probes`` on a target and data a command prepared and checked itself (e.g.
+    ``evaluate-protection``'s image folders), into the run folder ``out`` (already checked by
+    ``check_output_path``): the same events, crash isolation, record and report as an audit."""
+    if fail_on not in SEVERITIES:
+        raise InputError(f"--fail-on {fail_on}: must be one of {', '.join(SEVERITIES)}")
+    config = config or {}
+    started = now()
+    suite = probes[0].suite if probes else ""
+    with open_run_folder(out, what, suite, str(target.path)) as folder:
+        template = ProbeContext(config={}, seed=seed, device=device,
+                                artifacts_dir=folder.artifacts, quiet=quiet)
+        findings, not_applicable = run_probes(probes, target, data, template, folder.events)
+        run = RunRecord(
+            tool_version=__version__, command=command or list(sys.argv), suite=suite,
+            target={"path": str(target.path), "name": target.name, "kind": target.kind,
+                    "files": target.files},
+            config=config,
+            config_sha256=hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest(),
+            seed=seed, fail_on=fail_on, device=device, libraries=library_versions(),
+            started=started, inputs=inputs or {}, probes_skipped=not_applicable)
+        exit_code = finish_run(folder, run, findings)
+    return AuditResult(exit_code=exit_code, out_dir=out, findings=findings)
 
 
 def choose_prompt_format(request: AuditRequest, data, target: Target, reference: Target | None,

@@ -155,7 +155,7 @@ def test_suites_come_from_the_registry_in_declared_order(crashing_probe):
     assert sorted(name for names in members.values() for name in names) == sorted(REGISTRY)
     assert all(REGISTRY[name].suite == suite for suite, names in members.items()
                for name in names)
-    assert set(members) == {"adversarial", "backdoor", "safety", "unlearning"}
+    assert set(members) == {"adversarial", "backdoor", "protection", "safety", "unlearning"}
     unlearning = members["unlearning"]
     assert unlearning[0] == "unlearning.knowledge_qa"
     assert unlearning[-1] == "unlearning.worst_case_items"  # it joins the others' results

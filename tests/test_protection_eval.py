@@ -55,8 +55,14 @@ def test_an_unprotected_copy_fails_the_evaluation(protection_zoo, tmp_path, caps
                  "--epochs", "10", "--quiet"])
     out = capsys.readouterr().out
     assert code == 1
-    assert "fail protection.unlearnability" in out and "fail protection.label_agnostic" in out
-    assert "pass protection.perturbation_budget" in out
+    printed = {line.split()[2].rstrip(":"): line.split()[0] for line in out.splitlines()
+               if line.startswith(("fail", "pass", "error"))}
+    assert printed == {"protection.unlearnability": "fail", "protection.label_agnostic": "fail",
+                       "protection.perturbation_budget": "pass"}
+    events = [json.loads(line)["event"]
+              for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
+    assert events[0] == "run_start" and events[-1] == "run_end"  # written by the engine
+    assert events.count("probe_end") == 3
 
 
 def test_parse_groups_defaults_to_pairs_and_checks_the_classes():

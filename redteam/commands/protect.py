@@ -21,6 +21,7 @@ import torch
 from redteam import __version__
 from redteam.core.errors import InputError
 from redteam.core.fileio import atomic_write_json, sha256_file
+from redteam.core.metrics import perturbation_size, within_epsilon
 from redteam.core.outputs import check_output_path, staged_output
 from redteam.core.untrusted import open_image
 from redteam.core.vision import PixelEncoder, images_tensor, list_image_files
@@ -86,17 +87,6 @@ def _perturb(pixels: np.ndarray, mode: str, delta: torch.Tensor, epsilon: float)
     return apply_perturbation(pixels, delta, epsilon)
 
 
-def within_epsilon(linf: float, epsilon: float) -> bool:
-    """L∞ within the bound, allowing for the rounding of recorded values."""
-    return linf <= epsilon + 1e-6
-
-
-def perturbation_size(original: np.ndarray, protected: np.ndarray) -> tuple[float, float]:
-    """(L∞, L2) of ``protected - original`` in [0, 1] pixel units."""
-    change = (protected.astype(np.float64) - original.astype(np.float64)) / 255.0
-    return float(np.abs(change).max()), float(np.sqrt((change ** 2).sum()))
-
-
 def _encode(pixels: np.ndarray, mode: str, fmt: str, metadata: dict) -> bytes:
     from PIL import Image
 
@@ -117,8 +107,8 @@ def protect_folder(data_dir: Path, out: Path, *, surrogate: Path | None = None,
 
     from defenses.unlearnable_clusters import REFERENCE, UnlearnableClusters
     from defenses.unlearnable_clusters.surrogate import pseudo_label_surrogate
+    from redteam.core.training import seed_everything
     from redteam.core.vision import read_resized
-    from redteam.engine import seed_everything
     from redteam.targets import resolve_device
 
     data_dir, out = Path(data_dir), Path(out)

@@ -124,3 +124,14 @@ def bootstrap_auc_ci(member_scores: Sequence[float], nonmember_scores: Sequence[
         o = others[rng.integers(0, len(others), len(others))]
         stats.append(auc(m, o))
     return [round(float(np.percentile(stats, 2.5)), 4), round(float(np.percentile(stats, 97.5)), 4)]
+
+
+def within_epsilon(linf: float, epsilon: float) -> bool:
+    """L∞ within the bound, allowing for the rounding of recorded values."""
+    return linf <= epsilon + 1e-6
+
+
+def perturbation_size(original: np.ndarray, protected: np.ndarray) -> tuple[float, float]:
+    """(L∞, L2) of ``protected - original`` in [0, 1] pixel units."""
+    change = (protected.astype(np.float64) - original.astype(np.float64)) / 255.0
+    return float(np.abs(change).max()), float(np.sqrt((change ** 2).sum()))

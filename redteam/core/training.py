@@ -7,8 +7,18 @@ itself (backward, gradient clipping, update, schedule, progress) written once.
 
 from __future__ import annotations
 
+import random
+
+import numpy as np
 import torch
 from torch import nn
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators (before each probe and training)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def optimizer_step(accelerator, params, optimizer, loss, progress, scheduler=None,

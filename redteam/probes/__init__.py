@@ -14,6 +14,7 @@ from redteam.probes import (  # noqa: F401  (registers the probes)
     membership,
     memorization,
     parametric_traces,
+    protection,
     reintroduction,
     relearning,
     rwku,
