@@ -22,7 +22,7 @@ from markupsafe import Markup
 
 from redteam.core.errors import InputError
 from redteam.core.fileio import atomic_write_text
-from redteam.core.findings import SEVERITIES, STATUSES, check_document
+from redteam.core.findings import RENDERED_DETAILS, SEVERITIES, STATUSES, check_document
 from redteam.core.untrusted import read_json_file
 from reports import charts
 
@@ -33,8 +33,7 @@ TABLE_ROWS = 40
 TEXT_LIMIT = 800
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg")
 STATUS_ORDER = {"fail": 0, "error": 1, "inconclusive": 2, "pass": 3, "skipped": 4}
-CHART_KEYS = ("chart_title", "chart_y_label", "split_scores", "roc", "curves", "histograms",
-              "tables", "per_item", "traceback")
+CHART_KEYS = tuple(RENDERED_DETAILS)
 
 
 @lru_cache(maxsize=1)

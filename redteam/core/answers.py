@@ -52,16 +52,16 @@ def ask_questions(scorer, tokenizer, fmt: PromptFormat, items: list[AuditItem],
     prompts = [fmt.question(tokenizer, item.question, pick_shots(item, pool, shots, seed))
                for item in items]
     outputs = scorer.generate(prompts, max_new_tokens=max_new_tokens, stop=fmt.stop_strings)
-    rows = []
-    for item, output in zip(items, outputs):
-        answer = fmt.cut(output)
-        recall, _ = rouge_l(answer, item.answer)
-        rows.append({
-            "line": item.line, "subject": item.subject, "input": item.question, "output": answer,
-            "expected": item.answer, "rouge_l_recall": recall,
-            "contains": float(contains_answer(answer, [item.answer])),
-        })
-    return rows
+    return [{"line": item.line, "subject": item.subject, "input": item.question,
+             **answer_row(fmt.cut(output), item.answer)}
+            for item, output in zip(items, outputs)]
+
+
+def answer_row(answer: str, expected: str) -> dict:
+    """One answer scored against the expected one: the columns every answer row has."""
+    recall, _ = rouge_l(answer, expected)
+    return {"output": answer, "expected": expected, "rouge_l_recall": recall,
+            "contains": float(contains_answer(answer, [expected]))}
 
 
 def mean_recall(rows: list[dict]) -> float:

@@ -42,8 +42,26 @@ class Evidence:
     score: float | None = None
 
 
+# The keys of ``Finding.details`` the report draws instead of listing, with the shape each must
+# have; every other key is shown as a plain "name: value" line.
+RENDERED_DETAILS = {
+    "split_scores": "{group: {series: number}}, drawn as grouped bars",
+    "chart_title": "the title of the split_scores bars",
+    "chart_y_label": "their value axis",
+    "roc": "{label: {\"fpr\": [numbers], \"tpr\": [numbers], \"auc\": number}}, ROC curves",
+    "curves": "{title, x_label, y_label, series: {name: [xs, ys]}}, a line chart",
+    "histograms": "{title, x_label, bins, series: {name: [numbers]}}, overlaid histograms",
+    "tables": "{title: [rows]}, each row a flat object, drawn as tables",
+    "per_item": "[rows], one per audited item (probes.judging.item_rows), a table",
+    "traceback": "the crash's traceback, on error findings",
+}
+
+
 @dataclass
 class Finding:
+    """One result of a probe (docs/architecture.md, "A finding"). ``details`` holds the
+    probe's structured results; the keys in ``RENDERED_DETAILS`` are drawn by the report."""
+
     probe: str
     suite: str
     title: str

@@ -15,10 +15,9 @@ import re
 
 import numpy as np
 
-from redteam.core.answers import pick_shots, shot_pool
+from redteam.core.answers import answer_row, pick_shots, shot_pool
 from redteam.core.data import AuditData
 from redteam.core.findings import Evidence, Finding
-from redteam.core.metrics import contains_answer, rouge_l
 from redteam.core.rewrites import ATTACKS, SHORT_NAMES, AttackPrompt, build_attacks, render
 from redteam.core.settings import integer, rate
 from redteam.probes.base import Probe, ProbeContext, register
@@ -48,16 +47,12 @@ def answer_attacks(target: Target, attacks: list[AttackPrompt], data: AuditData,
                                           stop=fmt.stop_strings)
     rows = []
     for attack, output in zip(everything, outputs):
-        answer = fmt.cut(output)
-        recall, _ = rouge_l(answer, attack.expected)
-        contains = contains_answer(answer, [attack.expected]) or option_letter(answer, attack)
-        if option_letter(answer, attack):
-            recall = 1.0
-        rows.append({"line": attack.item.line, "attack": attack.attack,
-                     "variant": attack.variant, "subject": attack.item.subject,
-                     "input": attack.question + attack.answer_prefix, "output": answer,
-                     "expected": attack.expected, "rouge_l_recall": recall,
-                     "contains": float(contains)})
+        row = {"line": attack.item.line, "attack": attack.attack, "variant": attack.variant,
+               "subject": attack.item.subject, "input": attack.question + attack.answer_prefix,
+               **answer_row(fmt.cut(output), attack.expected)}
+        if option_letter(row["output"], attack):  # the right option, named by its letter
+            row["rouge_l_recall"], row["contains"] = 1.0, 1.0
+        rows.append(row)
     return rows
 
 
