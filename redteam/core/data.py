@@ -1,7 +1,11 @@
-"""Audit data: the JSONL of forget / retain / holdout items (README, "Data format").
+"""Audit data: the JSONL of forget / retain / holdout / utility items (README, "Data format").
 
 Every line is validated at the boundary; a bad line is reported as ``file:line: field: problem``
-so the user can fix it without reading a traceback.
+so the user can fix it without reading a traceback. Besides the core fields (subject, question,
+answer, text), an item may carry what the standard benchmarks supply (``redteam data import``):
+MUSE's own verbatim split point (``prefix`` / ``continuation``), TOFU's paraphrased and
+perturbed answers, RWKU's cloze sentence and ready-made adversarial ``rewrites``, WMDP's
+``choices`` with ``answer_index``.
 """
 
 from __future__ import annotations
@@ -12,14 +16,27 @@ from pathlib import Path
 from redteam.core.errors import InputError
 from redteam.core.untrusted import check_text_length, json_object, read_jsonl_lines
 
-SPLITS = ("forget", "retain", "holdout")
-STRING_FIELDS = ("subject", "question", "answer", "text")
-LIST_FIELDS = ("aliases", "choices")
-KNOWN_FIELDS = ("split", *STRING_FIELDS, *LIST_FIELDS)
+SPLITS = ("forget", "retain", "holdout", "utility")
+STRING_FIELDS = ("subject", "question", "answer", "text", "prefix", "continuation",
+                 "paraphrased_question", "paraphrased_answer", "cloze")
+LIST_FIELDS = ("aliases", "choices", "perturbed_answers")
+KNOWN_FIELDS = ("split", *STRING_FIELDS, *LIST_FIELDS, "rewrites", "answer_index")
+CLOZE_BLANK = "___"
 # Bounds checked before anything is tokenised: a question of 50 MB would otherwise be tokenised
 # whole (minutes) only to be truncated to the scorer's context length.
-MAX_FIELD_CHARS = {"subject": 1_000, "question": 20_000, "answer": 20_000, "text": 200_000}
+MAX_FIELD_CHARS = {"subject": 1_000, "question": 20_000, "answer": 20_000, "text": 200_000,
+                   "prefix": 200_000, "continuation": 200_000, "paraphrased_question": 20_000,
+                   "paraphrased_answer": 20_000, "cloze": 20_000}
 MAX_LIST_ITEMS, MAX_ITEM_CHARS = 100, 20_000
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """A ready-made adversarial form of an item's question (RWKU level 3, or any supplied
+    attack): its attack ``type`` and the rewritten ``question``."""
+
+    type: str
+    question: str
 
 
 @dataclass(frozen=True)
@@ -31,11 +48,19 @@ class AuditItem:
     text: str = ""
     aliases: tuple[str, ...] = ()
     choices: tuple[str, ...] = ()
+    prefix: str = ""  # MUSE verbmem: the passage's opening, given to the model
+    continuation: str = ""  # and the true continuation it is compared with
+    paraphrased_question: str = ""  # TOFU
+    paraphrased_answer: str = ""
+    perturbed_answers: tuple[str, ...] = ()  # TOFU: plausible but wrong answers
+    cloze: str = ""  # RWKU level 1: a sentence with ___ where the answer goes
+    rewrites: tuple[Rewrite, ...] = ()
+    answer_index: int | None = None  # WMDP: which of ``choices`` is right
     line: int = 0
 
     def has(self, *fields: str) -> bool:
         """True when every named field is present and non-empty."""
-        return all(getattr(self, name) for name in fields)
+        return all(getattr(self, name) not in (None, "", ()) for name in fields)
 
 
 @dataclass
@@ -51,7 +76,9 @@ class AuditData:
         return [item for item in self.split(split) if item.has(*fields)]
 
     def counts(self) -> dict[str, int]:
-        return {name: len(self.split(name)) for name in SPLITS}
+        """Items per split: forget, retain and holdout always, ``utility`` when present."""
+        counts = {name: len(self.split(name)) for name in SPLITS}
+        return {name: n for name, n in counts.items() if n or name != "utility"}
 
     def sample(self, max_items: int, seed: int = 0) -> AuditData:
         """At most ``max_items`` items of each split, seeded and stratified by subject: the
@@ -91,15 +118,52 @@ def _parse_line(path: Path, number: int, line: str) -> AuditItem:
             values[name] = check_text_length(where, name, obj[name], MAX_FIELD_CHARS[name])
     for name in LIST_FIELDS:
         if name in obj:
-            value = obj[name]
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise InputError(f"{where}: {name}: expected a list of strings")
-            if len(value) > MAX_LIST_ITEMS:
-                raise InputError(f"{where}: {name}: {len(value)} entries; at most "
-                                 f"{MAX_LIST_ITEMS} are accepted")
-            values[name] = tuple(check_text_length(where, name, v, MAX_ITEM_CHARS)
-                                 for v in value)
+            values[name] = _strings(where, name, obj[name])
+    if "rewrites" in obj:
+        values["rewrites"] = _rewrites(where, obj["rewrites"])
+    if values.get("cloze") and CLOZE_BLANK not in values["cloze"]:
+        raise InputError(f"{where}: cloze: needs {CLOZE_BLANK} where the answer goes")
+    if "answer_index" in obj:
+        values["answer_index"] = _answer_index(where, obj, values)
     return AuditItem(**values)
+
+
+def _strings(where: str, name: str, value) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InputError(f"{where}: {name}: expected a list of strings")
+    if len(value) > MAX_LIST_ITEMS:
+        raise InputError(f"{where}: {name}: {len(value)} entries; at most {MAX_LIST_ITEMS} are "
+                         "accepted")
+    return tuple(check_text_length(where, name, v, MAX_ITEM_CHARS) for v in value)
+
+
+def _rewrites(where: str, value) -> tuple[Rewrite, ...]:
+    if not isinstance(value, list) or len(value) > MAX_LIST_ITEMS:
+        raise InputError(f"{where}: rewrites: expected a list of at most {MAX_LIST_ITEMS} "
+                         '{"type": str, "question": str} objects')
+    rewrites = []
+    for index, entry in enumerate(value):
+        if (not isinstance(entry, dict) or set(entry) != {"type", "question"}
+                or not all(isinstance(entry[k], str) and entry[k] for k in entry)):
+            raise InputError(f"{where}: rewrites[{index}]: expected {{\"type\": str, "
+                             f"\"question\": str}}, both non-empty")
+        rewrites.append(Rewrite(check_text_length(where, "rewrites.type", entry["type"], 100),
+                                check_text_length(where, "rewrites.question", entry["question"],
+                                                  MAX_ITEM_CHARS)))
+    return tuple(rewrites)
+
+
+def _answer_index(where: str, obj: dict, values: dict) -> int:
+    index, choices = obj["answer_index"], values.get("choices", ())
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise InputError(f"{where}: answer_index: expected an integer")
+    if not 0 <= index < len(choices):
+        raise InputError(f"{where}: answer_index: {index} does not name one of the "
+                         f"{len(choices)} choices")
+    if values.get("answer") and values["answer"] != choices[index]:
+        raise InputError(f"{where}: answer: {values['answer']!r} is not choices[{index}]")
+    values.setdefault("answer", choices[index])
+    return index
 
 
 def load_audit_jsonl(path: str | Path) -> AuditData:
