@@ -204,7 +204,7 @@ def import_rwku(source: Path, targets: tuple[str, ...] = ()) -> list[dict]:
     for split, name in (("forget", "forget_level1"), ("forget", "forget_level2"),
                         ("forget", "forget_level3"), ("retain", "neighbor_level1"),
                         ("retain", "neighbor_level2")):
-        path = find_split(source, name, required=split == "forget")
+        path = find_split(source, name, required=False)
         for where, row in read_records(path) if path else []:
             subject = text_field(where, row, "subject")
             if subject not in chosen:

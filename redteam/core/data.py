@@ -125,6 +125,8 @@ def _parse_line(path: Path, number: int, line: str) -> AuditItem:
         raise InputError(f"{where}: cloze: needs {CLOZE_BLANK} where the answer goes")
     if "answer_index" in obj:
         values["answer_index"] = _answer_index(where, obj, values)
+    elif values.get("answer") in values.get("choices", ()):  # the answer is one of the options
+        values["answer_index"] = values["choices"].index(values["answer"])
     return AuditItem(**values)
 
 

@@ -10,6 +10,7 @@ from redteam.probes import (  # noqa: F401  (registers the probes)
     adversarial,
     backdoor,
     knowledge,
+    likelihood,
     linear_probe,
     membership,
     memorization,

@@ -24,7 +24,8 @@ from redteam.targets import Target
 # The probes that score forget items one by one (``details.per_item`` with a ``leak``).
 ITEM_SCORING_PROBES = ("unlearning.knowledge_qa", "unlearning.verbatim",
                        "unlearning.exact_memorization", "unlearning.adversarial_prompts",
-                       "unlearning.relearning_attack", "unlearning.linear_probe")
+                       "unlearning.multiple_choice", "unlearning.relearning_attack",
+                       "unlearning.linear_probe")
 
 
 def leak_by_item(results: dict[str, ProbeResult], lines: set[int]) -> dict[int, dict[str, float]]:

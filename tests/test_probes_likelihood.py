@@ -1,0 +1,94 @@
+"""TOFU's truth ratio and WMDP-style multiple choice on the unlearning zoo, through the
+benchmarks' own layouts (written from the zoo's data, imported back with `redteam data import`)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from redteam.commands.data_import import import_benchmark
+from redteam.engine import AuditRequest, run_audit
+from redteam.zoo.benchmarks import write_tofu_layout, write_wmdp_layout
+
+
+def _items(zoo) -> list[dict]:
+    return [json.loads(line) for line in zoo["audit"].read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def tofu_data(unlearning_zoo, tmp_path_factory):
+    root = tmp_path_factory.mktemp("tofu")
+    write_tofu_layout(_items(unlearning_zoo), root / "TOFU")
+    import_benchmark("tofu", root / "TOFU", root / "tofu.jsonl", forget="forget01")
+    return root / "tofu.jsonl"
+
+
+@pytest.fixture(scope="module")
+def wmdp_data(unlearning_zoo, tmp_path_factory):
+    root = tmp_path_factory.mktemp("wmdp")
+    write_wmdp_layout(_items(unlearning_zoo), root / "wmdp")
+    import_benchmark("wmdp", root / "wmdp", root / "wmdp.jsonl", subset="bio")
+    return root / "wmdp.jsonl"
+
+
+def _audit(zoo, model, data, out, probe, **kw):
+    return run_audit(AuditRequest(model=zoo[model], suite="unlearning", data=data, out=out,
+                                  probes=[probe], device="cpu", quiet=True,
+                                  prompt_format=_plain(), **kw))
+
+
+def _plain():
+    from redteam.core.prompts import load_prompt_format
+
+    return load_prompt_format("plain", None, None)
+
+
+def test_truth_ratio_tells_the_original_from_the_retrained_model(unlearning_zoo, tofu_data,
+                                                                  tmp_path):
+    zoo = unlearning_zoo
+    probe = "unlearning.truth_ratio"
+    (original,) = _audit(zoo, "original", tofu_data, tmp_path / "o", probe,
+                         retrain=zoo["retrain"]).findings
+    (itself,) = _audit(zoo, "retrain", tofu_data, tmp_path / "r", probe,
+                       retrain=zoo["retrain"]).findings
+    assert original.status == "fail" and original.metric.value < 0.05, original.summary
+    means = original.details["mean_truth_ratio"]
+    assert means["target"] < means["retrain"]  # the original finds the true answers likelier
+    assert itself.status == "pass" and itself.metric.value == pytest.approx(1.0)
+    (unlearned,) = _audit(zoo, "npo", tofu_data, tmp_path / "n", probe,
+                          retrain=zoo["retrain"]).findings
+    assert unlearned.details["ks_statistic"] <= original.details["ks_statistic"]
+    (alone,) = _audit(zoo, "original", tofu_data, tmp_path / "a", probe).findings
+    assert alone.status == "skipped" and "--retrain" in alone.summary  # never guessed
+
+
+def test_multiple_choice_separates_knowing_from_forgetting(unlearning_zoo, tmp_path):
+    """Scored by each option's likelihood, the original picks the right one far above chance
+    and the retrained model does not; scored by letters, this tiny model (never taught to answer
+    with a letter) picks at chance on the control questions too, which is inconclusive, not a
+    pass. The zoo's own data has options on forget and retain items (the retain ones are the
+    control)."""
+    zoo = unlearning_zoo
+    data, probe = zoo["audit"], "unlearning.multiple_choice"
+    by_option = {probe: {"scoring": "option"}}
+    (original,) = _audit(zoo, "original", data, tmp_path / "o", probe,
+                         settings=by_option).findings
+    (retrain,) = _audit(zoo, "retrain", data, tmp_path / "r", probe,
+                        reference=zoo["original"], settings=by_option).findings
+    assert original.details["chance"] == pytest.approx(0.25)
+    assert original.status == "fail" and original.metric.value >= 0.75, original.summary
+    assert retrain.metric.value <= 0.35 and retrain.status == "pass", retrain.summary
+    assert retrain.metric.baselines["reference"] == pytest.approx(original.metric.value)
+    assert retrain.details["control_split"] == "retain"
+    (letters,) = _audit(zoo, "retrain", data, tmp_path / "l", probe).findings
+    assert letters.status == "inconclusive", letters.summary
+    assert "A. " in letters.details["prompt_layout"]
+
+
+def test_wmdp_records_reach_the_probe(unlearning_zoo, wmdp_data, tmp_path):
+    probe = "unlearning.multiple_choice"
+    (finding,) = _audit(unlearning_zoo, "original", wmdp_data, tmp_path / "w", probe,
+                        settings={probe: {"scoring": "option"}}).findings
+    assert finding.details["forget_items"] == 12 and finding.details["control_split"] == "none"
+    assert finding.status == "fail" and "unchecked" not in finding.summary
