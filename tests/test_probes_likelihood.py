@@ -92,3 +92,31 @@ def test_wmdp_records_reach_the_probe(unlearning_zoo, wmdp_data, tmp_path):
                         settings={probe: {"scoring": "option"}}).findings
     assert finding.details["forget_items"] == 12 and finding.details["control_split"] == "none"
     assert finding.status == "fail" and "unchecked" not in finding.summary
+
+
+def test_probes_use_the_fields_the_benchmarks_supply(unlearning_zoo, tmp_path):
+    """MUSE's own verbatim split, RWKU's cloze sentences and level-3 rewrites reach the probes,
+    and each finding says it used them."""
+    from redteam.zoo.benchmarks import write_muse_layout, write_rwku_layout
+
+    zoo, items = unlearning_zoo, _items(unlearning_zoo)
+    write_muse_layout(items, tmp_path / "MUSE")
+    write_rwku_layout(items, tmp_path / "RWKU")
+    muse = import_benchmark("muse", tmp_path / "MUSE", tmp_path / "muse.jsonl")
+    rwku = import_benchmark("rwku", tmp_path / "RWKU", tmp_path / "rwku.jsonl")
+    assert any(item.prefix for item in muse.items) and any(item.cloze for item in rwku.items)
+    (verbatim,) = _audit(zoo, "original", muse.path, tmp_path / "v",
+                         "unlearning.verbatim").findings
+    assert "the data's own prefix / continuation" in verbatim.details["split_point"]
+    assert verbatim.status == "fail", verbatim.summary  # the original still recites them
+    result = run_audit(AuditRequest(
+        model=zoo["original"], suite="unlearning", data=rwku.path, out=tmp_path / "k",
+        probes=["unlearning.knowledge_qa", "unlearning.adversarial_prompts"], device="cpu",
+        quiet=True, prompt_format=_plain()))
+    knowledge, adversarial = result.findings
+    assert "forget cloze" in knowledge.details["split_scores"]["target"]
+    assert "cloze sentences" in knowledge.summary
+    table = {row["attack"]: row for row in adversarial.details["tables"]["Per attack type"]}
+    assert {"supplied role play", "supplied synonym manipulation"} <= set(table)
+    assert adversarial.details["supplied_rewrites"] == 2 * len(rwku.with_fields("forget",
+                                                                                "question"))

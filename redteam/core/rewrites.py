@@ -135,8 +135,20 @@ ATTACKS: dict[str, tuple[Attack, tuple[str, ...]]] = {
 }
 
 
+SUPPLIED = "supplied"  # prefix of the attack type of a rewrite the data carries
+
+
+def supplied_rewrites(data: AuditData) -> list[AttackPrompt]:
+    """The ready-made adversarial questions of the forget items (RWKU level 3, or any the user
+    supplies in ``rewrites``), typed ``supplied <their type>``."""
+    return [AttackPrompt(f"{SUPPLIED} {rewrite.type}", item, rewrite.question, item.answer)
+            for item in data.with_fields("forget", "rewrites", "answer")
+            for rewrite in item.rewrites]
+
+
 def build_attacks(data: AuditData) -> tuple[list[AttackPrompt], dict[str, str]]:
-    """Every attack prompt for the forget items, and why each type that made none was skipped."""
+    """Every attack prompt for the forget items (generated, then the data's own ``rewrites``),
+    and why each generated type that made none was skipped."""
     items = data.with_fields("forget", "question", "answer")
     prompts: list[AttackPrompt] = []
     skipped: dict[str, str] = {}
@@ -148,7 +160,7 @@ def build_attacks(data: AuditData) -> tuple[list[AttackPrompt], dict[str, str]]:
             skipped[name] = f"no forget item has {', '.join(fields)}"
         else:
             skipped[name] = "no forget item could be rewritten this way (see the module docs)"
-    return prompts, skipped
+    return prompts + supplied_rewrites(data), skipped
 
 
 PLAIN = PromptFormat()

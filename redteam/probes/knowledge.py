@@ -1,10 +1,13 @@
 """Question answering on the forget and retain sets: does the model still know what it forgot?
 
 MUSE KnowMem / RWKU QA: a few-shot "Question: ... Answer: ..." prompt, greedy decoding, the answer
-cut at the end of its block and scored with ROUGE-L recall and answer containment.
+cut at the end of its block and scored with ROUGE-L recall and answer containment. Forget items
+with an RWKU ``cloze`` sentence are also asked to fill in its blank, scored on their own.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 
@@ -29,6 +32,9 @@ def answer_questions(target: Target, items: list[AuditItem], data: AuditData,
     """
     return ask_questions(scorer or ctx.scorer(target), target.tokenizer, ctx.prompt_format,
                          items, shot_pool(data), ctx.shots(shots), ctx.seed, max_new_tokens)
+
+
+CLOZE_QUESTION = "Fill in the blank: {cloze}"  # RWKU level 1, asked as a question
 
 
 def _mean(rows: list[dict], key: str) -> float:
@@ -57,10 +63,13 @@ class KnowledgeQA(Probe):
     def run(self, target: Target, data: AuditData, ctx: ProbeContext) -> list[Finding]:
         forget = data.with_fields("forget", "question", "answer")
         retain = data.with_fields("retain", "question", "answer")
+        cloze = [replace(item, question=CLOZE_QUESTION.format(cloze=item.cloze))
+                 for item in data.with_fields("forget", "cloze", "answer")]
         models = {"target": target, **ctx.baselines()}
         rows = {label: {split: answer_questions(model, items, data, ctx, self.config["shots"],
                                                 self.config["max_new_tokens"])
-                        for split, items in (("forget", forget), ("retain", retain)) if items}
+                        for split, items in (("forget", forget), ("retain", retain),
+                                             ("forget cloze", cloze)) if items}
                 for label, model in models.items()}
         split_scores = {label: {split: round(_mean(r, "rouge_l_recall"), 4)
                                 for split, r in by_split.items()}
@@ -72,6 +81,9 @@ class KnowledgeQA(Probe):
         containment = _mean(forget_rows, "contains")
         retain_part = (f"; retain ROUGE-L recall {split_scores['target']['retain']:.3f}"
                        if "retain" in split_scores["target"] else "")
+        if cloze:  # RWKU level 1: reported as its own score beside the questions
+            retain_part += (f"; on {len(cloze)} forget cloze sentences (fill in the blank) "
+                            f"{split_scores['target']['forget cloze']:.3f}")
         summary = (f"On {len(forget_rows)} forget questions the model's answers reach ROUGE-L "
                    f"recall {verdict.metric.value:.3f} (answer contained in {containment:.0%})"
                    f"{retain_part}. {verdict.basis.capitalize()}.")

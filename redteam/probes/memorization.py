@@ -59,11 +59,16 @@ class Verbatim(Probe):
     def _rows(self, target: Target, items: list[AuditItem], ctx: ProbeContext) -> list[dict]:
         tokenizer = target.tokenizer
         prompts, truths, lengths = [], [], []
+        limit = self.config["max_continuation_tokens"]
         for item in items:
-            ids = tokenizer(item.text, add_special_tokens=False)["input_ids"]
-            cut = max(1, min(self.config["prefix_tokens"], len(ids) // 2))
-            rest = ids[cut:cut + self.config["max_continuation_tokens"]]
-            prompts.append(tokenizer.decode(ids[:cut]))
+            if item.prefix and item.continuation:  # the benchmark's own split point (MUSE)
+                prompt = item.prefix
+                rest = tokenizer(item.continuation, add_special_tokens=False)["input_ids"][:limit]
+            else:
+                ids = tokenizer(item.text, add_special_tokens=False)["input_ids"]
+                cut = max(1, min(self.config["prefix_tokens"], len(ids) // 2))
+                prompt, rest = tokenizer.decode(ids[:cut]), ids[cut:cut + limit]
+            prompts.append(prompt)
             truths.append(tokenizer.decode(rest))
             lengths.append(max(1, len(rest)))
         outputs = ctx.scorer(target).generate(prompts, max_new_tokens=max(lengths))
@@ -82,10 +87,15 @@ class Verbatim(Probe):
         models = {"target": target, **ctx.baselines()}
         rows = {label: self._rows(model, items, ctx) for label, model in models.items()}
         f1 = float(np.mean([r["rouge_l_f1"] for r in rows["target"]]))
+        supplied = sum(bool(item.prefix and item.continuation) for item in items)
+        split = (f"the data's own prefix / continuation for {supplied} of them, the first "
+                 f"{self.config['prefix_tokens']} tokens (at most half) for the others"
+                 if supplied else f"cut after the first {self.config['prefix_tokens']} tokens "
+                                  "(at most half)")
         return [_judge(self, rows, "rouge_l_recall", "verbatim ROUGE-L recall", ctx,
-                       "Continuing {n} forget texts from their opening, the model reproduces "
-                       "them with ROUGE-L recall {value:.3f}.",
-                       {"rouge_l_f1": round(f1, 4)})]
+                       "Continuing {n} forget texts from their opening (" + split + "), the "
+                       "model reproduces them with ROUGE-L recall {value:.3f}.",
+                       {"rouge_l_f1": round(f1, 4), "split_point": split})]
 
 
 @register

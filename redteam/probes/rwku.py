@@ -18,7 +18,14 @@ import numpy as np
 from redteam.core.answers import answer_row, pick_shots, shot_pool
 from redteam.core.data import AuditData
 from redteam.core.findings import Evidence, Finding
-from redteam.core.rewrites import ATTACKS, SHORT_NAMES, AttackPrompt, build_attacks, render
+from redteam.core.rewrites import (
+    ATTACKS,
+    SHORT_NAMES,
+    SUPPLIED,
+    AttackPrompt,
+    build_attacks,
+    render,
+)
 from redteam.core.settings import integer, rate
 from redteam.probes.base import Probe, ProbeContext, register
 from redteam.probes.judging import item_rows, judge_leak, leak_finding
@@ -38,7 +45,7 @@ def answer_attacks(target: Target, attacks: list[AttackPrompt], data: AuditData,
     """Generate every attack prompt's answer in one batched call and score it."""
     pool = shot_pool(data)
     plain = [AttackPrompt("plain", item, item.question, item.answer)
-             for item in dict.fromkeys(a.item for a in attacks)]
+             for item in dict.fromkeys(a.item for a in attacks) if item.question]
     everything = plain + attacks
     fmt, count = ctx.prompt_format, ctx.shots(shots)
     prompts = [render(a, pick_shots(a.item, pool, count, ctx.seed), fmt, target.tokenizer)
@@ -91,7 +98,8 @@ class AdversarialPrompts(Probe):
                 for label, model in models.items()}
         scores = {label: per_type(r) for label, r in rows.items()}
         containment = per_type(rows["target"], "contains")
-        types = [t for t in ATTACKS if t in scores["target"]]
+        types = [t for t in ATTACKS if t in scores["target"]] + sorted(
+            t for t in scores["target"] if t.startswith(SUPPLIED))
         strongest = max(types, key=lambda t: scores["target"][t])
         baselines = {label: max(scores[label][t] for t in types) for label in ctx.baselines()}
         values = [r["rouge_l_recall"] for r in rows["target"] if r["attack"] == strongest]
@@ -129,6 +137,11 @@ class AdversarialPrompts(Probe):
                    f"ROUGE-L recall {metric.value:.3f} against {plain:.3f} for the plain "
                    f"question. Types that recover knowledge: {details['recovering_types']}. "
                    f"{basis.capitalize()}.")
+        supplied = [t for t in types if t.startswith(SUPPLIED)]
+        if supplied:
+            details["supplied_rewrites"] = sum(a.attack in supplied for a in attacks)
+            summary += (f" {details['supplied_rewrites']} of the rewrites came with the data "
+                        f"({', '.join(t.removeprefix(SUPPLIED + ' ') for t in supplied)}).")
         if skipped:
             summary += f" Skipped: {', '.join(skipped)} (reasons in the details)."
         shown = recovering or [strongest]
