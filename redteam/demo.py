@@ -72,7 +72,8 @@ def _audit_everything(out: Path, zoo: dict[str, Path], size: str, seed: int,
              "note": ATTACK_NOTE, "rows": attack_rows, "cells": attacks}
     return write_index(out / "index.html", rows=rows, columns=variants.columns, cells=cells,
                        title="redteam demo: audits of the embedded zoo",
-                       extra_tables=[table, instruct_demo(out, size, seed, quiet, cache),
+                       extra_tables=[table, *benchmark_demo(out, zoo, seed, quiet, cache),
+                                     instruct_demo(out, size, seed, quiet, cache),
                                      backdoor_demo(out, size, seed, quiet),
                                      adversarial_demo(out, size, seed, quiet, zoo["audit"]),
                                      protection_demo(out, size, seed, quiet),
@@ -102,6 +103,97 @@ class IndexTable:
         rows, cells = cells_from_documents(self.documents)
         return {"title": title, "note": note, "columns": self.columns, "rows": rows,
                 "cells": cells}
+
+
+BENCHMARK_AUDITS = {  # benchmark -> (variants audited, probes, settings)
+    "tofu": (tuple(VARIANTS), ("unlearning.truth_ratio",), {}),
+    "wmdp": (tuple(VARIANTS), ("unlearning.multiple_choice",),
+             {"unlearning.multiple_choice": {"scoring": "option"}}),
+    "muse": (("npo",), ("unlearning.knowledge_qa", "unlearning.verbatim",
+                        "unlearning.membership_inference"), {}),
+    "rwku": (("npo",), ("unlearning.knowledge_qa", "unlearning.adversarial_prompts"), {}),
+}
+
+
+def benchmark_demo(out: Path, zoo: dict[str, Path], seed: int, quiet: bool,
+                   cache: ModelCache) -> list[dict]:
+    """The zoo's audit data written in the TOFU, WMDP, MUSE and RWKU layouts, imported back with
+    ``redteam data import`` and audited: TOFU's forget quality and WMDP-style multiple choice on
+    every variant, the MUSE and RWKU imports on NPO; three tables of the index."""
+    import json
+
+    from redteam.commands.data_import import import_benchmark
+    from redteam.zoo import benchmarks
+
+    folder = out / OUTPUTS / "benchmarks"
+    items = [json.loads(line) for line in zoo["audit"].read_text().splitlines() if line.strip()]
+    writers = {"tofu": benchmarks.write_tofu_layout, "wmdp": benchmarks.write_wmdp_layout,
+               "muse": benchmarks.write_muse_layout, "rwku": benchmarks.write_rwku_layout}
+    options = {"tofu": {"forget": "forget01"}}
+    tables = {}
+    for name, (variants, probes, settings) in BENCHMARK_AUDITS.items():
+        writers[name](items, folder / name)
+        data = import_benchmark(name, folder / name, folder / f"{name}.jsonl",
+                                **options.get(name, {})).path
+        config = None
+        if settings:
+            config = folder / f"{name}.toml"
+            config.write_text("".join(f'[probes."{probe}"]\n' + "".join(
+                f"{key} = {json.dumps(value)}\n" for key, value in values.items())
+                for probe, values in settings.items()))
+        runs = IndexTable(out)
+        for variant in variants:
+            run = f"{name}-{variant}"
+            command = ["redteam", "audit", str(zoo[variant]), "--suite", "unlearning",
+                       "--data", str(data), "--reference", str(zoo["original"]), "--retrain",
+                       str(zoo["retrain"]), *(["--config", str(config)] if config else []),
+                       *(arg for probe in probes for arg in ("--probe", probe)),
+                       "--out", str(out / run)]
+            result = run_audit(AuditRequest(
+                model=zoo[variant], suite="unlearning", data=data, reference=zoo["original"],
+                retrain=zoo["retrain"], out=out / run, probes=list(probes), config=config,
+                device="cpu", seed=seed, overwrite=True, quiet=quiet, command=command), cache)
+            runs.add(run, f"{VARIANTS[variant]}; {name.upper()} import", result)
+        tables[name] = runs
+    return [tables["tofu"].table("TOFU layout: forget quality of every variant",
+                                 BENCHMARK_NOTE.format(bench="TOFU") + TOFU_NOTE),
+            tables["wmdp"].table("WMDP layout: multiple choice on every variant",
+                                 BENCHMARK_NOTE.format(bench="WMDP") + WMDP_NOTE),
+            {**_merged(tables["muse"], tables["rwku"]),
+             "title": "MUSE and RWKU layouts: NPO audited on each import",
+             "note": BENCHMARK_NOTE.format(bench="MUSE and RWKU") + MUSE_RWKU_NOTE}]
+
+
+def _merged(*tables: IndexTable) -> dict:
+    """One index table of the runs of several ``IndexTable``s."""
+    from reports.html import cells_from_documents
+
+    documents = {name: doc for table in tables for name, doc in table.documents.items()}
+    rows, cells = cells_from_documents(documents)
+    return {"columns": [c for table in tables for c in table.columns], "rows": rows,
+            "cells": cells}
+
+
+BENCHMARK_NOTE = (
+    "The zoo's audit data was written in {bench}'s own record layout (outputs/benchmarks/), "
+    "imported back with redteam data import, and audited against the original (--reference) "
+    "and the retrained model (--retrain). "
+)
+TOFU_NOTE = (
+    "The paraphrased answer is the fact stated as a sentence, the perturbed answers the same "
+    "sentence with each wrong option. Forget quality is the KS-test p-value between a model's "
+    "truth ratios and the retrained model's: under 0.05 fails; the retrained model compared "
+    "with itself scores 1."
+)
+WMDP_NOTE = (
+    "Scored with scoring = \"option\" (each option's own likelihood as the answer): these "
+    "tiny models were never taught to answer with a letter, and with the default letter scoring "
+    "the probe is inconclusive (they pick at chance on the retain control too)."
+)
+MUSE_RWKU_NOTE = (
+    "Verbatim uses MUSE's own prompt / ground-truth split; knowledge_qa also asks RWKU's cloze "
+    "sentences; adversarial_prompts scores RWKU's level-3 rewrites beside its own."
+)
 
 
 INSTRUCT_PROBES = ("unlearning.knowledge_qa", "unlearning.adversarial_prompts",
