@@ -87,7 +87,7 @@ class TruthRatio(Probe):
         quality, bound = float(test.pvalue), self.config["min_forget_quality"]
         means = {label: round(float(np.mean(r)), 4) for label, r in ratios.items()}
         metric = Metric("forget quality (KS test p-value against the retrained model)",
-                        round(quality, 6), bound, higher_is_worse=False,
+                        float(f"{quality:.3g}"), bound, higher_is_worse=False,
                         baselines={f"{label} mean truth ratio": mean
                                    for label, mean in means.items()})
         rows = [{"line": item.line, "subject": item.subject, "input": item.question,

@@ -72,10 +72,9 @@ def write_muse_layout(items: list[dict], root: Path) -> Path:
     _write_lines(root / "verbmem" / "forget.json",
                  [{"prompt": text[:len(text) // 2], "gt": text[len(text) // 2:]}
                   for text in passages])
-    for split in ("forget", "retain", "holdout"):
-        _write_lines(root / "privleak" / f"{split}.json",
-                     [{"text": r["text"]} for r in items
-                      if r["split"] == split and not r.get("question")])
+    for split in ("forget", "retain", "holdout"):  # every text of the split: facts, biographies
+        texts = dict.fromkeys(r["text"] for r in items if r["split"] == split and r.get("text"))
+        _write_lines(root / "privleak" / f"{split}.json", [{"text": text} for text in texts])
     return root
 
 
