@@ -69,7 +69,21 @@ COMMON_OPTIONS = {
                               help="Replace an earlier output of redteam in --out (only one it "
                                    "wrote, unchanged since)."),
     "quiet": click.option("--quiet", is_flag=True, help="No progress bars."),
+    "format": click.option("--format", "formats", default="html,json", show_default=True,
+                           callback=lambda ctx, param, value: _formats(value),
+                           help="What the run folder holds, comma-separated: html "
+                                "(report.html), json (findings.json, always written), sarif "
+                                "(findings.sarif), junit (junit.xml)."),
 }
+
+
+def _formats(value: str) -> tuple[str, ...]:
+    from reports.machine import parse_formats
+
+    try:
+        return parse_formats(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--format") from None
 
 
 def common_options(*names: str):
@@ -171,10 +185,10 @@ def prompt_format_options(command):
 @prompt_format_options
 @click.option("--config", type=EXISTING, help="audit.toml with per-probe thresholds.")
 @click.option("--kind", help="Force the target kind instead of detecting it.")
-@common_options("device", "seed", "fail-on", "allow-pickle", "overwrite", "quiet")
+@common_options("device", "seed", "fail-on", "allow-pickle", "overwrite", "quiet", "format")
 def audit(model: Path, suite: str, data, reference, retrain, base, out, probes, max_items,
           batch_size, prompt_format, shots, system_prompt, device, seed, fail_on, config, kind,
-          allow_pickle, overwrite, quiet) -> None:
+          allow_pickle, overwrite, quiet, formats) -> None:
     """Audit MODEL with a suite of probes and write an HTML risk report.
 
     \b
@@ -190,7 +204,7 @@ def audit(model: Path, suite: str, data, reference, retrain, base, out, probes, 
         model=model, suite=suite, data=data, reference=reference, retrain=retrain, out=out,
         probes=list(probes) or None, device=device, seed=seed, fail_on=fail_on, config=config,
         kind=kind, base=base, max_items=max_items, batch_size=batch_size,
-        allow_pickle=allow_pickle, overwrite=overwrite, quiet=quiet,
+        allow_pickle=allow_pickle, overwrite=overwrite, quiet=quiet, formats=formats,
         command=["redteam", *sys.argv[1:]],
     ))
     _print_run_and_exit(result)
@@ -213,9 +227,10 @@ def audit(model: Path, suite: str, data, reference, retrain, base, out, probes, 
               show_default=True,
               help="auto: unlearn the recovered trigger when the exposure found the backdoor "
                    "label, else prune its neurons (RNP).")
-@common_options("device", "seed", "fail-on", "allow-pickle", "overwrite", "quiet")
+@common_options("device", "seed", "fail-on", "allow-pickle", "overwrite", "quiet", "format")
 def expose(model: Path, clean_data, test_data, poisoned_data, trigger, out, repaired,
-           remove_method, device, seed, fail_on, allow_pickle, overwrite, quiet) -> None:
+           remove_method, device, seed, fail_on, allow_pickle, overwrite, quiet,
+           formats) -> None:
     """Expose (and optionally remove) a backdoor in an image classifier (EBYD).
 
     Exit code 1 when a backdoor is found.
@@ -231,25 +246,32 @@ def expose(model: Path, clean_data, test_data, poisoned_data, trigger, out, repa
                           trigger=trigger, out=out, repaired=repaired, device=device, seed=seed,
                           fail_on=fail_on, overwrite=overwrite, allow_pickle=allow_pickle,
                           quiet=quiet, command=["redteam", *sys.argv[1:]],
-                          repair_settings={"method": remove_method})
+                          repair_settings={"method": remove_method}, formats=formats)
     _print_run_and_exit(result)
 
 
 @cli.command()
 @click.argument("run_dir", type=EXISTING)
-def report(run_dir: Path) -> None:
-    """Re-render RUN_DIR/report.html from RUN_DIR/findings.json.
+@click.option("--format", "formats", default="html", show_default=True,
+              callback=lambda ctx, param, value: _formats(value),
+              help="What to write from findings.json, comma-separated: html, sarif, junit.")
+def report(run_dir: Path, formats: tuple[str, ...]) -> None:
+    """Write RUN_DIR/report.html (and SARIF, JUnit) again from RUN_DIR/findings.json.
 
     \b
     Example:
-      redteam report reports/x
+      redteam report reports/x --format html,sarif,junit
     """
     from redteam.core.outputs import record_rewritten
-    from reports.html import write_report
+    from reports.html import load_document, write_report
+    from reports.machine import write_machine_formats
 
-    path = write_report(run_dir)
-    record_rewritten(run_dir, path.name)  # so that --overwrite may still replace the run
-    click.echo(path)
+    document = load_document(run_dir)
+    names = [write_report(run_dir).name] if "html" in formats else []
+    names += write_machine_formats(run_dir, document, formats)
+    record_rewritten(run_dir, *names)  # so that --overwrite may still replace the run
+    for name in names:
+        click.echo(Path(run_dir) / name)
 
 
 @cli.command()
@@ -352,10 +374,10 @@ def protect(data_dir: Path, out: Path, surrogate, clusters, epsilon, epochs, see
               help="Training resolution [default: the manifest's].")
 @click.option("--epsilon", help="The bound to check when PROTECTED_DIR has no manifest "
               "[default: 8/255].")
-@common_options("seed", "device", "fail-on", "overwrite", "quiet")
+@common_options("seed", "device", "fail-on", "overwrite", "quiet", "format")
 def evaluate_protection(clean_dir: Path, protected_dir: Path, test_data, out, learner, groups,
                         epochs, image_size, epsilon, seed, device, fail_on, overwrite,
-                        quiet) -> None:
+                        quiet, formats) -> None:
     """Train on CLEAN_DIR and on PROTECTED_DIR, test both on --test-data; write a report.
 
     Exit code 1 when the protected images still teach the task (or exceed epsilon).
@@ -369,7 +391,7 @@ def evaluate_protection(clean_dir: Path, protected_dir: Path, test_data, out, le
     result = evaluate(clean_dir, protected_dir, test_data, out=out, learner=learner,
                       groups=groups, epochs=epochs, image_size=image_size, epsilon=epsilon,
                       seed=seed, device=device, fail_on=fail_on, overwrite=overwrite,
-                      quiet=quiet, command=["redteam", *sys.argv[1:]])
+                      quiet=quiet, command=["redteam", *sys.argv[1:]], formats=formats)
     _print_run_and_exit(result)
 
 
@@ -559,9 +581,9 @@ def hysac_train(data: Path, base: Path, out: Path, epochs: int, lr: float, batch
 @click.argument("model", type=EXISTING)
 @click.argument("data", type=EXISTING)
 @click.option("--reference", type=EXISTING, help="The base CLIP, measured side by side.")
-@common_options("out", "device", "fail-on", "allow-pickle", "overwrite", "quiet")
+@common_options("out", "device", "fail-on", "allow-pickle", "overwrite", "quiet", "format")
 def hysac_evaluate(model: Path, data: Path, reference, out, device, fail_on, allow_pickle,
-                   overwrite, quiet) -> None:
+                   overwrite, quiet, formats) -> None:
     """Run the safety suite on MODEL (a HySAC or a plain CLIP) with held-out quadruplets.
 
     The same as `redteam audit MODEL --suite safety --data DATA`.
@@ -575,7 +597,7 @@ def hysac_evaluate(model: Path, data: Path, reference, out, device, fail_on, all
     result = run_audit(AuditRequest(
         model=model, suite="safety", data=data, reference=reference, out=out, device=device,
         fail_on=fail_on, allow_pickle=allow_pickle, overwrite=overwrite, quiet=quiet,
-        command=["redteam", *sys.argv[1:]]))
+        formats=formats, command=["redteam", *sys.argv[1:]]))
     _print_run_and_exit(result)
 
 

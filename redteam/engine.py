@@ -59,6 +59,7 @@ from redteam.probes.base import FindingSource, ProbeResult
 from redteam.targets import TARGET_KINDS, Target, load_target, resolve_device
 
 EXIT_OK, EXIT_FINDINGS, EXIT_BAD_INPUT, EXIT_NOTHING_APPLIED = 0, 1, 2, 3
+DEFAULT_FORMATS = ("html", "json")  # what a run folder holds unless --format says more
 LIBRARIES = ("torch", "transformers", "tokenizers", "safetensors", "numpy", "scikit-learn",
              "rouge-score", "accelerate", "peft", "torchattacks", "textattack", "nltk", "geoopt")
 
@@ -91,6 +92,7 @@ class AuditRequest:
     # Actions a command adds after the probes, e.g. `expose --remove` writing a repaired model:
     # each reads the probes' results (its ``after``) and reports what it did as findings.
     steps: list[FindingSource] = field(default_factory=list)
+    formats: tuple[str, ...] = DEFAULT_FORMATS  # reports.machine.FORMATS
     extra_inputs: dict[str, Path] = field(default_factory=dict)  # label -> path, never written
 
 
@@ -383,7 +385,7 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
                 data_items=data.counts() if isinstance(data, AuditData) else {},
                 prompt_format=prompt_record, processes=process_count(),
             )
-            exit_code = finish_run(folder, run, findings)
+            exit_code = finish_run(folder, run, findings, request.formats)
         return AuditResult(exit_code=exit_code, out_dir=out, findings=findings)
     finally:
         if scratch is not None:
@@ -439,9 +441,10 @@ def run_probes(probes: list[FindingSource], target: Target, data, template: Prob
     return findings, not_applicable
 
 
-def finish_run(folder: RunFolder, run: RunRecord, findings: list[Finding]) -> int:
-    """Write ``findings.json`` and ``report.html`` and end the event log; the exit code."""
-    exit_code = write_run(folder.path, run, findings)
+def finish_run(folder: RunFolder, run: RunRecord, findings: list[Finding],
+               formats: tuple[str, ...] = DEFAULT_FORMATS) -> int:
+    """Write ``findings.json`` and the other formats and end the event log; the exit code."""
+    exit_code = write_run(folder.path, run, findings, formats)
     folder.events.write("run_end", exit_code=exit_code)
     return exit_code
 
@@ -457,7 +460,8 @@ def run_prepared(probes: list[Probe], target: Target, data, *, out: Path, what: 
                  seed: int = 0, device: str = "cpu", fail_on: str = "high",
                  quiet: bool = False, command: list[str] | None = None,
                  config: dict | None = None,
-                 inputs: dict[str, dict[str, str]] | None = None) -> AuditResult:
+                 inputs: dict[str, dict[str, str]] | None = None,
+                 formats: tuple[str, ...] = DEFAULT_FORMATS) -> AuditResult:
     """Run ``probes`` on a target and data a command prepared and checked itself (e.g.
     ``evaluate-protection``'s image folders), into the run folder ``out`` (already checked by
     ``check_output_path``): the same events, crash isolation, record and report as an audit."""
@@ -478,7 +482,7 @@ def run_prepared(probes: list[Probe], target: Target, data, *, out: Path, what: 
             config_sha256=hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest(),
             seed=seed, fail_on=fail_on, device=device, libraries=library_versions(),
             started=started, inputs=inputs or {}, probes_skipped=not_applicable)
-        exit_code = finish_run(folder, run, findings)
+        exit_code = finish_run(folder, run, findings, formats)
     return AuditResult(exit_code=exit_code, out_dir=out, findings=findings)
 
 
@@ -521,14 +525,18 @@ def audit_inputs(request: AuditRequest) -> dict[str, Path | None]:
             **{f"{label}": Path(path) for label, path in request.extra_inputs.items()}}
 
 
-def write_run(out: Path, run: RunRecord, findings: list[Finding]) -> int:
-    """Close ``run`` (exit code, end time), write ``findings.json`` and ``report.html``
-    atomically; return the exit code."""
+def write_run(out: Path, run: RunRecord, findings: list[Finding],
+              formats: tuple[str, ...] = DEFAULT_FORMATS) -> int:
+    """Close ``run`` (exit code, end time), write ``findings.json`` and the other ``formats``
+    (``report.html``, SARIF, JUnit) atomically; return the exit code."""
     from reports.html import write_report
+    from reports.machine import write_machine_formats
 
     run.exit_code = exit_code_for(findings, run.fail_on)
     run.finished = now()
     document = findings_document(run, findings)
     atomic_write_json(out / "findings.json", document)
-    write_report(out, document)
+    if "html" in formats:
+        write_report(out, document)
+    write_machine_formats(out, document, formats)
     return run.exit_code

@@ -18,7 +18,13 @@ from redteam.core.fileio import hash_tree
 from redteam.core.outputs import check_output_path
 from redteam.core.untrusted import read_json_object
 from redteam.core.vision import ImageFolder, load_image_folder
-from redteam.engine import AuditResult, build_probes, default_out_dir, run_prepared
+from redteam.engine import (
+    DEFAULT_FORMATS,
+    AuditResult,
+    build_probes,
+    default_out_dir,
+    run_prepared,
+)
 from redteam.probes.protection import LEARNERS, ProtectionData
 from redteam.targets import Target
 
@@ -104,7 +110,8 @@ def evaluate_protection(clean_dir: Path, protected_dir: Path, test_dir: Path, *,
                         image_size: int | None = None, epsilon: str | None = None,
                         seed: int = 0, device: str = "auto", fail_on: str = "high",
                         overwrite: bool = False, quiet: bool = False,
-                        command: list[str] | None = None) -> AuditResult:
+                        command: list[str] | None = None,
+                        formats: tuple[str, ...] = DEFAULT_FORMATS) -> AuditResult:
     """Train on ``clean_dir`` and on ``protected_dir`` (same images, protected), test on
     ``test_dir``, with the original labels and with ``groups``; write the run folder."""
     from redteam.targets import resolve_device
@@ -141,4 +148,5 @@ def evaluate_protection(clean_dir: Path, protected_dir: Path, test_dir: Path, *,
                         command=command or ["redteam", *sys.argv[1:]],
                         config={"probes": settings, "image_size": size, "epsilon": eps,
                                 "groups": groups or "pairs"},
-                        inputs={"clean": hash_tree(clean_dir), "test": hash_tree(test_dir)})
+                        inputs={"clean": hash_tree(clean_dir), "test": hash_tree(test_dir)},
+                        formats=formats)

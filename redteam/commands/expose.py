@@ -17,7 +17,14 @@ from redteam.core.findings import Finding, Metric
 from redteam.core.outputs import check_output_path, staged_output
 from redteam.core.settings import choice, integer, rate, resolve_settings
 from redteam.core.vision import ImageFolder, label_ids, load_image_folder
-from redteam.engine import AuditRequest, AuditResult, ModelCache, default_out_dir, run_audit
+from redteam.engine import (
+    DEFAULT_FORMATS,
+    AuditRequest,
+    AuditResult,
+    ModelCache,
+    default_out_dir,
+    run_audit,
+)
 from redteam.probes.backdoor import EBYD, Exposed, RecoveredTrigger, trigger_mask
 from redteam.probes.base import FindingSource, ProbeContext
 from redteam.targets import Target, resolve_device
@@ -166,7 +173,8 @@ def expose_model(model: Path, clean_data: Path, *, test_data: Path | None = None
                  allow_pickle: bool = False, quiet: bool = False,
                  command: list[str] | None = None,
                  settings: dict[str, dict] | None = None,
-                 repair_settings: dict[str, Any] | None = None) -> AuditResult:
+                 repair_settings: dict[str, Any] | None = None,
+                 formats: tuple[str, ...] = DEFAULT_FORMATS) -> AuditResult:
     """Run the backdoor suite on ``model`` with the defender's ``clean_data``, then, with
     ``repaired``, remove the backdoor into that new folder.
 
@@ -202,6 +210,7 @@ def expose_model(model: Path, clean_data: Path, *, test_data: Path | None = None
     return run_audit(AuditRequest(
         model=model, suite="backdoor", data=clean_data, out=out, device=device, seed=seed,
         fail_on=fail_on, overwrite=overwrite, allow_pickle=allow_pickle, quiet=quiet,
-        settings=settings, steps=steps, command=command or ["redteam", "expose", str(model)],
+        settings=settings, steps=steps, formats=formats,
+        command=command or ["redteam", "expose", str(model)],
         extra_inputs={label: path for label, path in inputs.items()
                       if path is not None and label not in ("model", "clean data")}), cache)

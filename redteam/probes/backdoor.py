@@ -156,10 +156,13 @@ class Exposure(ImageProbe):
                                  artifacts=artifacts)]
         if collapsed or consistent:
             which = "VAR is over its threshold" if collapsed else "the repeats agree"
-            summary += (f" Inconclusive: only one statistic fires ({which}); a clean model can "
-                        f"also collapse under gradient ascent. Inspect the trigger scan.")
-            return [self.finding("fail", "low", summary, metric=metric, details=details,
-                                 artifacts=artifacts)]
+            measured = self.finding("fail", "low", summary, metric=metric, details=details,
+                                    artifacts=artifacts)
+            return [self.inconclusive(
+                f"only one of the two statistics fires ({which}); a clean model can also "
+                f"collapse under gradient ascent", measured=measured,
+                remediation="Inspect the trigger scan (backdoor.trigger_recovery); with test "
+                            "images carrying a suspected trigger, measure attack success.")]
         summary += " No consistent collapse onto one label: no backdoor exposed."
         return [self.finding("pass", "info", summary, metric=metric, details=details,
                              artifacts=artifacts, remediation="")]

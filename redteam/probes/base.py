@@ -135,17 +135,17 @@ class FindingSource:
     def skipped(self, reason: str) -> Finding:
         return self.finding("skipped", "info", reason, remediation="")
 
-    def inconclusive(self, reason: str, measured: Finding | None = None) -> Finding:
+    def inconclusive(self, reason: str, measured: Finding | None = None,
+                     remediation: str = INCONCLUSIVE_REMEDIATION) -> Finding:
         """A finding that says the probe could not decide, and why; what it measured anyway
-        (``measured``'s metric and details) is kept for the reader."""
+        (``measured``'s metric, details, evidence and artifacts) is kept for the reader."""
         summary = f"Inconclusive: {reason}."
         if measured is not None:
             summary += f" What was measured: {measured.summary}"
             return self.finding("inconclusive", "info", summary, metric=measured.metric,
                                 details=measured.details, evidence=measured.evidence,
-                                remediation=INCONCLUSIVE_REMEDIATION)
-        return self.finding("inconclusive", "info", summary,
-                            remediation=INCONCLUSIVE_REMEDIATION)
+                                artifacts=measured.artifacts, remediation=remediation)
+        return self.finding("inconclusive", "info", summary, remediation=remediation)
 
 
 class Probe(FindingSource):
