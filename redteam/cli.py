@@ -250,12 +250,33 @@ def expose(model: Path, clean_data, test_data, poisoned_data, trigger, out, repa
     _print_run_and_exit(result)
 
 
-@cli.command()
+class _ReportCommands(click.Group):
+    """``redteam report RUN_DIR`` renders a run (the hidden ``render``); ``redteam report diff A
+    B`` compares two."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["render", *args]
+        return super().parse_args(ctx, args)
+
+
+@cli.group(cls=_ReportCommands)
+def report() -> None:
+    """Write a run's report again (and SARIF, JUnit), or compare two runs.
+
+    \b
+    Examples:
+      redteam report reports/x --format html,sarif,junit
+      redteam report diff reports/before reports/after --out diff.html
+    """
+
+
+@report.command("render", hidden=True)
 @click.argument("run_dir", type=EXISTING)
 @click.option("--format", "formats", default="html", show_default=True,
               callback=lambda ctx, param, value: _formats(value),
               help="What to write from findings.json, comma-separated: html, sarif, junit.")
-def report(run_dir: Path, formats: tuple[str, ...]) -> None:
+def report_render(run_dir: Path, formats: tuple[str, ...]) -> None:
     """Write RUN_DIR/report.html (and SARIF, JUnit) again from RUN_DIR/findings.json.
 
     \b
@@ -272,6 +293,44 @@ def report(run_dir: Path, formats: tuple[str, ...]) -> None:
     record_rewritten(run_dir, *names)  # so that --overwrite may still replace the run
     for name in names:
         click.echo(Path(run_dir) / name)
+
+
+@report.command("diff")
+@click.argument("run_a", type=EXISTING)
+@click.argument("run_b", type=EXISTING)
+@click.option("--out", type=EXISTING, help="The HTML page to write (its JSON form beside it) "
+              "[default: none, the changes are printed].")
+@click.option("--fail-on", type=click.Choice(SEVERITIES), default="high", show_default=True,
+              help="Exit 1 when a new failure reaches this severity.")
+def report_diff(run_a: Path, run_b: Path, out: Path | None, fail_on: str) -> None:
+    """Compare two runs of the same audit (same suite, data and probe settings; the model may
+    differ): new failures, fixed, metric deltas with both runs' intervals.
+
+    Exit code 1 when a new failure at or above --fail-on appears.
+    """
+    from reports.diff import diff_documents, new_failures_at, write_diff
+    from reports.html import load_document
+
+    if out is not None:
+        if out.exists():
+            raise InputError(f"{out}: --out exists; choose a new file (nothing is overwritten)")
+        for run in (run_a, run_b):
+            if out.resolve().is_relative_to(Path(run).resolve()):
+                raise InputError(f"{out}: --out must not be inside the run folder {run}")
+    diff = diff_documents(load_document(run_a), load_document(run_b), f"{run_a} vs {run_b}")
+    for row in diff["rows"]:
+        if row["change"] != "unchanged":
+            before = row["a"]["status"] if row["a"] else "absent"
+            after = row["b"]["status"] if row["b"] else "absent"
+            delta = f" ({row['metric']}: {row['value_a']} -> {row['value_b']})" \
+                if row["delta"] is not None else ""
+            click.echo(f"{row['change']:12} {row['probe']}: {before} -> {after}{delta}")
+    counts = diff["counts"]
+    click.echo(f"{counts['new failure']} new failures, {counts['fixed']} fixed, "
+               f"{counts['changed']} changed, {counts['unchanged']} unchanged")
+    if out is not None:
+        click.echo(f"diff: {write_diff(diff, out)}")
+    sys.exit(1 if new_failures_at(diff, fail_on) else 0)
 
 
 @cli.command()

@@ -83,3 +83,49 @@ def test_report_writes_the_formats_later_and_bad_formats_exit_2(run, capsys):
     capsys.readouterr()
     assert main(["report", str(run.out_dir), "--format", "pdf"]) == 2
     assert "'pdf' is not a format" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def two_runs(unlearning_zoo, tmp_path_factory):
+    """The retrained and the original model audited alike (the same data and settings)."""
+    root = tmp_path_factory.mktemp("diff")
+    zoo = unlearning_zoo
+    for model in ("retrain", "original"):
+        run_audit(AuditRequest(model=zoo[model], suite="unlearning", data=zoo["audit"],
+                               retrain=zoo["retrain"], out=root / model, device="cpu",
+                               quiet=True, probes=["unlearning.knowledge_qa",
+                                                   "unlearning.verbatim"]))
+    return root
+
+
+def test_diff_lists_new_failures_and_exits_1(two_runs, tmp_path, capsys):
+    out = tmp_path / "diff.html"
+    code = main(["report", "diff", str(two_runs / "retrain"), str(two_runs / "original"),
+                 "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 1, printed
+    assert "new failure  unlearning.knowledge_qa: pass -> fail" in printed
+    diff = json.loads(out.with_suffix(".json").read_text())
+    row = next(r for r in diff["rows"] if r["probe"] == "unlearning.knowledge_qa")
+    assert row["delta"] == pytest.approx(row["value_b"] - row["value_a"])
+    assert row["intervals_overlap"] is False  # 0 vs 1 recall: far beyond the noise
+    assert "new failure" in out.read_text() and "<script" not in out.read_text()
+    back = main(["report", "diff", str(two_runs / "original"), str(two_runs / "retrain")])
+    assert back == 0 and "fixed" in capsys.readouterr().out
+
+
+def test_incomparable_runs_are_refused_with_the_reason(two_runs, tmp_path, capsys):
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(two_runs / "original", other)
+    document = json.loads((other / "findings.json").read_text())
+    document["run"]["config"] = {"probes": {"unlearning.knowledge_qa": {"threshold": 0.9}}}
+    (other / "findings.json").write_text(json.dumps(document))
+    assert main(["report", "diff", str(two_runs / "retrain"), str(other)]) == 2
+    assert "probe settings differ (unlearning.knowledge_qa)" in capsys.readouterr().err
+    document["run"]["config"] = {}
+    document["run"]["inputs"]["data"] = {"audit.jsonl": "0" * 64}
+    (other / "findings.json").write_text(json.dumps(document))
+    assert main(["report", "diff", str(two_runs / "retrain"), str(other)]) == 2
+    assert "the audit data differ" in capsys.readouterr().err
