@@ -23,7 +23,12 @@ POSITIVE = click.FloatRange(min=0, min_open=True)
 
 
 class Interrupted(Exception):
-    """Ctrl-C inside a command (raised past Click, which would print a blank line first)."""
+    """Ctrl-C inside a command (raised past Click, which would print a blank line first);
+    ``out`` is the run folder that can be resumed, when there is one."""
+
+    def __init__(self, out=None) -> None:
+        super().__init__()
+        self.out = out
 
 
 class LazyChoice(click.Choice):
@@ -99,8 +104,8 @@ class _Commands(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except KeyboardInterrupt:
-            raise Interrupted from None
+        except KeyboardInterrupt as exc:
+            raise Interrupted(getattr(exc, "out", None)) from None
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -185,10 +190,13 @@ def prompt_format_options(command):
 @prompt_format_options
 @click.option("--config", type=EXISTING, help="audit.toml with per-probe thresholds.")
 @click.option("--kind", help="Force the target kind instead of detecting it.")
+@click.option("--resume", is_flag=True,
+              help="Finish the interrupted run in --out: its finished probes are re-used (same "
+                   "model, data, settings and prompt format, else exit 2).")
 @common_options("device", "seed", "fail-on", "allow-pickle", "overwrite", "quiet", "format")
 def audit(model: Path, suite: str, data, reference, retrain, base, out, probes, max_items,
           batch_size, prompt_format, shots, system_prompt, device, seed, fail_on, config, kind,
-          allow_pickle, overwrite, quiet, formats) -> None:
+          resume, allow_pickle, overwrite, quiet, formats) -> None:
     """Audit MODEL with a suite of probes and write an HTML risk report.
 
     \b
@@ -205,7 +213,7 @@ def audit(model: Path, suite: str, data, reference, retrain, base, out, probes, 
         probes=list(probes) or None, device=device, seed=seed, fail_on=fail_on, config=config,
         kind=kind, base=base, max_items=max_items, batch_size=batch_size,
         allow_pickle=allow_pickle, overwrite=overwrite, quiet=quiet, formats=formats,
-        command=["redteam", *sys.argv[1:]],
+        resume=resume, command=["redteam", *sys.argv[1:]],
     ))
     _print_run_and_exit(result)
 
@@ -758,7 +766,14 @@ def main(argv: list[str] | None = None) -> int:
         cli.main(args=argv, prog_name="redteam", standalone_mode=False)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 0
-    except (click.exceptions.Abort, Interrupted, KeyboardInterrupt):
+    except Interrupted as exc:
+        if exc.out is not None:
+            click.echo(f"error: interrupted; the finished probes are kept in {exc.out}: run the "
+                       f"same command with --out {exc.out} --resume to finish it", err=True)
+        else:
+            click.echo("error: interrupted", err=True)
+        return 130
+    except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("error: interrupted", err=True)
         return 130
     except click.UsageError as exc:

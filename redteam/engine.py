@@ -39,7 +39,7 @@ from redteam.core.distributed import (
     process_device,
     wait_for_everyone,
 )
-from redteam.core.errors import InputError
+from redteam.core.errors import InputError, RunInterrupted
 from redteam.core.fileio import atomic_write_json
 from redteam.core.findings import (
     SEVERITIES,
@@ -93,6 +93,7 @@ class AuditRequest:
     # each reads the probes' results (its ``after``) and reports what it did as findings.
     steps: list[FindingSource] = field(default_factory=list)
     formats: tuple[str, ...] = DEFAULT_FORMATS  # reports.machine.FORMATS
+    resume: bool = False  # continue the interrupted run in ``out`` (same model, data, settings)
     extra_inputs: dict[str, Path] = field(default_factory=dict)  # label -> path, never written
 
 
@@ -241,7 +242,8 @@ def run_probe(probe: FindingSource, target: Target, data: AuditData | None,
     for finding in findings:
         finding.duration_s = duration
         events.write("probe_end", probe=probe.name, status=finding.status,
-                     severity=finding.severity, duration_s=duration)
+                     severity=finding.severity, duration_s=duration,
+                     finding=finding.to_dict())  # what --resume re-uses
     return findings
 
 
@@ -308,6 +310,8 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
     cache = cache or ModelCache()
     if request.fail_on not in SEVERITIES:
         raise InputError(f"--fail-on {request.fail_on}: must be one of {', '.join(SEVERITIES)}")
+    if request.resume and request.out is None:
+        raise InputError("--resume needs --out: the folder of the interrupted run")
     probe_classes = select_probes(request.suite, request.probes)
     config = load_config(request.config)
     for name, values in request.settings.items():
@@ -326,7 +330,7 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
                          "data of an LLM only")
     early = load_data(request.data, kind) if request.data and kind in TARGET_KINDS else None
     out = request.out or default_out_dir(request.model)
-    check_output_path(out, audit_inputs(request), overwrite=request.overwrite)
+    check_output_path(out, audit_inputs(request), overwrite=request.overwrite or request.resume)
     wait_for_everyone()  # every process has checked the folder before the main one claims it
     started = now()
     seed_everything(request.seed)
@@ -351,34 +355,36 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
         calibration = choose_prompt_format(request, data, target, reference, scorer_for,
                                            prompt_settings)
     prompt_record = rendered_prompt_format(calibration, target, data)
+    inputs = {label: model.files for label, model in
+              (("reference", reference), ("retrain", retrain)) if model is not None}
+    inputs.update({f"{label} base": model.base_files for label, model in
+                   (("target", target), ("reference", reference), ("retrain", retrain))
+                   if model is not None and model.base is not None})
+    if request.data:
+        inputs["data"] = TARGET_KINDS[target.kind].hash_data(request.data, data)
+    config_sha256 = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+    fingerprint = run_fingerprint(target, inputs, config_sha256, request, probes, calibration)
+    finished = resumable_findings(out, fingerprint) if request.resume else {}
     # Under accelerate launch the main process alone writes the run folder; the others write
     # theirs into a scratch folder that is removed (same code path, nothing of theirs is kept).
     scratch = None if is_main_process() else tempfile.TemporaryDirectory(prefix="redteam-")
     run_dir = out if scratch is None else Path(scratch.name) / "run"
     try:
-        with open_run_folder(run_dir, "audit run", request.suite, str(request.model)) as folder:
+        with open_run_folder(run_dir, "audit run", request.suite, str(request.model),
+                             fingerprint, resume=request.resume and scratch is None) as folder:
             template = ProbeContext(
                 config={}, seed=request.seed, device=device, artifacts_dir=folder.artifacts,
                 quiet=quiet, reference=reference, retrain=retrain, scorer_for=scorer_for,
                 prompt_calibration=calibration,
                 prompt_format=calibration.chosen if calibration else request.prompt_format)
             findings, not_applicable = run_probes([*probes, *request.steps], target, data,
-                                                  template, folder.events)
-            inputs = {label: model.files for label, model in
-                      (("reference", reference), ("retrain", retrain)) if model is not None}
-            inputs.update({f"{label} base": model.base_files for label, model in
-                           (("target", target), ("reference", reference), ("retrain", retrain))
-                           if model is not None and model.base is not None})
-            if request.data:
-                inputs["data"] = TARGET_KINDS[target.kind].hash_data(request.data, data)
+                                                  template, folder.events, finished)
             run = RunRecord(
                 tool_version=__version__, command=request.command, suite=request.suite,
                 target={"path": str(request.model), "name": target.name, "kind": target.kind,
                         "files": target.files,
                         **({"adapter_base": str(target.base)} if target.base else {})},
-                config=config,
-                config_sha256=hashlib.sha256(
-                    json.dumps(config, sort_keys=True).encode()).hexdigest(),
+                config=config, config_sha256=config_sha256,
                 seed=request.seed, fail_on=request.fail_on, device=device,
                 libraries=library_versions(), started=started, inputs=inputs,
                 probes_skipped=not_applicable,
@@ -387,9 +393,63 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
             )
             exit_code = finish_run(folder, run, findings, request.formats)
         return AuditResult(exit_code=exit_code, out_dir=out, findings=findings)
+    except KeyboardInterrupt:
+        raise RunInterrupted(out) from None
     finally:
         if scratch is not None:
             scratch.cleanup()
+
+
+FINGERPRINT_NAMES = {"model_sha256": "model", "inputs_sha256": "data or comparison model",
+                     "config_sha256": "settings", "probes": "probe selection", "seed": "seed",
+                     "prompt_format": "prompt format"}
+
+
+def run_fingerprint(target: Target, inputs: dict, config_sha256: str, request: AuditRequest,
+                    probes: list[Probe], calibration: PromptCalibration | None) -> dict:
+    """What must be the same for an interrupted run to be resumed: the model's files, every
+    other input's, the settings, the probes, the seed and the prompt format."""
+    def digest(value) -> str:
+        return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+    return {"model_sha256": digest(target.files), "inputs_sha256": digest(inputs),
+            "config_sha256": config_sha256, "probes": [p.name for p in probes],
+            "seed": request.seed,
+            "prompt_format": calibration.chosen.name if calibration else ""}
+
+
+def resumable_findings(out: Path, fingerprint: dict) -> dict[str, list[Finding]]:
+    """The findings of the probes an interrupted run in ``out`` finished, by probe; bad input
+    when ``out`` is no such run, is complete, or was started with another model, data,
+    settings, probes, seed or prompt format."""
+    from redteam.core.untrusted import parse_json, read_jsonl_lines
+
+    events = Path(out) / "events.jsonl"
+    if not events.is_file():
+        raise InputError(f"{out}: --resume needs the folder of an interrupted run (no "
+                         "events.jsonl)")
+    if (Path(out) / "findings.json").is_file():
+        raise InputError(f"{out}: --resume: that run is complete (findings.json is written)")
+    started, finished = None, {}
+    for number, line in read_jsonl_lines(events, "event log"):
+        event = parse_json(line, f"{events}:{number}")
+        if not isinstance(event, dict):
+            raise InputError(f"{events}:{number}: expected a JSON object")
+        if event.get("event") == "run_start":
+            started = event.get("fingerprint")
+        elif event.get("event") == "probe_end" and isinstance(event.get("finding"), dict):
+            try:
+                finding = Finding.from_dict(event["finding"])
+            except (TypeError, ValueError, KeyError) as exc:
+                raise InputError(f"{events}:{number}: finding: {exc}") from None
+            finished.setdefault(finding.probe, []).append(finding)
+    if started is None:
+        raise InputError(f"{events}: no run_start event with the run's fingerprint")
+    for key, value in fingerprint.items():
+        if started.get(key) != value:
+            raise InputError(f"{out}: --resume: the run was started with another "
+                             f"{FINGERPRINT_NAMES[key]}; run it again without --resume")
+    return finished
 
 
 @dataclass
@@ -402,15 +462,18 @@ class RunFolder:
 
 
 @contextmanager
-def open_run_folder(out: Path, what: str, suite: str, target: str) -> Iterator[RunFolder]:
+def open_run_folder(out: Path, what: str, suite: str, target: str,
+                    fingerprint: dict | None = None, resume: bool = False) -> Iterator[RunFolder]:
     """Claim ``out`` (checked beforehand by ``check_output_path``), start ``events.jsonl``;
     the ownership marker is sealed on the way out, also after Ctrl-C, so what was written is
-    recorded (``--overwrite`` may replace it later). Every command that writes a run folder
-    goes through here."""
-    claim_output(out, what)
+    recorded (``--overwrite`` may replace it later, ``--resume`` continue it). Every command
+    that writes a run folder goes through here."""
+    if not resume:
+        claim_output(out, what)
     try:
         events = EventLog(out / "events.jsonl")
-        events.write("run_start", suite=suite, target=target)
+        events.write("run_resumed" if resume else "run_start", suite=suite, target=target,
+                     fingerprint=fingerprint or {})
         artifacts = out / "artifacts"
         artifacts.mkdir(exist_ok=True)
         yield RunFolder(out, events, artifacts)
@@ -419,10 +482,14 @@ def open_run_folder(out: Path, what: str, suite: str, target: str) -> Iterator[R
 
 
 def run_probes(probes: list[FindingSource], target: Target, data, template: ProbeContext,
-               events: EventLog) -> tuple[list[Finding], dict[str, str]]:
+               events: EventLog, finished: dict[str, list[Finding]] | None = None,
+               ) -> tuple[list[Finding], dict[str, str]]:
     """Run ``probes`` in order, each in a copy of ``template`` with its own settings and the
     results of the probes it declares in ``after``; returns the findings and, by name, the
-    probes that do not apply to the target's kind (with why)."""
+    probes that do not apply to the target's kind (with why). The probes in ``finished`` (a
+    resumed run's) are not run again: their findings are taken as they were (what they handed
+    off is not kept, so a probe after them computes it again itself)."""
+    finished = finished or {}
     findings: list[Finding] = []
     results: dict[str, ProbeResult] = {}  # what each probe that ran hands to later ones
     not_applicable: dict[str, str] = {}
@@ -431,6 +498,11 @@ def run_probes(probes: list[FindingSource], target: Target, data, template: Prob
         progress.set_postfix_str(probe.name)
         if isinstance(probe, Probe) and target.kind not in probe.kinds:
             not_applicable[probe.name] = f"does not apply to kind {target.kind}"
+            continue
+        if probe.name in finished:
+            events.write("probe_reused", probe=probe.name)
+            findings.extend(finished[probe.name])
+            results[probe.name] = ProbeResult(finished[probe.name])
             continue
         ctx = replace(template, config=probe.config,
                       results={name: results[name] for name in probe.after if name in results})

@@ -223,3 +223,70 @@ def test_probes_receive_the_typed_results_they_declare_and_nothing_else(
     assert undeclared.seen == [None, None, []]
     run_audit(_request(tiny_lm, audit_jsonl, tmp_path / "run2", probes=["unlearning.reader"]))
     assert reader.seen == [None, None, []]  # the upstream probe did not run
+
+
+def test_an_interrupted_audit_resumes_to_the_same_findings(tiny_lm, audit_jsonl, tmp_path,
+                                                           monkeypatch, capsys):
+    """Ctrl-C after two probes: the CLI says how to resume; --resume re-uses the two findings
+    from events.jsonl, runs the rest, and the findings equal an uninterrupted run's."""
+    from redteam.cli import main
+    from redteam.probes.memorization import ExactMemorization
+
+    probes = ["unlearning.knowledge_qa", "unlearning.verbatim", "unlearning.exact_memorization",
+              "unlearning.membership_inference"]
+    args = ["audit", str(tiny_lm), "--suite", "unlearning", "--data", str(audit_jsonl),
+            "--device", "cpu", "--quiet", *(a for p in probes for a in ("--probe", p))]
+    assert main([*args, "--out", str(tmp_path / "whole")]) in (0, 1)
+    capsys.readouterr()
+    original_run = ExactMemorization.run
+
+    def interrupt(self, target, data, ctx):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ExactMemorization, "run", interrupt)
+    cut = tmp_path / "cut"
+    assert main([*args, "--out", str(cut)]) == 130
+    err = capsys.readouterr().err
+    assert f"--out {cut} --resume" in err and err.count("\n") == 1
+    assert not (cut / "findings.json").exists()
+    monkeypatch.setattr(ExactMemorization, "run", original_run)
+    ran = []
+    monkeypatch.setattr("redteam.engine.run_probe",
+                        _recording(ran, __import__("redteam.engine").engine.run_probe))
+    assert main([*args, "--out", str(cut), "--resume"]) in (0, 1)
+    assert ran == ["unlearning.exact_memorization", "unlearning.membership_inference"]
+
+    def findings(run):
+        document = json.loads((run / "findings.json").read_text())["findings"]
+        return [{k: v for k, v in f.items() if k != "duration_s"} for f in document]
+
+    assert findings(cut) == findings(tmp_path / "whole")
+    events = [json.loads(line)["event"] for line in (cut / "events.jsonl").read_text()
+              .splitlines()]
+    assert events.count("probe_reused") == 2 and "run_resumed" in events
+
+
+def _recording(names: list, run_probe):
+    def wrapper(probe, *args, **kwargs):
+        names.append(probe.name)
+        return run_probe(probe, *args, **kwargs)
+    return wrapper
+
+
+def test_resume_refuses_another_model_or_a_complete_run(tiny_lm, audit_jsonl, tmp_path):
+    out = tmp_path / "run"
+    run_audit(_request(tiny_lm, audit_jsonl, out, probes=["unlearning.knowledge_qa"]))
+    with pytest.raises(InputError, match="that run is complete"):
+        run_audit(_request(tiny_lm, audit_jsonl, out, probes=["unlearning.knowledge_qa"],
+                           resume=True))
+    (out / "findings.json").unlink()
+    (out / "report.html").unlink()
+    from redteam.core.outputs import seal_output
+
+    seal_output(out)
+    with pytest.raises(InputError, match="started with another probe selection"):
+        run_audit(_request(tiny_lm, audit_jsonl, out, probes=["unlearning.verbatim"],
+                           resume=True))
+    with pytest.raises(InputError, match="--resume needs --out"):
+        run_audit(AuditRequest(model=tiny_lm, suite="unlearning", data=audit_jsonl,
+                               resume=True))

@@ -11,3 +11,12 @@ class InputError(Exception):
 
 class UnsupportedKindError(InputError):
     """A target kind that is recognised but whose loader is not part of this release yet."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run: the finished probes are kept in ``out`` (their findings in its
+    ``events.jsonl``), so the run can be resumed with ``--resume``."""
+
+    def __init__(self, out) -> None:
+        super().__init__(str(out))
+        self.out = out
