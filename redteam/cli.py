@@ -316,15 +316,12 @@ def report_diff(run_a: Path, run_b: Path, out: Path | None, fail_on: str) -> Non
 
     Exit code 1 when a new failure at or above --fail-on appears.
     """
+    from redteam.core.outputs import check_new_file
     from reports.diff import diff_documents, new_failures_at, write_diff
     from reports.html import load_document
 
     if out is not None:
-        if out.exists():
-            raise InputError(f"{out}: --out exists; choose a new file (nothing is overwritten)")
-        for run in (run_a, run_b):
-            if out.resolve().is_relative_to(Path(run).resolve()):
-                raise InputError(f"{out}: --out must not be inside the run folder {run}")
+        check_new_file(out, [("run folder", run_a), ("run folder", run_b)])
     diff = diff_documents(load_document(run_a), load_document(run_b), f"{run_a} vs {run_b}")
     for row in diff["rows"]:
         if row["change"] != "unchanged":

@@ -28,6 +28,7 @@ from typing import Any
 from redteam.core.data import SPLITS, AuditData, load_audit_jsonl
 from redteam.core.errors import InputError
 from redteam.core.fileio import atomic_write_text
+from redteam.core.outputs import check_new_file
 from redteam.core.untrusted import parse_json, read_jsonl_lines, read_text_file
 
 BENCHMARKS = ("tofu", "muse", "rwku", "wmdp")
@@ -255,10 +256,7 @@ def import_benchmark(benchmark: str, source: Path, out: Path, **options: Any) ->
         raise InputError(f"{benchmark}: unknown benchmark (known: {', '.join(BENCHMARKS)})")
     if not source.is_dir():
         raise InputError(f"{source}: benchmark folder not found")
-    if out.exists():
-        raise InputError(f"{out}: --out exists; choose a new file (nothing is overwritten)")
-    if out.resolve().is_relative_to(source.resolve()):
-        raise InputError(f"{out}: --out must not be inside the benchmark folder {source}")
+    check_new_file(out, {"benchmark folder": source})
     items = IMPORTERS[benchmark](source, **options)
     if not items:
         raise InputError(f"{source}: no records for the chosen split")

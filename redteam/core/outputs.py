@@ -79,6 +79,18 @@ def check_output_path(out: Path, inputs: Inputs, *, overwrite: bool = False,
         owned_files(out)
 
 
+def check_new_file(out: Path, inputs: Inputs, flag: str = "--out") -> None:
+    """Refuse a single output file (an imported JSONL, a diff page) that exists or lies inside
+    one of ``inputs`` (label -> folder): such files carry no ownership marker, so nothing is
+    ever overwritten."""
+    out = Path(out)
+    if out.exists():
+        raise InputError(f"{out}: {flag} exists; choose a new file (nothing is overwritten)")
+    for label, folder in (inputs.items() if isinstance(inputs, Mapping) else inputs):
+        if out.resolve().is_relative_to(Path(folder).resolve()):
+            raise InputError(f"{out}: {flag} must not be inside the {label} {folder}")
+
+
 def owned_files(out: Path) -> list[Path]:
     """The files of ``out`` that this tool wrote, when it wrote all of them; else refuse."""
     marker = out / MARKER

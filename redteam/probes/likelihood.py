@@ -27,15 +27,22 @@ TOFU = "arXiv:2401.06121 (TOFU: truth ratio, forget quality)"
 WMDP = "arXiv:2403.03218 (WMDP)"
 
 
-def normalised_likelihoods(target: Target, ctx: ProbeContext, questions: list[str],
-                           answers: list[str]) -> np.ndarray:
-    """P(answer | question)^(1/|answer|) for each pair, teacher-forced in the run's prompt
-    format: the geometric mean of the answer tokens' probabilities."""
+def mean_logprobs(target: Target, ctx: ProbeContext, questions: list[str],
+                  answers: list[str]) -> np.ndarray:
+    """The mean token log-probability of each answer after its question, teacher-forced in the
+    run's prompt format (-inf for an answer without tokens)."""
     fmt = ctx.prompt_format
     prompts = [fmt.question(target.tokenizer, q) for q in questions]
     scores = ctx.scorer(target).score([fmt.answer(a) for a in answers], prompts)
-    return np.array([float(np.exp(np.mean(s.logprobs))) if len(s.logprobs) else 0.0
+    return np.array([float(np.mean(s.logprobs)) if len(s.logprobs) else -np.inf
                      for s in scores])
+
+
+def normalised_likelihoods(target: Target, ctx: ProbeContext, questions: list[str],
+                           answers: list[str]) -> np.ndarray:
+    """P(answer | question)^(1/|answer|) for each pair: the geometric mean of the answer
+    tokens' probabilities."""
+    return np.exp(mean_logprobs(target, ctx, questions, answers))
 
 
 def truth_ratios(target: Target, ctx: ProbeContext, items: list[AuditItem]) -> np.ndarray:
@@ -137,17 +144,13 @@ def choice_correct(target: Target, ctx: ProbeContext, items: list[AuditItem],
     question and its lettered options (WMDP, MMLU); ``option``: each option's own text after
     the plain question, by its mean token log-likelihood (lm-eval's cloze form, for models
     that never learnt to answer with a letter)."""
-    fmt, prompts, answers = ctx.prompt_format, [], []
+    questions, answers = [], []
     for item in items:
         for index, option in enumerate(item.choices):
-            if scoring == "letter":
-                prompts.append(fmt.question(target.tokenizer, option_prompt(item)))
-                answers.append(fmt.answer(chr(65 + index)))
-            else:
-                prompts.append(fmt.question(target.tokenizer, item.question))
-                answers.append(fmt.answer(option))
-    scores = ctx.scorer(target).score(answers, prompts)
-    likelihood = [float(np.mean(s.logprobs)) if len(s.logprobs) else -np.inf for s in scores]
+            letter = scoring == "letter"
+            questions.append(option_prompt(item) if letter else item.question)
+            answers.append(chr(65 + index) if letter else option)
+    likelihood = mean_logprobs(target, ctx, questions, answers)
     correct, start = [], 0
     for item in items:
         count = len(item.choices)
