@@ -177,6 +177,10 @@ def prompt_format_options(command):
 @click.option("--reference", type=EXISTING,
               help="The original model: before unlearning, or the base CLIP of a HySAC.")
 @click.option("--retrain", type=EXISTING, help="Gold model retrained without the forget set.")
+@click.option("--retrain-results", type=EXISTING,
+              help="Instead of --retrain: an earlier run folder of (or with) the gold model; "
+                   "its measurements are re-used (same data, prompt format and settings, else "
+                   "exit 2).")
 @click.option("--base", type=EXISTING,
               help="Base model of a PEFT (LoRA) adapter given as MODEL, --reference or "
                    "--retrain [default: the local folder the adapter's config names].")
@@ -194,9 +198,9 @@ def prompt_format_options(command):
               help="Finish the interrupted run in --out: its finished probes are re-used (same "
                    "model, data, settings and prompt format, else exit 2).")
 @common_options("device", "seed", "fail-on", "allow-pickle", "overwrite", "quiet", "format")
-def audit(model: Path, suite: str, data, reference, retrain, base, out, probes, max_items,
-          batch_size, prompt_format, shots, system_prompt, device, seed, fail_on, config, kind,
-          resume, allow_pickle, overwrite, quiet, formats) -> None:
+def audit(model: Path, suite: str, data, reference, retrain, retrain_results, base, out, probes,
+          max_items, batch_size, prompt_format, shots, system_prompt, device, seed, fail_on,
+          config, kind, resume, allow_pickle, overwrite, quiet, formats) -> None:
     """Audit MODEL with a suite of probes and write an HTML risk report.
 
     \b
@@ -210,6 +214,7 @@ def audit(model: Path, suite: str, data, reference, retrain, base, out, probes, 
     result = run_audit(AuditRequest(
         prompt_format=load_prompt_format(prompt_format, shots, system_prompt),
         model=model, suite=suite, data=data, reference=reference, retrain=retrain, out=out,
+        retrain_results=retrain_results,
         probes=list(probes) or None, device=device, seed=seed, fail_on=fail_on, config=config,
         kind=kind, base=base, max_items=max_items, batch_size=batch_size,
         allow_pickle=allow_pickle, overwrite=overwrite, quiet=quiet, formats=formats,

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -56,6 +57,7 @@ from redteam.core.training import seed_everything
 from redteam.core.untrusted import read_text_file
 from redteam.probes import REGISTRY, Probe, ProbeContext, load_plugins, suites
 from redteam.probes.base import FindingSource, ProbeResult
+from redteam.probes.recorded import MEASUREMENTS, check_retrain_results, read_retrain_results
 from redteam.targets import TARGET_KINDS, Target, load_target, resolve_device
 
 EXIT_OK, EXIT_FINDINGS, EXIT_BAD_INPUT, EXIT_NOTHING_APPLIED = 0, 1, 2, 3
@@ -73,6 +75,7 @@ class AuditRequest:
     data: Path | None = None
     reference: Path | None = None
     retrain: Path | None = None
+    retrain_results: Path | None = None  # an earlier run holding the retrained model's values
     out: Path | None = None
     probes: list[str] | None = None
     device: str = "auto"
@@ -178,6 +181,13 @@ def check_settings(config: dict, probe_classes: list[type[Probe]],
     return probes, scoring, selection, prompt
 
 
+def measured_with(probes: list[Probe], scoring: dict, selection: dict) -> dict[str, Any]:
+    """The resolved settings the measurements of the retrained model depend on (scoring, data
+    selection, the settings of each probe that compares with it)."""
+    return {"[scoring]": scoring, "[data]": selection,
+            **{probe.name: probe.config for probe in probes if probe.uses_retrain}}
+
+
 def kind_of(request: AuditRequest) -> str:
     from redteam.targets import detect_kind
 
@@ -237,6 +247,8 @@ def run_probe(probe: FindingSource, target: Target, data: AuditData | None,
                 details={"traceback": traceback.format_exc(limit=8)},
                 remediation="Fix the input or report the bug; re-run before relying on the audit.",
             )]
+    if ctx.measurements and findings[0].status != "error":  # what --retrain-results reads
+        findings[0].details[MEASUREMENTS] = ctx.measurements
     findings = [withhold_unmeasurable_pass(probe, finding, ctx) for finding in findings]
     duration = round(time.perf_counter() - started, 3)
     for finding in findings:
@@ -312,6 +324,10 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
         raise InputError(f"--fail-on {request.fail_on}: must be one of {', '.join(SEVERITIES)}")
     if request.resume and request.out is None:
         raise InputError("--resume needs --out: the folder of the interrupted run")
+    if request.retrain and request.retrain_results:
+        raise InputError("--retrain and --retrain-results: give one (the retrained model, or "
+                         "an earlier run holding its measurements)")
+    recorded = read_retrain_results(request.retrain_results) if request.retrain_results else None
     probe_classes = select_probes(request.suite, request.probes)
     config = load_config(request.config)
     for name, values in request.settings.items():
@@ -357,11 +373,21 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
     prompt_record = rendered_prompt_format(calibration, target, data)
     inputs = {label: model.files for label, model in
               (("reference", reference), ("retrain", retrain)) if model is not None}
+    if recorded is not None:
+        inputs["retrain"] = recorded.files
+        inputs["retrain results"] = {"findings.json": recorded.findings_sha256}
     inputs.update({f"{label} base": model.base_files for label, model in
                    (("target", target), ("reference", reference), ("retrain", retrain))
                    if model is not None and model.base is not None})
     if request.data:
         inputs["data"] = TARGET_KINDS[target.kind].hash_data(request.data, data)
+    if recorded is not None:
+        check_retrain_results(recorded, data_sha256=inputs.get("data"),
+                              prompt_format=prompt_record, seed=request.seed,
+                              settings=measured_with(probes, scoring, selection),
+                              recorded_settings=measured_with(*check_settings(
+                                  recorded.run.get("config") or {}, probe_classes,
+                                  recorded.where)[:3]), probes=probes)
     config_sha256 = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
     fingerprint = run_fingerprint(target, inputs, config_sha256, request, probes, calibration)
     finished = resumable_findings(out, fingerprint) if request.resume else {}
@@ -375,7 +401,7 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
             template = ProbeContext(
                 config={}, seed=request.seed, device=device, artifacts_dir=folder.artifacts,
                 quiet=quiet, reference=reference, retrain=retrain, scorer_for=scorer_for,
-                prompt_calibration=calibration,
+                prompt_calibration=calibration, retrain_results=recorded,
                 prompt_format=calibration.chosen if calibration else request.prompt_format)
             findings, not_applicable = run_probes([*probes, *request.steps], target, data,
                                                   template, folder.events, finished)
@@ -504,7 +530,7 @@ def run_probes(probes: list[FindingSource], target: Target, data, template: Prob
             findings.extend(finished[probe.name])
             results[probe.name] = ProbeResult(finished[probe.name])
             continue
-        ctx = replace(template, config=probe.config,
+        ctx = replace(template, config=probe.config, probe=probe.name, measurements={},
                       results={name: results[name] for name in probe.after if name in results})
         seed_everything(template.seed)
         produced = run_probe(probe, target, data, ctx, events)
@@ -591,7 +617,8 @@ def audit_inputs(request: AuditRequest) -> dict[str, Path | None]:
     """What an audit reads, by label: the run folder may be none of these, nor hold them."""
     return {"model": request.model, "base model": request.base, "data": request.data,
             "reference model": request.reference,
-            "retrain model": request.retrain, "config": request.config,
+            "retrain model": request.retrain, "retrain results": request.retrain_results,
+            "config": request.config,
             "prompt template": Path(request.prompt_format.source)
             if request.prompt_format.source else None,
             **{f"{label}": Path(path) for label, path in request.extra_inputs.items()}}

@@ -7,6 +7,7 @@ decorated with ``@register``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from redteam.core.data import AuditData
 from redteam.core.findings import Evidence, Finding, Metric
 from redteam.core.prompts import PromptFormat
 from redteam.core.settings import as_setting, default_values, resolve_settings
+from redteam.probes.recorded import RecordedRetrain, recorded_measurement
 from redteam.targets import Target
 
 REGISTRY: dict[str, type[Probe]] = {}
@@ -71,6 +73,11 @@ class ProbeContext:
     prompt_calibration: PromptCalibration | None = None  # and whether the model answers in it
     results: dict[str, ProbeResult] = field(default_factory=dict)  # of the probes in ``after``
     handed_off: Any = None
+    # --retrain-results: the retrained model's measurements, read from an earlier run instead
+    # of loading and running that model again (redteam.probes.recorded).
+    retrain_results: RecordedRetrain | None = None
+    probe: str = ""  # the name of the probe this context is for
+    measurements: dict[str, Any] = field(default_factory=dict)  # what ``measure`` measured
 
     def scorer(self, target: Target):
         """The shared, memoising scorer of ``target`` (see redteam.core.scoring)."""
@@ -84,6 +91,31 @@ class ProbeContext:
         """The comparison models given on the command line, by label."""
         models = {"reference": self.reference, "retrain": self.retrain}
         return {label: model for label, model in models.items() if model is not None}
+
+    @property
+    def has_retrain(self) -> bool:
+        """Whether the retrained model's measurements are at hand (loaded or recorded)."""
+        return self.retrain is not None or self.retrain_results is not None
+
+    def measure(self, target: Target, measure: Callable[[Target], Any],
+                labels: tuple[str, ...] = ("target", "reference", "retrain")) -> dict[str, Any]:
+        """``measure(model)`` of the audited model (label ``target``) and of each comparison
+        model given, by label, in that order.
+
+        Each value passes through JSON (so it is what a later run reads back) and is kept in
+        ``measurements``, which the engine writes into the probe's finding; with
+        ``--retrain-results`` the retrained model's value is the one recorded there, so the
+        run equals one with ``--retrain`` without loading that model.
+        """
+        models = {"target": target, **self.baselines()}
+        out: dict[str, Any] = {}
+        for label in labels:
+            if label == "retrain" and self.retrain_results is not None:
+                out[label] = recorded_measurement(self.retrain_results, self.probe)
+            elif label in models:
+                out[label] = json.loads(json.dumps(measure(models[label])))
+        self.measurements.update(json.loads(json.dumps(out)))  # kept apart from later edits
+        return out
 
     def upstream(self, name: str) -> Any:
         """The value the earlier probe ``name`` (declared in ``after``) handed off, or None
@@ -108,6 +140,9 @@ class FindingSource:
     references: ClassVar[tuple[str, ...]] = ()
     remediation: ClassVar[str] = ""
     after: ClassVar[tuple[str, ...]] = ()  # earlier probes whose results this one reads
+    # True when the probe compares with the retrained model through ``ProbeContext.measure``,
+    # so that --retrain-results must hold its measurements.
+    uses_retrain: ClassVar[bool] = False
     # True when a pass rests on the model failing to answer questions: such a pass means
     # nothing if the model answers none of its retain questions in the prompt format used, and
     # the engine reports it as inconclusive instead (redteam.core.answers).

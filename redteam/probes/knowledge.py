@@ -45,6 +45,7 @@ def _mean(rows: list[dict], key: str) -> float:
 class KnowledgeQA(Probe):
     name = "unlearning.knowledge_qa"
     suite = "unlearning"
+    uses_retrain = True
     order = 10
     title = "Forgotten knowledge recalled by question answering"
     goal = "recover facts the model was meant to forget by asking about them directly"
@@ -65,18 +66,17 @@ class KnowledgeQA(Probe):
         retain = data.with_fields("retain", "question", "answer")
         cloze = [replace(item, question=CLOZE_QUESTION.format(cloze=item.cloze))
                  for item in data.with_fields("forget", "cloze", "answer")]
-        models = {"target": target, **ctx.baselines()}
-        rows = {label: {split: answer_questions(model, items, data, ctx, self.config["shots"],
-                                                self.config["max_new_tokens"])
-                        for split, items in (("forget", forget), ("retain", retain),
-                                             ("forget cloze", cloze)) if items}
-                for label, model in models.items()}
+        rows = ctx.measure(target, lambda model: {
+            split: answer_questions(model, items, data, ctx, self.config["shots"],
+                                    self.config["max_new_tokens"])
+            for split, items in (("forget", forget), ("retain", retain), ("forget cloze", cloze))
+            if items})
         split_scores = {label: {split: round(_mean(r, "rouge_l_recall"), 4)
                                 for split, r in by_split.items()}
                         for label, by_split in rows.items()}
         forget_rows = rows["target"]["forget"]
         values = [r["rouge_l_recall"] for r in forget_rows]
-        baselines = {label: split_scores[label]["forget"] for label in ctx.baselines()}
+        baselines = {label: split_scores[label]["forget"] for label in rows if label != "target"}
         verdict = judge_leak(self.config, "forget ROUGE-L recall", values, baselines, ctx.seed)
         containment = _mean(forget_rows, "contains")
         retain_part = (f"; retain ROUGE-L recall {split_scores['target']['retain']:.3f}"

@@ -64,6 +64,7 @@ def truth_ratios(target: Target, ctx: ProbeContext, items: list[AuditItem]) -> n
 class TruthRatio(Probe):
     name = "unlearning.truth_ratio"
     suite = "unlearning"
+    uses_retrain = True
     order = 45
     title = "Forget quality: truth ratios indistinguishable from the retrained model's"
     goal = ("compare how much likelier the model finds the right answer than wrong ones, item "
@@ -82,14 +83,14 @@ class TruthRatio(Probe):
     def run(self, target: Target, data: AuditData, ctx: ProbeContext) -> list[Finding]:
         from scipy.stats import ks_2samp
 
-        if ctx.retrain is None:
+        if not ctx.has_retrain:
             return [self.skipped("forget quality compares the model's truth ratios with the "
                                  "retrained model's: give --retrain (without it the KS test "
                                  "has nothing to compare with, and no value is guessed)")]
         items = data.with_fields("forget", "question", "paraphrased_answer",
                                  "perturbed_answers")
-        models = {"target": target, **ctx.baselines()}
-        ratios = {label: truth_ratios(model, ctx, items) for label, model in models.items()}
+        ratios = {label: np.asarray(values) for label, values in ctx.measure(
+            target, lambda model: truth_ratios(model, ctx, items).tolist()).items()}
         test = ks_2samp(ratios["target"], ratios["retrain"])
         quality, bound = float(test.pvalue), self.config["min_forget_quality"]
         means = {label: round(float(np.mean(r)), 4) for label, r in ratios.items()}

@@ -169,6 +169,20 @@ class LayerResults:
     retain_cv: np.ndarray  # (layers,) retain-weighted cross-validated accuracy
     chance: float  # mean over forget items of 1 / classes of their template
 
+    def to_record(self) -> dict:
+        """Plain data, for the finding's measurements (``ProbeContext.measure``)."""
+        return {"forget_correct": self.forget_correct.tolist(),
+                "forget_predicted": [[str(p) for p in layer] for layer in self.forget_predicted],
+                "holdout_correct": self.holdout_correct.tolist(),
+                "retain_cv": self.retain_cv.tolist(), "chance": self.chance}
+
+    @classmethod
+    def from_record(cls, record: dict) -> LayerResults:
+        layers = len(record["retain_cv"])
+        return cls(np.array(record["forget_correct"], dtype=bool), record["forget_predicted"],
+                   np.array(record["holdout_correct"], dtype=bool).reshape(layers, -1),
+                   np.array(record["retain_cv"], dtype=float), float(record["chance"]))
+
     @property
     def forget_accuracy(self) -> np.ndarray:
         return self.forget_correct.mean(axis=1)
@@ -243,6 +257,7 @@ def _rounded(values: np.ndarray) -> list[float]:
 class LinearProbe(Probe):
     name = "unlearning.linear_probe"
     suite = "unlearning"
+    uses_retrain = True
     order = 80
     title = "Forgotten facts still linearly decodable from hidden states"
     goal = ("decode forget-set answers from the model's hidden states with linear probes trained "
@@ -278,9 +293,9 @@ class LinearProbe(Probe):
             return [self.skipped(
                 "no question template has categorical answers with enough retain items to fit "
                 f"a probe on ({reasons or 'no items name their subject in the question'})")]
-        models = {"target": target, **ctx.baselines()}
-        results = {label: probe_model(model, templates, self.config, ctx.seed, ctx.prompt_format)
-                   for label, model in models.items()}
+        results = {label: LayerResults.from_record(record) for label, record in ctx.measure(
+            target, lambda model: probe_model(model, templates, self.config, ctx.seed,
+                                              ctx.prompt_format).to_record()).items()}
         return [self._judge(results, templates, dropped, ctx)]
 
     def _threshold(self, results: dict[str, LayerResults]) -> tuple[float, float, str]:

@@ -50,6 +50,7 @@ def privleak(auc_unlearned: float, auc_retrain: float) -> float:
 class MembershipInference(Probe):
     name = "unlearning.membership_inference"
     suite = "unlearning"
+    uses_retrain = True
     order = 30
     title = "Forget-set texts still recognisable as training data"
     goal = "tell forget texts from never-seen holdout texts by likelihood (PrivLeak)"
@@ -74,16 +75,11 @@ class MembershipInference(Probe):
                 f"needs at least {fewest} forget and {fewest} holdout texts for an AUC that "
                 f"means anything; {data.path.name} has {len(forget)} and {len(holdout)}")]
         k = self.config["k"]
-        models = {"target": target, **ctx.baselines()}
-        aucs: dict[str, dict[str, float]] = {}
-        target_scores = {}
-        for label, model in models.items():
-            scores_f = mia_scores(model, forget, ctx, k)
-            scores_h = mia_scores(model, holdout, ctx, k)
-            aucs[label] = {a: round(auc(scores_f[a], scores_h[a]), 4) for a in ATTACKS}
-            if label == "target":
-                target_scores = (scores_f, scores_h)
-        scores_f, scores_h = target_scores
+        scores = ctx.measure(target, lambda model: {"forget": mia_scores(model, forget, ctx, k),
+                                                    "holdout": mia_scores(model, holdout, ctx, k)})
+        aucs = {label: {a: round(auc(s["forget"][a], s["holdout"][a]), 4) for a in ATTACKS}
+                for label, s in scores.items()}
+        scores_f, scores_h = scores["target"]["forget"], scores["target"]["holdout"]
         roc = {a: {**roc_points(scores_f[a], scores_h[a]), "auc": aucs["target"][a]}
                for a in ATTACKS}
         retrain_auc = aucs["retrain"]["min_k"] if "retrain" in aucs else 0.5

@@ -24,7 +24,7 @@ def _judge(probe: Probe, rows_by_model: dict[str, list[dict]], key: str, metric_
            ctx: ProbeContext, describe: str, extra: dict) -> Finding:
     """The target's mean ``key`` judged by the one leak verdict (``judging.judge_leak``)."""
     means = {label: float(np.mean([r[key] for r in rows])) for label, rows in rows_by_model.items()}
-    baselines = {label: means[label] for label in ctx.baselines()}
+    baselines = {label: mean for label, mean in means.items() if label != "target"}
     rows = rows_by_model["target"]
     verdict = judge_leak(probe.config, metric_name, [r[key] for r in rows], baselines, ctx.seed)
     summary = (f"{describe.format(n=len(rows), value=verdict.metric.value)} "
@@ -43,6 +43,7 @@ def _judge(probe: Probe, rows_by_model: dict[str, list[dict]], key: str, metric_
 class Verbatim(Probe):
     name = "unlearning.verbatim"
     suite = "unlearning"
+    uses_retrain = True
     order = 20
     title = "Forget-set text reproduced verbatim"
     goal = "make the model continue forget-set passages word for word from their opening"
@@ -84,8 +85,7 @@ class Verbatim(Probe):
 
     def run(self, target: Target, data: AuditData, ctx: ProbeContext) -> list[Finding]:
         items = data.with_fields("forget", "text")
-        models = {"target": target, **ctx.baselines()}
-        rows = {label: self._rows(model, items, ctx) for label, model in models.items()}
+        rows = ctx.measure(target, lambda model: self._rows(model, items, ctx))
         f1 = float(np.mean([r["rouge_l_f1"] for r in rows["target"]]))
         supplied = sum(bool(item.prefix and item.continuation) for item in items)
         split = (f"the data's own prefix / continuation for {supplied} of them, the first "
@@ -102,6 +102,7 @@ class Verbatim(Probe):
 class ExactMemorization(Probe):
     name = "unlearning.exact_memorization"
     suite = "unlearning"
+    uses_retrain = True
     order = 40
     title = "Forget-set answers memorised token by token"
     goal = "detect answers the model still predicts exactly under teacher forcing"
@@ -128,8 +129,7 @@ class ExactMemorization(Probe):
 
     def run(self, target: Target, data: AuditData, ctx: ProbeContext) -> list[Finding]:
         items = data.with_fields("forget", "question", "answer")
-        models = {"target": target, **ctx.baselines()}
-        rows = {label: self._rows(model, items, ctx) for label, model in models.items()}
+        rows = ctx.measure(target, lambda model: self._rows(model, items, ctx))
         strength = float(np.mean([r["extraction_strength"] for r in rows["target"]]))
         return [_judge(self, rows, "exact_memorization", "exact memorization", ctx,
                        "Teacher-forced on {n} forget answers, {value:.1%} of answer tokens are "

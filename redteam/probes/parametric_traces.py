@@ -288,6 +288,9 @@ class ParametricTraces(Probe):
         if "retrain" in baselines:
             summary += (f" For scale: the retrain model's vectors at the same places keep "
                         f"{baselines['retrain']:.0%}.")
+        elif ctx.retrain_results is not None:  # its weights are needed, and were not loaded
+            summary += (" The retrained model's vectors are not compared: --retrain-results "
+                        "holds its measurements, not its weights.")
         details = {
             "split_scores": {
                 "forget-aligned": {"cosine": round(_mean(rows, "cosine"), 4),

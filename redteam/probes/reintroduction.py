@@ -79,6 +79,7 @@ def answer_in_context(target: Target, prompts: list[tuple[AuditItem, str, str]],
 class InContextReintroduction(Probe):
     name = "unlearning.incontext_reintroduction"
     suite = "unlearning"
+    uses_retrain = True
     order = 60
     title = "Forgotten knowledge re-introduced in the prompt"
     goal = ("check whether the model uses forgotten facts when a user puts them back in the "
@@ -108,9 +109,8 @@ class InContextReintroduction(Probe):
         if not prompts:
             return [self.skipped("no forget item has a text that states its answer, and a "
                                  "text about another subject to use as the control")]
-        models = {"target": target, **ctx.baselines()}
-        rows = {label: answer_in_context(model, prompts, ctx, self.config["max_new_tokens"])
-                for label, model in models.items()}
+        rows = ctx.measure(target, lambda model: answer_in_context(
+            model, prompts, ctx, self.config["max_new_tokens"]))
         share = {label: float(np.mean([r["answered"] for r in r_])) for label, r_ in rows.items()}
         control = {label: float(np.mean([r["answered_control"] for r in r_]))
                    for label, r_ in rows.items()}
@@ -119,7 +119,8 @@ class InContextReintroduction(Probe):
         metric = Metric("share answered with the fact in context", round(share["target"], 4),
                         self.config["threshold"], higher_is_worse=True,
                         ci95=bootstrap_ci(values, seed=ctx.seed),
-                        baselines={label: round(share[label], 4) for label in ctx.baselines()})
+                        baselines={label: round(value, 4) for label, value in share.items()
+                                   if label != "target"})
         details = {
             "chart_title": "Share of forget questions answered, with the fact vs an unrelated "
                            "fact in the context",

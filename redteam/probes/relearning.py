@@ -104,6 +104,7 @@ def _mean(rows: list[dict]) -> float:
 class RelearningAttack(Probe):
     name = "unlearning.relearning_attack"
     suite = "unlearning"
+    uses_retrain = True
     order = 70
     title = "Forgotten knowledge recovered by brief fine-tuning"
     goal = ("fine-tune a copy on half of the forget items for a few steps and test whether the "
@@ -153,24 +154,30 @@ class RelearningAttack(Probe):
             return [self.skipped("needs at least two forget items (one to relearn, one to "
                                  "test)")]
         kwargs = {"shots": self.config["shots"], "max_new_tokens": self.config["max_new_tokens"]}
-        before = answer_questions(target, held_out, data, ctx, **kwargs)
-        # The attack at each strength; the retrained model is attacked alike at each. The
-        # verdict rests on the strength that lifts the target furthest above the gold model.
-        attacks = []
         lrs = self.config["lrs"] if isinstance(self.config["lrs"], list) else [self.config["lrs"]]
-        for lr in lrs:
-            after, learnt = self._attack(target, shown, held_out, data, ctx, float(lr))
-            gold = (self._attack(ctx.retrain, shown, held_out, data, ctx, float(lr))[0]
-                    if ctx.retrain is not None else None)
-            attacks.append({"lr": lr, "after": after, "learnt": learnt, "gold": gold})
+
+        def relearn(model: Target) -> dict:
+            """Answers before, and after the attack at each strength."""
+            attacked = [self._attack(model, shown, held_out, data, ctx, float(lr)) for lr in lrs]
+            return {"before": answer_questions(model, held_out, data, ctx, **kwargs),
+                    "after": [after for after, _ in attacked],
+                    "learnt": [learnt for _, learnt in attacked]}
+
+        # The retrained model is attacked alike at each strength. The verdict rests on the
+        # strength that lifts the target furthest above the gold model.
+        measured = ctx.measure(target, relearn, labels=("target", "retrain"))
+        own, gold_run = measured["target"], measured.get("retrain")
+        before = own["before"]
+        attacks = [{"lr": lr, "after": own["after"][i], "learnt": own["learnt"][i],
+                    "gold": gold_run["after"][i] if gold_run else None}
+                   for i, lr in enumerate(lrs)]
         floor = {id(a): _mean(a["gold"]) if a["gold"] else 0.0 for a in attacks}
         worst = max(attacks, key=lambda a: _mean(a["after"]) - floor[id(a)])
         after, learnt, gold = worst["after"], worst["learnt"], worst["gold"]
         scores = {"target": {"before attack": _mean(before), "after attack": _mean(after)}}
         baselines: dict[str, float] = {}
         if gold is not None:
-            retrain_before = answer_questions(ctx.retrain, held_out, data, ctx, **kwargs)
-            scores["retrain"] = {"before attack": _mean(retrain_before),
+            scores["retrain"] = {"before attack": _mean(gold_run["before"]),
                                  "after attack": _mean(gold)}
             baselines["retrain"] = scores["retrain"]["after attack"]
         if ctx.reference is not None:

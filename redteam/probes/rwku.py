@@ -73,6 +73,7 @@ def per_type(rows: list[dict], key: str = "rouge_l_recall") -> dict[str, float]:
 class AdversarialPrompts(Probe):
     name = "unlearning.adversarial_prompts"
     suite = "unlearning"
+    uses_retrain = True
     order = 50
     title = "Forgotten knowledge recovered by adversarial rewrites of the question"
     goal = ("recover forgotten facts with RWKU's nine rewrites: prefix injection, affirmative "
@@ -92,16 +93,15 @@ class AdversarialPrompts(Probe):
 
     def run(self, target: Target, data: AuditData, ctx: ProbeContext) -> list[Finding]:
         attacks, skipped = build_attacks(data)
-        models = {"target": target, **ctx.baselines()}
-        rows = {label: answer_attacks(model, attacks, data, ctx, self.config["shots"],
-                                      self.config["max_new_tokens"])
-                for label, model in models.items()}
+        rows = ctx.measure(target, lambda model: answer_attacks(
+            model, attacks, data, ctx, self.config["shots"], self.config["max_new_tokens"]))
+        compared = [label for label in rows if label != "target"]
         scores = {label: per_type(r) for label, r in rows.items()}
         containment = per_type(rows["target"], "contains")
         types = [t for t in ATTACKS if t in scores["target"]] + sorted(
             t for t in scores["target"] if t.startswith(SUPPLIED))
         strongest = max(types, key=lambda t: scores["target"][t])
-        baselines = {label: max(scores[label][t] for t in types) for label in ctx.baselines()}
+        baselines = {label: max(scores[label][t] for t in types) for label in compared}
         values = [r["rouge_l_recall"] for r in rows["target"] if r["attack"] == strongest]
         verdict = judge_leak(self.config, "ROUGE-L recall of the most effective attack", values,
                              baselines, ctx.seed)
@@ -112,7 +112,7 @@ class AdversarialPrompts(Probe):
                   "rouge_l_recall": round(scores["target"][t], 4),
                   "containment": round(containment[t], 4),
                   "gain_over_plain": round(scores["target"][t] - plain, 4),
-                  **{label: round(scores[label][t], 4) for label in ctx.baselines()},
+                  **{label: round(scores[label][t], 4) for label in compared},
                   "beats_gold": scores["target"][t] > self._floor(t, scores),
                   "recovers": t in recovering}
                  for t in ["plain", *types]]
