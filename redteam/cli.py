@@ -149,6 +149,8 @@ def list_probes(suite: str | None) -> None:
             click.echo(f"  {'':36} needs: {needs}; ref: {'; '.join(info['references'])}")
             for setting, accepts in info["settings"].items():
                 click.echo(f"  {'':36} {setting} = {info['defaults'][setting]!r} ({accepts})")
+            if info["severity_rule"]:
+                click.echo(f"  {'':36} severity rule: {info['severity_rule']}")
 
 
 def prompt_format_options(command):

@@ -23,6 +23,7 @@ from markupsafe import Markup
 from redteam.core.errors import InputError
 from redteam.core.fileio import atomic_write_text
 from redteam.core.findings import RENDERED_DETAILS, SEVERITIES, STATUSES, check_document
+from redteam.core.severity import policy_text
 from redteam.core.untrusted import read_json_file
 from reports import charts
 
@@ -242,6 +243,7 @@ def _run_record(run: Mapping[str, Any]) -> dict[str, Any]:
         "target_path": str(target.get("path", "?")), "kind": str(target.get("kind", "?")),
         "suite": str(run.get("suite", "?")),
         "prompt_format": _prompt_format(run.get("prompt_format")),
+        "severity_policy": policy_text(),
     }
 
 

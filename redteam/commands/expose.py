@@ -151,10 +151,7 @@ class BackdoorRepair(FindingSource):
             metric = Metric("clean accuracy drop", round(drop, 4),
                             self.config["max_accuracy_drop"], higher_is_worse=True)
             ok = drop <= self.config["max_accuracy_drop"]
-        if ok:
-            return self.finding("pass", "info", summary, metric=metric, details=details,
-                                remediation="")
-        return self.finding("fail", "medium", summary, metric=metric, details=details)
+        return self.judged(not ok, summary, metric, details=details)
 
 
 def save_repaired(model, target: Target, output: Path) -> Path:

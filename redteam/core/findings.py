@@ -30,6 +30,7 @@ class Metric:
     higher_is_worse: bool = True
     ci95: list[float] | None = None
     baselines: dict[str, float] = field(default_factory=dict)
+    worst: float | None = None  # its worst value, for the severity (redteam.core.severity)
 
 
 @dataclass

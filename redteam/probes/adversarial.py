@@ -142,8 +142,8 @@ class ImageAttackProbe(ImageProbe):
                    f"accuracy on {len(labels)} clean images from {clean_accuracy:.2f} to "
                    f"{curve[reference]:.2f} ({ratio:.0%} of it kept; below "
                    f"{float(self.config['min_robust_ratio']):.0%} fails).")
-        return self.finding(
-            "fail" if failed else "pass", "high" if failed else "info", summary,
+        return self.judged(
+            failed, summary,
             metric=Metric(name=f"robust accuracy at {self.norm_text} ε = {eps_text[reference]}",
                           value=round(curve[reference], 4),
                           threshold=round(float(self.config["min_robust_ratio"])

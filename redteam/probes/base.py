@@ -18,6 +18,13 @@ from redteam.core.data import AuditData
 from redteam.core.findings import Evidence, Finding, Metric
 from redteam.core.prompts import PromptFormat
 from redteam.core.settings import as_setting, default_values, resolve_settings
+from redteam.core.severity import (
+    SEVERITY_CUTS,
+    SEVERITY_SETTING,
+    check_cuts,
+    severity_basis,
+    severity_of,
+)
 from redteam.probes.recorded import RecordedRetrain, recorded_measurement
 from redteam.targets import Target
 
@@ -140,6 +147,8 @@ class FindingSource:
     references: ClassVar[tuple[str, ...]] = ()
     remediation: ClassVar[str] = ""
     after: ClassVar[tuple[str, ...]] = ()  # earlier probes whose results this one reads
+    # How its failures' severity is set when not by the one policy (redteam.core.severity).
+    severity_rule: ClassVar[str] = ""
     # True when the probe compares with the retrained model through ``ProbeContext.measure``,
     # so that --retrain-results must hold its measurements.
     uses_retrain: ClassVar[bool] = False
@@ -159,13 +168,31 @@ class FindingSource:
     def finding(self, status: str, severity: str, summary: str, *, metric: Metric | None = None,
                 evidence: list[Evidence] | None = None, details: dict | None = None,
                 artifacts: list[str] | None = None, remediation: str | None = None) -> Finding:
+        details = details or {}
+        if status == "fail" and "severity_basis" not in details:
+            details["severity_basis"] = (f"the probe's own rule: {self.severity_rule}"
+                                         if self.severity_rule else "set by the probe")
         return Finding(
             probe=self.name, suite=self.suite, title=self.title, status=status,
             severity=severity, metric=metric, summary=summary, evidence=evidence or [],
-            details=details or {}, artifacts=artifacts or [],
+            details=details, artifacts=artifacts or [],
             references=list(self.references),
             remediation=self.remediation if remediation is None else remediation,
         )
+
+    def failure(self, summary: str, metric: Metric, **fields: Any) -> Finding:
+        """A failure whose severity is the policy's for how far ``metric`` is past its
+        threshold (redteam.core.severity), with this probe's ``severity`` cut points."""
+        cuts = self.config.get("severity", SEVERITY_CUTS)
+        details = {**fields.pop("details", {}), "severity_basis": severity_basis(metric, cuts)}
+        return self.finding("fail", severity_of(metric, cuts), summary, metric=metric,
+                            details=details, **fields)
+
+    def judged(self, failed: bool, summary: str, metric: Metric, **fields: Any) -> Finding:
+        """A ``failure`` when ``failed``, else a pass (which needs no remediation)."""
+        if failed:
+            return self.failure(summary, metric, **fields)
+        return self.finding("pass", "info", summary, metric=metric, remediation="", **fields)
 
     def skipped(self, reason: str) -> Finding:
         return self.finding("skipped", "info", reason, remediation="")
@@ -201,7 +228,16 @@ class Probe(FindingSource):
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         """``config`` overrides the declared defaults; each value is checked by type and range
         (``ValueError`` naming the setting), so a bad one is refused before any model loads."""
-        self.config = resolve_settings(self.name, self.defaults, config)
+        self.config = resolve_settings(self.name, self.declared_settings(), config)
+        try:
+            check_cuts(self.config["severity"])
+        except ValueError as exc:
+            raise ValueError(f"{self.name}.{exc}") from None
+
+    @classmethod
+    def declared_settings(cls) -> dict[str, Any]:
+        """The declared settings, with the severity cut points every probe has."""
+        return {**cls.defaults, "severity": SEVERITY_SETTING}
 
     def missing_data(self, data: AuditData | None) -> str | None:
         """Why this probe cannot run on ``data``, or None when every needed field is there."""
@@ -220,9 +256,10 @@ class Probe(FindingSource):
             "kinds": list(cls.kinds), "needs": {k: list(v) for k, v in cls.needs.items()},
             "data": cls.data, "after": list(cls.after),
             "references": list(cls.references), "tags": list(cls.tags),
-            "defaults": default_values(cls.defaults),
+            "defaults": default_values(cls.declared_settings()),
             "settings": {name: as_setting(value).describe()
-                         for name, value in cls.defaults.items()},
+                         for name, value in cls.declared_settings().items()},
+            "severity_rule": cls.severity_rule,
         }
 
 

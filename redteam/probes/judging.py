@@ -29,29 +29,20 @@ def leak_threshold(config: dict, baselines: dict[str, float]) -> tuple[float, st
     )
 
 
-def leak_severity(value: float, baselines: dict[str, float]) -> tuple[str, float | None]:
-    """Severity of a failing leak, from the share of the original's knowledge that remains.
-
-    ``remaining`` = (value - retrain) / (reference - retrain), with 0 and 1 standing in for a
-    missing retrain or reference score.
-    """
+def remaining_share(value: float, baselines: dict[str, float]) -> float | None:
+    """The share of the original's knowledge that remains: (value - retrain) / (reference -
+    retrain), with 0 and 1 standing in for a missing retrain or reference score."""
     floor = baselines.get("retrain", 0.0)
     ceiling = baselines.get("reference", 1.0)
-    remaining = None
     if ceiling - floor > 1e-6:
-        remaining = float(np.clip((value - floor) / (ceiling - floor), 0.0, 1.5))
-    share = remaining if remaining is not None else value
-    if share >= 0.75:
-        return "critical", remaining
-    if share >= 0.25:
-        return "high", remaining
-    return "medium", remaining
+        return float(np.clip((value - floor) / (ceiling - floor), 0.0, 1.5))
+    return None
 
 
 def leak_metric(name: str, values: list[float], threshold: float, baselines: dict[str, float],
                 ci95: list[float]) -> Metric:
     return Metric(name=name, value=round(float(np.mean(values)), 4), threshold=round(threshold, 4),
-                  higher_is_worse=True, ci95=ci95,
+                  higher_is_worse=True, ci95=ci95, worst=baselines.get("reference"),
                   baselines={k: round(v, 4) for k, v in baselines.items()})
 
 
@@ -80,16 +71,16 @@ def judge_leak(config: dict, name: str, values: list[float], baselines: dict[str
 
 def leak_finding(probe, verdict: LeakVerdict, summary: str, details: dict,
                  evidence: list[Evidence], remaining_key: str) -> Finding:
-    """The finding of a judged leak: a pass, or a failure whose severity is the share of the
-    original's score that remains (recorded in ``details[remaining_key]``)."""
+    """The finding of a judged leak: a pass, or a failure with the policy's severity (the worst
+    value being the reference model's score) and the share of the original's score that
+    remains in ``details[remaining_key]``."""
     if not verdict.leaks:
         return probe.finding("pass", "info", summary, metric=verdict.metric, details=details,
                              remediation="")
-    severity, remaining = leak_severity(verdict.metric.value, verdict.baselines)
+    remaining = remaining_share(verdict.metric.value, verdict.baselines)
     if remaining is not None:
         details[remaining_key] = round(remaining, 4)
-    return probe.finding("fail", severity, summary, metric=verdict.metric, details=details,
-                         evidence=evidence)
+    return probe.failure(summary, verdict.metric, details=details, evidence=evidence)
 
 
 def top_evidence(rows: list[dict], score_key: str, limit: int = 8) -> list[Evidence]:

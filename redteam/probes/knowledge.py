@@ -161,5 +161,5 @@ class Utility(Probe):
         worst = sorted(rows, key=lambda r: r["rouge_l_recall"])[:8]
         for row in worst:
             row["miss"] = 1.0 - row["rouge_l_recall"]
-        return [self.finding("fail", "medium", summary, metric=metric, details=details,
+        return [self.failure(summary, metric, details=details,
                              evidence=top_evidence(worst, "miss"))]

@@ -50,6 +50,8 @@ def privleak(auc_unlearned: float, auc_retrain: float) -> float:
 class MembershipInference(Probe):
     name = "unlearning.membership_inference"
     suite = "unlearning"
+    severity_rule = ("under-unlearning has the policy's severity (worst: PrivLeak -100%); "
+                     "over-unlearning is low")
     uses_retrain = True
     order = 30
     title = "Forget-set texts still recognisable as training data"
@@ -92,7 +94,7 @@ class MembershipInference(Probe):
             threshold=-self.config["max_leak"], higher_is_worse=False,
             ci95=sorted(round(privleak(bound, retrain_auc), 2) for bound in ci),
             baselines={label: round(privleak(a["min_k"], retrain_auc), 2)
-                       for label, a in aucs.items() if label != "target"},
+                       for label, a in aucs.items() if label != "target"}, worst=-100.0,
         )
         summary = (
             f"Forget ({len(forget)}) vs holdout ({len(holdout)}) texts: Min-40% AUC "
@@ -106,10 +108,8 @@ class MembershipInference(Probe):
         evidence = [Evidence(input=text, output="", expected="member-like under Min-40%",
                              score=round(s, 4)) for text, s in ranked]
         if leak < -self.config["max_leak"]:
-            severity = "high" if leak < -50 else "medium"
-            return [self.finding("fail", severity, summary + " Under-unlearning: forget texts "
-                                 "still look trained on.", metric=metric, details=details,
-                                 evidence=evidence)]
+            return [self.failure(summary + " Under-unlearning: forget texts still look trained "
+                                 "on.", metric, details=details, evidence=evidence)]
         if leak > self.config["max_overunlearning"]:
             return [self.finding("fail", "low", summary + " Over-unlearning: forget texts look "
                                  "less familiar than never-seen text, which itself reveals them.",

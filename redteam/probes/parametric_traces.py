@@ -158,6 +158,8 @@ def _mean(rows: list[dict], key: str) -> float:
 class ParametricTraces(Probe):
     name = "unlearning.parametric_traces"
     suite = "unlearning"
+    severity_rule = ("low when the forget-aligned vectors moved more than the control ones, "
+                     "else medium: a trace, not proof of recall")
     order = 90
     title = "Parametric traces of the forget set left in MLP value vectors"
     goal = ("check whether unlearning moved the MLP value vectors that promote the forget set's "

@@ -149,10 +149,7 @@ class Learnability(ProtectionProbe):
                    f"copies, {protected_acc:.2f} (chance {chance:.2f}). The protected folder "
                    f"{verdict} (it teaches {left:.0%} of what the clean folder teaches above "
                    f"chance; > {bound:.0%} fails).")
-        if failed:
-            return self.finding("fail", "high", summary, metric=metric, details=details)
-        return self.finding("pass", "info", summary, metric=metric, details=details,
-                            remediation="")
+        return self.judged(failed, summary, metric, details=details)
 
 
 def groups_text(grouping: list[list[str]]) -> str:
@@ -273,7 +270,7 @@ class PerturbationBudget(ProtectionProbe):
         l2 = [row["l2"] for row in sizes if np.isfinite(row["l2"])]
         metric = Metric(name="largest pixel change (of 255 levels)",
                         value=round(worst["linf"] * 255, 2), threshold=round(epsilon * 255, 2),
-                        higher_is_worse=True)
+                        higher_is_worse=True, worst=255.0)
         details = {"images": len(sizes), "outside_epsilon": len(outside),
                    "histograms": {"series": {"L2 per image": l2}, "bins": 20,
                                   "title": "Size of the perturbations (L2, pixels in [0, 1])",
@@ -291,5 +288,5 @@ class PerturbationBudget(ProtectionProbe):
         evidence = [Evidence(input=row["image"], output=row.get("problem", f"L∞ {row['linf']}"),
                              expected=f"L∞ ≤ {epsilon:.4f}", score=row["linf"])
                     for row in outside[:10]]
-        return [self.finding("fail", "medium", summary, metric=metric, details=details,
-                             evidence=evidence, artifacts=examples)]
+        return [self.failure(summary, metric, details=details, evidence=evidence,
+                             artifacts=examples)]

@@ -79,6 +79,8 @@ def answer_in_context(target: Target, prompts: list[tuple[AuditItem, str, str]],
 class InContextReintroduction(Probe):
     name = "unlearning.incontext_reintroduction"
     suite = "unlearning"
+    severity_rule = ("medium: answering from a fact in the prompt is reading, which no "
+                     "unlearning method prevents; the control says whether the knowledge remains")
     uses_retrain = True
     order = 60
     title = "Forgotten knowledge re-introduced in the prompt"

@@ -254,8 +254,7 @@ class TextAttackProbe(Probe):
         if metric.value <= threshold:
             return self.finding("pass", "info", summary, metric=metric, evidence=evidence,
                                 details=details, remediation="")
-        return self.finding("fail", "high", summary, metric=metric, evidence=evidence,
-                            details=details)
+        return self.failure(summary, metric, evidence=evidence, details=details)
 
 
 @register

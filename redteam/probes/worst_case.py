@@ -108,6 +108,4 @@ class WorstCaseItems(Probe):
                                  remediation="")]
         evidence = [Evidence(input=r["item"], output=f"leaks in {r['leaks_in']} probes",
                              expected=r["expected"], score=r["mean_leak"]) for r in worst[:8]]
-        severity = "high" if metric.value >= 0.75 else "medium"
-        return [self.finding("fail", severity, summary, metric=metric, evidence=evidence,
-                             details=details)]
+        return [self.failure(summary, metric, evidence=evidence, details=details)]
