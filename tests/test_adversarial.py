@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from redteam.core.severity import severity_of
 from redteam.core.vision import label_ids, load_image_folder
 from redteam.engine import AuditRequest, run_audit
 from redteam.probes.adversarial import PGDL2, CarliniWagner, PGDLinf, evaluation_set, predict
@@ -67,7 +68,8 @@ def test_adversarial_suite_reports_monotone_curves_and_fails_the_undefended_mode
     assert curves["adversarial.pgd_linf"][16 / 255] <= 0.1
     assert curves["adversarial.pgd_linf"][8 / 255] <= curves["adversarial.fgsm"][8 / 255] + 0.05
     pgd = findings["adversarial.pgd_linf"]
-    assert pgd.status == "fail" and pgd.severity == "high" and result.exit_code == 1
+    assert pgd.status == "fail" and result.exit_code == 1
+    assert pgd.severity == severity_of(pgd.metric) in ("high", "critical")  # far past the bound
     assert pgd.metric.baselines["clean accuracy"] > 0.9 and pgd.metric.ci95
     classes = pgd.details["tables"]["Smallest budget that breaks each class"]
     assert len(classes) == 10 and all(row["images"] > 0 for row in classes)

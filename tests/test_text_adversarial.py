@@ -23,6 +23,7 @@ import pytest
 
 from redteam.cli import main
 from redteam.core.errors import InputError
+from redteam.core.severity import severity_of
 from redteam.core.text_data import load_labelled_texts
 from redteam.engine import AuditRequest, run_audit
 from redteam.targets import detect_kind, load_target
@@ -260,7 +261,8 @@ def test_typos_flip_the_keyword_model(sentiment_run, sentiment_model, probe):
     assert sentiment_run.exit_code == 1
     finding = by_probe(sentiment_run)[probe]
     details = finding.details
-    assert (finding.status, finding.severity) == ("fail", "high")
+    assert finding.status == "fail"
+    assert finding.severity == severity_of(finding.metric) in ("high", "critical")
     assert finding.metric.name.startswith("attack success rate")
     assert finding.metric.threshold == 0.5
     assert finding.metric.ci95[0] <= finding.metric.value <= finding.metric.ci95[1]

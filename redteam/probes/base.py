@@ -19,6 +19,7 @@ from redteam.core.findings import Evidence, Finding, Metric
 from redteam.core.prompts import PromptFormat
 from redteam.core.settings import as_setting, default_values, resolve_settings
 from redteam.core.severity import (
+    LEVELS,
     SEVERITY_CUTS,
     SEVERITY_SETTING,
     check_cuts,
@@ -180,13 +181,18 @@ class FindingSource:
             remediation=self.remediation if remediation is None else remediation,
         )
 
-    def failure(self, summary: str, metric: Metric, **fields: Any) -> Finding:
+    def failure(self, summary: str, metric: Metric, at_most: str = "critical",
+                **fields: Any) -> Finding:
         """A failure whose severity is the policy's for how far ``metric`` is past its
-        threshold (redteam.core.severity), with this probe's ``severity`` cut points."""
+        threshold (redteam.core.severity), with this probe's ``severity`` cut points, and no
+        higher than ``at_most`` (a cap the probe's ``severity_rule`` states)."""
         cuts = self.config.get("severity", SEVERITY_CUTS)
-        details = {**fields.pop("details", {}), "severity_basis": severity_basis(metric, cuts)}
-        return self.finding("fail", severity_of(metric, cuts), summary, metric=metric,
-                            details=details, **fields)
+        basis = severity_basis(metric, cuts)
+        severity = min(severity_of(metric, cuts), at_most, key=LEVELS.index)
+        if at_most != "critical":
+            basis += f"; at most {at_most}: {self.severity_rule}"
+        details = {**fields.pop("details", {}), "severity_basis": basis}
+        return self.finding("fail", severity, summary, metric=metric, details=details, **fields)
 
     def judged(self, failed: bool, summary: str, metric: Metric, **fields: Any) -> Finding:
         """A ``failure`` when ``failed``, else a pass (which needs no remediation)."""

@@ -108,6 +108,7 @@ class KnowledgeQA(Probe):
 class Utility(Probe):
     name = "unlearning.utility"
     suite = "unlearning"
+    severity_rule = "lost utility is a quality problem, not a leak"
     order = 100
     title = "Collateral damage to retained knowledge"
     goal = "measure how much neighbouring (retain) knowledge the unlearning destroyed"
@@ -161,5 +162,5 @@ class Utility(Probe):
         worst = sorted(rows, key=lambda r: r["rouge_l_recall"])[:8]
         for row in worst:
             row["miss"] = 1.0 - row["rouge_l_recall"]
-        return [self.failure(summary, metric, details=details,
+        return [self.failure(summary, metric, at_most="medium", details=details,
                              evidence=top_evidence(worst, "miss"))]

@@ -372,15 +372,11 @@ class LinearProbe(Probe):
             details["share_of_original_decodability_remaining"] = round(remaining, 4)
         evidence = [Evidence(input=r["input"], output=f"layer {layer} probe reads: {r['decoded']}",
                              expected=r["expected"], score=1.0) for r in rows if r["leak"]][:8]
-        finding = self.failure(summary, metric, details=details, evidence=evidence)
-        if finding.severity == "critical":
-            finding.severity = "high"
-        if metric.ci95[0] <= floor and finding.severity == "high":
-            finding.severity = "medium"
-            finding.summary += (" The interval reaches the floor, so the severity is capped at "
-                                "medium.")
-        finding.details["severity_basis"] += f"; then {self.severity_rule}"
-        return finding
+        suggestive = metric.ci95[0] <= floor
+        if suggestive:
+            summary += " The interval reaches the floor, so the severity is at most medium."
+        return self.failure(summary, metric, at_most="medium" if suggestive else "high",
+                            details=details, evidence=evidence)
 
     @staticmethod
     def _rows(own: LayerResults, templates: list[Template], layer: int) -> list[dict]:
