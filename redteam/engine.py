@@ -181,6 +181,13 @@ def check_settings(config: dict, probe_classes: list[type[Probe]],
     return probes, scoring, selection, prompt
 
 
+def audit_data_key(data) -> tuple | None:
+    """The audit data's file and the lines of its items (a sample differs from the whole)."""
+    if not isinstance(data, AuditData):
+        return None
+    return (str(Path(data.path).resolve()), tuple(item.line for item in data.items))
+
+
 def measured_with(probes: list[Probe], scoring: dict, selection: dict) -> dict[str, Any]:
     """The resolved settings the measurements of the retrained model depend on (scoring, data
     selection, the settings of each probe that compares with it)."""
@@ -295,6 +302,7 @@ class ModelCache:
     def __init__(self) -> None:
         self._targets: dict[tuple, Target] = {}
         self._scorers: dict[tuple, CausalLMScorer] = {}
+        self.measurements: dict[tuple, str] = {}  # ProbeContext.measure's memo
 
     def target(self, path: Path, kind: str | None, device: str, allow_pickle: bool,
                base: Path | None = None) -> Target:
@@ -402,6 +410,7 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
                 config={}, seed=request.seed, device=device, artifacts_dir=folder.artifacts,
                 quiet=quiet, reference=reference, retrain=retrain, scorer_for=scorer_for,
                 prompt_calibration=calibration, retrain_results=recorded,
+                measurement_memo=cache.measurements, data_key=audit_data_key(data),
                 prompt_format=calibration.chosen if calibration else request.prompt_format)
             findings, not_applicable = run_probes([*probes, *request.steps], target, data,
                                                   template, folder.events, finished)

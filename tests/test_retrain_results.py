@@ -10,7 +10,7 @@ import json
 import pytest
 
 from redteam.cli import main
-from redteam.engine import AuditRequest, run_audit
+from redteam.engine import AuditRequest, ModelCache, run_audit
 from redteam.probes import REGISTRY, load_plugins
 
 load_plugins()
@@ -113,3 +113,25 @@ def test_a_probe_the_earlier_run_did_not_run_is_refused(unlearning_zoo, tmp_path
                     "--retrain-results", str(tmp_path / "gold"), "--out", str(tmp_path / "x")],
                    capsys)
     assert "did not run unlearning.knowledge_qa" in err
+
+
+def test_runs_sharing_a_cache_measure_each_comparison_model_once(unlearning_zoo, tmp_path):
+    """``redteam demo`` audits many variants against the same reference and retrain models in
+    one process: their measurements are re-used, and no finding changes."""
+    zoo, probes = unlearning_zoo, ["unlearning.knowledge_qa", "unlearning.relearning_attack"]
+
+    def audit(variant: str, cache: ModelCache, name: str):
+        return run_audit(AuditRequest(
+            model=zoo[variant], suite="unlearning", data=zoo["audit"], probes=probes,
+            reference=zoo["original"], retrain=zoo["retrain"], out=tmp_path / name,
+            device="cpu", quiet=True), cache)
+
+    shared = ModelCache()
+    together = [audit(v, shared, f"shared-{v}") for v in ("ga", "npo")]
+    kept = len(shared.measurements)
+    # knowledge_qa: ga, npo, and the reference and retrain once; relearning (which attacks the
+    # target and the retrained model only): ga, npo, retrain
+    assert kept == 4 + 3
+    apart = [audit(v, ModelCache(), f"apart-{v}") for v in ("ga", "npo")]
+    for one, other in zip(together, apart):
+        assert [_comparable(f) for f in one.findings] == [_comparable(f) for f in other.findings]

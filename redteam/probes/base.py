@@ -85,7 +85,11 @@ class ProbeContext:
     # of loading and running that model again (redteam.probes.recorded).
     retrain_results: RecordedRetrain | None = None
     probe: str = ""  # the name of the probe this context is for
+    data_key: Any = None  # what identifies the audit data (for the measurement memo)
     measurements: dict[str, Any] = field(default_factory=dict)  # what ``measure`` measured
+    # Shared by the runs of one process (engine.ModelCache): a model measured once by a probe
+    # with the same settings, data, prompt format and seed is not measured again.
+    measurement_memo: dict | None = None
 
     def scorer(self, target: Target):
         """The shared, memoising scorer of ``target`` (see redteam.core.scoring)."""
@@ -121,9 +125,23 @@ class ProbeContext:
             if label == "retrain" and self.retrain_results is not None:
                 out[label] = recorded_measurement(self.retrain_results, self.probe)
             elif label in models:
-                out[label] = json.loads(json.dumps(measure(models[label])))
+                out[label] = self._measured(models[label], measure)
         self.measurements.update(json.loads(json.dumps(out)))  # kept apart from later edits
         return out
+
+    def _measured(self, model: Target, measure: Callable[[Target], Any]) -> Any:
+        """``measure(model)`` through JSON, from the memo when this probe measured this model
+        the same way earlier in the process."""
+        if self.measurement_memo is None or self.data_key is None:
+            return json.loads(json.dumps(measure(model)))
+        data = self.data_key
+        key = (self.probe, id(model), json.dumps(self.config, sort_keys=True, default=str),
+               data, repr(self.prompt_format), self.seed,
+               id(self.scorer(model)) if self.scorer_for else None)
+        if key not in self.measurement_memo:
+            self.measurement_memo[key] = json.dumps(measure(model))
+        return json.loads(self.measurement_memo[key])
+
 
     def upstream(self, name: str) -> Any:
         """The value the earlier probe ``name`` (declared in ``after``) handed off, or None
