@@ -51,3 +51,11 @@ def test_a_probe_with_its_own_rule_says_so_in_the_failure():
     probe = REGISTRY["backdoor.trigger_recovery"]()
     finding = probe.finding("fail", "low", "a lead", metric=Metric("mask", 0.1, 0.2))
     assert finding.details["severity_basis"].startswith("the probe's own rule: high when")
+
+
+def test_an_inconclusive_finding_keeps_what_was_measured_but_no_severity():
+    probe = REGISTRY["backdoor.exposure"]()
+    measured = probe.finding("fail", "low", "one statistic fires",
+                             metric=Metric("VAR", 0.02, 0.01), details={"target_label": "3"})
+    finding = probe.inconclusive("only one of the two statistics fires", measured=measured)
+    assert finding.status == "inconclusive" and finding.details == {"target_label": "3"}

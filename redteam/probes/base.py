@@ -123,25 +123,26 @@ class ProbeContext:
         out: dict[str, Any] = {}
         for label in labels:
             if label == "retrain" and self.retrain_results is not None:
-                out[label] = recorded_measurement(self.retrain_results, self.probe)
+                text = json.dumps(recorded_measurement(self.retrain_results, self.probe))
             elif label in models:
-                out[label] = self._measured(models[label], measure)
-        self.measurements.update(json.loads(json.dumps(out)))  # kept apart from later edits
+                text = self._measured(models[label], measure)
+            else:
+                continue
+            out[label] = json.loads(text)
+            self.measurements[label] = json.loads(text)  # kept apart from the probe's edits
         return out
 
-    def _measured(self, model: Target, measure: Callable[[Target], Any]) -> Any:
-        """``measure(model)`` through JSON, from the memo when this probe measured this model
+    def _measured(self, model: Target, measure: Callable[[Target], Any]) -> str:
+        """``measure(model)`` as JSON text, from the memo when this probe measured this model
         the same way earlier in the process."""
         if self.measurement_memo is None or self.data_key is None:
-            return json.loads(json.dumps(measure(model)))
-        data = self.data_key
+            return json.dumps(measure(model))
         key = (self.probe, id(model), json.dumps(self.config, sort_keys=True, default=str),
-               data, repr(self.prompt_format), self.seed,
+               self.data_key, repr(self.prompt_format), self.seed,
                id(self.scorer(model)) if self.scorer_for else None)
         if key not in self.measurement_memo:
             self.measurement_memo[key] = json.dumps(measure(model))
-        return json.loads(self.measurement_memo[key])
-
+        return self.measurement_memo[key]
 
     def upstream(self, name: str) -> Any:
         """The value the earlier probe ``name`` (declared in ``after``) handed off, or None
@@ -224,12 +225,14 @@ class FindingSource:
     def inconclusive(self, reason: str, measured: Finding | None = None,
                      remediation: str = INCONCLUSIVE_REMEDIATION) -> Finding:
         """A finding that says the probe could not decide, and why; what it measured anyway
-        (``measured``'s metric, details, evidence and artifacts) is kept for the reader."""
+        (``measured``'s metric, details, evidence and artifacts) is kept for the reader; it has
+        no severity, so no severity basis."""
         summary = f"Inconclusive: {reason}."
         if measured is not None:
             summary += f" What was measured: {measured.summary}"
+            details = {k: v for k, v in measured.details.items() if k != "severity_basis"}
             return self.finding("inconclusive", "info", summary, metric=measured.metric,
-                                details=measured.details, evidence=measured.evidence,
+                                details=details, evidence=measured.evidence,
                                 artifacts=measured.artifacts, remediation=remediation)
         return self.finding("inconclusive", "info", summary, remediation=remediation)
 
