@@ -47,8 +47,7 @@ def pages(unlearning_zoo, backdoor_zoo, protection_zoo, visu_zoo, tmp_path_facto
         "unlearning": AuditRequest(
             model=unlearning_zoo["npo"], suite="unlearning", data=unlearning_zoo["audit"],
             reference=unlearning_zoo["original"], retrain=unlearning_zoo["retrain"],
-            probes=["unlearning.knowledge_qa", "unlearning.membership_inference",
-                    "unlearning.linear_probe"]),
+            probes=["unlearning.knowledge_qa", "unlearning.membership_inference"]),
         "backdoor": AuditRequest(model=backdoor_zoo["badnets"], suite="backdoor",
                                  data=backdoor_zoo["clean-data"], probes=["backdoor.exposure"]),
         "adversarial": AuditRequest(model=backdoor_zoo["clean"], suite="adversarial",
