@@ -392,19 +392,25 @@ def unlearn(model: Path, method: str, data: Path, out: Path, epochs: int, lr: fl
 @click.argument("data_dir", type=EXISTING)
 @click.option("--out", required=True, type=EXISTING,
               help="New folder for the protected copy (same layout and formats).")
+@click.option("--method", type=click.Choice(["auto", "unlearnable-clusters",
+                                             "error-minimizing"]), default="auto",
+              show_default=True,
+              help="auto: Unlearnable Clusters with --surrogate, error-minimising noise on "
+                   "label-free clusters without one.")
 @click.option("--surrogate", type=EXISTING,
               help="Image classifier or CLIP model folder whose features define the clusters "
-                   "[default: trained here on DATA_DIR without labels; protects less].")
+                   "(Unlearnable Clusters).")
 @click.option("--clusters", type=click.IntRange(min=2), default=10, show_default=True,
               help="k of k-means: images of one cluster share one perturbation.")
 @click.option("--epsilon", default="8/255", show_default=True,
               help="L∞ bound of every change, as 8/255 or 0.031.")
 @click.option("--epochs", type=AT_LEAST_ONE, default=50, show_default=True,
-              help="Training epochs of each cluster's perturbation generator.")
+              help="Training epochs of each cluster's perturbation generator (Unlearnable "
+                   "Clusters).")
 @common_options("seed", "device", "allow-pickle", "overwrite", "quiet")
-def protect(data_dir: Path, out: Path, surrogate, clusters, epsilon, epochs, seed, device,
+def protect(data_dir: Path, out: Path, method, surrogate, clusters, epsilon, epochs, seed, device,
             allow_pickle, overwrite, quiet) -> None:
-    """Write an unlearnable copy of the images in DATA_DIR (Unlearnable Clusters).
+    """Write an unlearnable copy of the images in DATA_DIR.
 
     DATA_DIR holds images in class sub-folders or flat; labels are not needed. OUT gets the
     same files, each changed by at most --epsilon, and protection.json (parameters, cluster,
@@ -412,18 +418,20 @@ def protect(data_dir: Path, out: Path, surrogate, clusters, epsilon, epochs, see
 
     \b
     Example:
+      redteam protect photos/ --out protected/
       redteam protect photos/ --out protected/ --surrogate ./my-classifier
     """
     from redteam.commands.protect import protect_folder
 
-    manifest = protect_folder(data_dir, out, surrogate=surrogate, clusters=clusters,
+    manifest = protect_folder(data_dir, out, method=method, surrogate=surrogate,
+                              clusters=clusters,
                               epsilon=epsilon, epochs=epochs, seed=seed, device=device,
                               allow_pickle=allow_pickle, overwrite=overwrite, quiet=quiet,
                               command=["redteam", *sys.argv[1:]])
     summary, parameters = manifest["summary"], manifest["parameters"]
-    click.echo(f"protected {summary['images']} images into {out} ({parameters['clusters']} "
-               f"clusters, epsilon {parameters['epsilon_given']}; largest change "
-               f"{summary['max_linf']:.4f}); manifest: {out / 'protection.json'}")
+    click.echo(f"protected {summary['images']} images into {out} ({manifest['method']}, "
+               f"{parameters['clusters']} clusters, epsilon {parameters['epsilon_given']}; "
+               f"largest change {summary['max_linf']:.4f}); manifest: {out / 'protection.json'}")
     if not summary["all_within_epsilon"]:
         click.echo(f"warning: {len(summary['outside_epsilon'])} lossy (JPEG) outputs exceed "
                    f"epsilon after compression, e.g. {summary['outside_epsilon'][0]}", err=True)

@@ -79,3 +79,38 @@ def test_image_classifier_without_processor_is_refused(backdoor_zoo, tmp_path):
     (copy / "preprocessor_config.json").unlink()
     with pytest.raises(InputError, match="without preprocessor_config.json"):
         load_target(copy)
+
+
+def test_random_crop_flip_shifts_or_mirrors_each_image_and_keeps_its_size():
+    from redteam.core.vision import random_crop_flip
+
+    images = torch.rand(16, 3, 12, 12)
+    generator = torch.Generator().manual_seed(0)
+    flipped_only = random_crop_flip(images, generator, padding=0)
+    kinds = [0 if torch.equal(a, b) else 1 if torch.equal(a, b.flip(-1)) else 2
+             for a, b in zip(flipped_only, images)]
+    assert set(kinds) == {0, 1}  # some flipped, some not, nothing else
+    moved = random_crop_flip(images, generator, padding=2)
+    assert moved.shape == images.shape
+    padded = torch.nn.functional.pad(images, (2,) * 4)
+    for out, source in zip(moved, padded):
+        views = [source[:, r:r + 12, c:c + 12] for r in range(5) for c in range(5)]
+        assert any(torch.equal(out, v) or torch.equal(out, v.flip(-1)) for v in views)
+
+
+def test_jpeg_reencoding_changes_fine_noise_but_keeps_the_picture(tmp_path):
+    from PIL import Image
+
+    from redteam.core.vision import jpeg_reencoded, read_resized
+
+    rng = np.random.default_rng(0)
+    smooth = np.linspace(0, 255, 32)[None, :, None].repeat(32, 0).repeat(3, 2)
+    noisy = np.clip(smooth + rng.choice([-8, 8], smooth.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(noisy).save(tmp_path / "noisy.png")
+    reencoded = jpeg_reencoded([tmp_path / "noisy.png"], (32, 32), quality=75)[0]
+    original = torch.from_numpy(read_resized(tmp_path / "noisy.png", (32, 32))).permute(2, 0, 1)
+    difference = (reencoded - original).abs()
+    assert reencoded.shape == (3, 32, 32)
+    assert 1 / 255 < difference.mean() < 8 / 255  # the ±8 noise is partly squeezed out
+    assert (reencoded - torch.from_numpy(smooth / 255).permute(2, 0, 1)).abs().mean() < \
+        (original - torch.from_numpy(smooth / 255).permute(2, 0, 1)).abs().mean()

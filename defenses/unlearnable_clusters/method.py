@@ -54,6 +54,12 @@ class UnlearnableClusters:
         self.clusters, self.epsilon, self.epochs = clusters, epsilon, epochs
         self.lr, self.weight_decay, self.batch_size = lr, weight_decay, batch_size
         self.seed, self.quiet = seed, quiet
+        self.reference = REFERENCE
+
+    def parameters(self) -> dict:
+        """The settings a protection manifest records."""
+        return {"epochs": self.epochs, "lr": self.lr, "weight_decay": self.weight_decay,
+                "batch_size": self.batch_size}
 
     def fit(self, images: torch.Tensor) -> UnlearnableClusters:
         """Cluster ``images`` (at the surrogate's input size) and craft one δ per cluster."""
@@ -129,13 +135,18 @@ class UnlearnableClusters:
         return round(total / len(members), 6)
 
     def perturbation(self, cluster: int, height: int, width: int) -> torch.Tensor:
-        """Cluster ``cluster``'s δ (``[3, height, width]``) resized to an image's resolution;
-        bilinear resizing averages neighbours, so the L∞ bound still holds."""
-        delta = self.perturbations_[cluster:cluster + 1]
-        if tuple(delta.shape[-2:]) != (height, width):
-            delta = nn.functional.interpolate(delta, size=(height, width), mode="bilinear",
-                                              align_corners=False)
-        return delta[0].clamp(-self.epsilon, self.epsilon)
+        """Cluster ``cluster``'s δ (``[3, height, width]``) at an image's resolution."""
+        return resized_perturbation(self.perturbations_[cluster], height, width, self.epsilon)
+
+
+def resized_perturbation(delta: torch.Tensor, height: int, width: int,
+                         epsilon: float) -> torch.Tensor:
+    """``delta`` (``[3, h, w]``) at ``height``×``width``; bilinear resizing averages neighbours,
+    so the L∞ bound ``epsilon`` still holds."""
+    if tuple(delta.shape[-2:]) != (height, width):
+        delta = nn.functional.interpolate(delta[None], size=(height, width), mode="bilinear",
+                                          align_corners=False)[0]
+    return delta.clamp(-epsilon, epsilon)
 
 
 def apply_perturbation(pixels: np.ndarray, delta: torch.Tensor, epsilon: float) -> np.ndarray:

@@ -29,7 +29,8 @@ from redteam.probes.protection import LEARNERS, ProtectionData
 from redteam.targets import Target
 
 SUITE = "protection"
-LEARNABILITY_PROBES = ("protection.unlearnability", "protection.label_agnostic")
+LEARNABILITY_PROBES = ("protection.unlearnability", "protection.label_agnostic",
+                       "protection.augmented_training", "protection.jpeg_reencoding")
 
 
 def parse_groups(text: str | None, classes: list[str]) -> list[list[str]]:

@@ -14,6 +14,7 @@ import sys
 from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -25,6 +26,12 @@ from redteam.core.metrics import perturbation_size, within_epsilon
 from redteam.core.outputs import check_output_path, staged_output
 from redteam.core.untrusted import open_image
 from redteam.core.vision import PixelEncoder, images_tensor, list_image_files
+
+if TYPE_CHECKING:
+    from defenses.unlearnable_clusters import UnlearnableClusters
+    from defenses.unlearnable_examples import ClusterErrorMinimizingNoise
+
+    ProtectionMethod = UnlearnableClusters | ClusterErrorMinimizingNoise
 
 MANIFEST = "protection.json"
 # Formats written back as they came. JPEG is lossy: its outputs are measured after encoding and
@@ -97,22 +104,25 @@ def _encode(pixels: np.ndarray, mode: str, fmt: str, metadata: dict) -> bytes:
     return buffer.getvalue()
 
 
-def protect_folder(data_dir: Path, out: Path, *, surrogate: Path | None = None,
-                   clusters: int = 10, epsilon: float | str = 8 / 255, epochs: int = 50,
-                   seed: int = 0, device: str = "auto", allow_pickle: bool = False,
-                   overwrite: bool = False, quiet: bool = False,
-                   command: list[str] | None = None) -> dict:
-    """Protect every image of ``data_dir`` into the new folder ``out``; return the manifest."""
-    from tqdm.auto import tqdm
+METHODS = ("auto", "unlearnable-clusters", "error-minimizing")
 
-    from defenses.unlearnable_clusters import REFERENCE, UnlearnableClusters
-    from defenses.unlearnable_clusters.surrogate import pseudo_label_surrogate
+
+def protect_folder(data_dir: Path, out: Path, *, method: str = "auto",
+                   surrogate: Path | None = None, clusters: int = 10,
+                   epsilon: float | str = 8 / 255, epochs: int = 50, seed: int = 0,
+                   device: str = "auto", allow_pickle: bool = False, overwrite: bool = False,
+                   quiet: bool = False, command: list[str] | None = None) -> dict:
+    """Protect every image of ``data_dir`` into the new folder ``out``; return the manifest.
+
+    ``method="auto"`` is Unlearnable Clusters with a ``surrogate`` and cluster-wise
+    error-minimising noise without one (``unlearnable-clusters`` without a surrogate trains
+    its label-free default, which protects little)."""
     from redteam.core.training import seed_everything
-    from redteam.core.vision import read_resized
     from redteam.targets import resolve_device
 
     data_dir, out = Path(data_dir), Path(out)
     eps = parse_epsilon(epsilon)
+    method = resolve_method(method, surrogate)
     if clusters < 2:
         raise InputError(f"--clusters {clusters}: at least 2 clusters are needed")
     if not data_dir.is_dir():
@@ -125,42 +135,94 @@ def protect_folder(data_dir: Path, out: Path, *, surrogate: Path | None = None,
                          "clusters (lower --clusters)")
     device = resolve_device(device)
     seed_everything(seed)
+    if method == "error-minimizing":
+        fitted, described = _error_minimizing(records, clusters, eps, seed, device, quiet)
+    else:
+        fitted, described = _unlearnable_clusters(records, surrogate, clusters, eps, epochs, seed,
+                                                  device, allow_pickle, quiet)
+    with staged_output(out, "protected images") as staging:
+        entries = _write_protected(records, fitted, eps, staging, quiet)
+        manifest = _manifest(data_dir, out, method, described, fitted, entries, eps, epsilon,
+                             seed, command)
+        atomic_write_json(staging / MANIFEST, manifest)
+        check_one_output_each(records, staging)
+    return manifest
+
+
+def resolve_method(method: str, surrogate: Path | None) -> str:
+    """``auto`` -> the method that protects best with what was given."""
+    if method not in METHODS:
+        raise InputError(f"--method {method}: unknown (choose from {', '.join(METHODS)})")
+    if method == "auto":
+        return "unlearnable-clusters" if surrogate else "error-minimizing"
+    if method == "error-minimizing" and surrogate:
+        raise InputError("--surrogate: error-minimizing needs no surrogate; it is used by "
+                         "--method unlearnable-clusters")
+    return method
+
+
+def _working_size(records: list[dict]) -> tuple[int, int]:
+    side = 32 if max(max(r["width"], r["height"]) for r in records) <= 32 else 64
+    return side, side
+
+
+def _unlearnable_clusters(records, surrogate, clusters, eps, epochs, seed, device, allow_pickle,
+                          quiet) -> tuple[ProtectionMethod, dict]:
+    from defenses.unlearnable_clusters import UnlearnableClusters
+    from defenses.unlearnable_clusters.surrogate import pseudo_label_surrogate
+    from redteam.core.vision import read_resized
+
     encoder, described = (load_surrogate(surrogate, device, allow_pickle) if surrogate
                           else (None, None))
-    side = 32 if max(max(r["width"], r["height"]) for r in records) <= 32 else 64
-    size = encoder.size if encoder is not None else (side, side)
+    size = encoder.size if encoder is not None else _working_size(records)
     images = images_tensor([read_resized(r["file"], size) for r in records])
     if encoder is None:
         encoder, described = pseudo_label_surrogate(images, clusters, seed=seed, quiet=quiet)
         encoder = encoder.to(device)
-    method = UnlearnableClusters(encoder, clusters=clusters, epsilon=eps, epochs=epochs,
+    fitted = UnlearnableClusters(encoder, clusters=clusters, epsilon=eps, epochs=epochs,
                                  seed=seed, quiet=quiet).fit(images)
+    return fitted, described
+
+
+def _error_minimizing(records, clusters, eps, seed, device,
+                      quiet) -> tuple[ProtectionMethod, dict]:
+    from defenses.unlearnable_examples import ClusterErrorMinimizingNoise
+    from defenses.unlearnable_examples.method import CRAFTING_NOTE
+    from redteam.core.vision import read_resized
+
+    images = images_tensor([read_resized(r["file"], _working_size(records)) for r in records])
+    fitted = ClusterErrorMinimizingNoise(clusters=clusters, epsilon=eps, device=device,
+                                         seed=seed, quiet=quiet).fit(images)
+    return fitted, {"path": None, "kind": "crafting model", "model_type": "resnet",
+                    "feature": "none: the noise is optimised against a small ResNet trained "
+                               "here on the perturbed images' clusters",
+                    "input_size": list(images.shape[-2:]), "note": CRAFTING_NOTE}
+
+
+def _write_protected(records: list[dict], fitted: ProtectionMethod, eps: float, staging: Path,
+                     quiet: bool) -> list[dict]:
+    """Each image plus its cluster's δ, in its own format, measured after encoding."""
+    from tqdm.auto import tqdm
 
     entries = []
-    with staged_output(out, "protected images") as staging:
-        for record, cluster in tqdm(list(zip(records, method.labels_.tolist())),
-                                    desc="write protected images", disable=quiet):
-            original, mode, metadata = _pixels(open_image(record["file"]))
-            delta = method.perturbation(cluster, *original.shape[:2])
-            data = _encode(_perturb(original, mode, delta, eps), mode, record["format"],
-                           metadata)
-            written = staging / record["input"]
-            written.parent.mkdir(parents=True, exist_ok=True)
-            written.write_bytes(data)
-            decoded = np.asarray(open_image(written))
-            linf, l2 = perturbation_size(original, decoded)
-            entries.append({
-                "input": record["input"], "output": record["input"], "cluster": cluster,
-                "format": record["format"], "mode": mode,
-                **({"converted_from": record["mode"]} if mode != record["mode"] else {}),
-                "input_sha256": sha256_file(record["file"]),
-                "output_sha256": sha256_file(written), "linf": round(linf, 6),
-                "l2": round(l2, 6), "within_epsilon": within_epsilon(linf, eps)})
-        manifest = _manifest(data_dir, out, described, method, entries, eps, epsilon, epochs,
-                             seed, command, REFERENCE)
-        atomic_write_json(staging / MANIFEST, manifest)
-        check_one_output_each(records, staging)
-    return manifest
+    for record, cluster in tqdm(list(zip(records, fitted.labels_.tolist())),
+                                desc="write protected images", disable=quiet):
+        original, mode, metadata = _pixels(open_image(record["file"]))
+        delta = fitted.perturbation(cluster, *original.shape[:2])
+        data = _encode(_perturb(original, mode, delta, eps), mode, record["format"], metadata)
+        written = staging / record["input"]
+        written.parent.mkdir(parents=True, exist_ok=True)
+        written.write_bytes(data)
+        decoded = np.asarray(open_image(written))
+        linf, l2 = perturbation_size(original, decoded)
+        entries.append({
+            "input": record["input"], "output": record["input"], "cluster": cluster,
+            "format": record["format"], "mode": mode,
+            **({"converted_from": record["mode"]} if mode != record["mode"] else {}),
+            "input_sha256": sha256_file(record["file"]),
+            "output_sha256": sha256_file(written), "linf": round(linf, 6),
+            "l2": round(l2, 6), "within_epsilon": within_epsilon(linf, eps)})
+    return entries
 
 
 def check_one_output_each(records: list[dict], folder: Path) -> None:
@@ -174,23 +236,25 @@ def check_one_output_each(records: list[dict], folder: Path) -> None:
                            f"unexpected {extra[:3]}")
 
 
-def _manifest(data_dir: Path, out: Path, surrogate: dict, method, entries: list[dict],
-              eps: float, epsilon_text, epochs: int, seed: int, command, reference: str) -> dict:
+def _manifest(data_dir: Path, out: Path, method: str, described: dict,
+              fitted: ProtectionMethod, entries: list[dict], eps: float, epsilon_text, seed: int,
+              command) -> dict:
     linf = [e["linf"] for e in entries]
-    sizes = {str(h["cluster"]): h["images"] for h in method.history_}
+    sizes = np.bincount(fitted.labels_, minlength=fitted.clusters)
     return {
-        "schema": 1, "tool": f"redteam {__version__}", "method": "unlearnable-clusters",
-        "reference": reference, "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "schema": 1, "tool": f"redteam {__version__}", "method": method,
+        "reference": fitted.reference, "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": command or ["redteam", *sys.argv[1:]],
         "input": str(data_dir), "output": str(out),
-        "parameters": {"clusters": method.clusters, "epsilon": eps,
+        "parameters": {"clusters": fitted.clusters, "epsilon": eps,
                        "epsilon_given": str(epsilon_text), "epsilon_levels":
-                       int(np.floor(255 * eps + 1e-6)), "epochs": epochs, "lr": method.lr,
-                       "weight_decay": method.weight_decay, "batch_size": method.batch_size,
-                       "seed": seed, "working_size": list(method.perturbations_.shape[-2:])},
-        "surrogate": surrogate,
-        "clusters": method.history_,
-        "summary": {"images": len(entries), "cluster_sizes": sizes,
+                       int(np.floor(255 * eps + 1e-6)), "seed": seed,
+                       **fitted.parameters(),
+                       "working_size": list(fitted.perturbations_.shape[-2:])},
+        "surrogate": described,
+        "clusters": fitted.history_,
+        "summary": {"images": len(entries),
+                    "cluster_sizes": {str(c): int(n) for c, n in enumerate(sizes)},
                     "max_linf": max(linf), "mean_l2": round(float(np.mean(
                         [e["l2"] for e in entries])), 6),
                     "all_within_epsilon": all(e["within_epsilon"] for e in entries),

@@ -8,6 +8,7 @@ itself (backward, gradient clipping, update, schedule, progress) written once.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -44,8 +45,10 @@ def finish_training(accelerator, model, progress):
 
 def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
                      epochs: int, lr: float = 3e-3, batch_size: int = 64, seed: int = 0,
-                     quiet: bool = True) -> nn.Module:
-    """Plain supervised training (Adam, cross-entropy), through ``accelerate``."""
+                     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None
+                     = None, quiet: bool = True) -> nn.Module:
+    """Plain supervised training (Adam, cross-entropy), through ``accelerate``; ``augment``
+    (e.g. ``vision.random_crop_flip``) transforms each batch, drawing from a seeded generator."""
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
@@ -62,8 +65,8 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
         order = torch.randperm(len(images), generator=generator)
         for start in range(0, len(images), batch_size):
             batch = order[start:start + batch_size]
-            x = images[batch].to(accelerator.device)
-            y = labels[batch].to(accelerator.device)
+            x = images[batch] if augment is None else augment(images[batch], generator)
+            x, y = x.to(accelerator.device), labels[batch].to(accelerator.device)
             loss = nn.functional.cross_entropy(model(x), y)
             optimizer_step(accelerator, model.parameters(), optimizer, loss, progress, schedule)
     return finish_training(accelerator, model, progress)

@@ -189,3 +189,52 @@ def save_png(image: np.ndarray | torch.Tensor, path: str | Path) -> Path:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+def random_crop_flip(images: torch.Tensor, generator: torch.Generator,
+                     padding: int = 4) -> torch.Tensor:
+    """The standard training augmentation: pad by ``padding`` (zeros), crop back at a random
+    offset, flip horizontally with probability ½; one draw per image."""
+    count, _, height, width = images.shape
+    padded = nn.functional.pad(images, (padding,) * 4)
+    rows = torch.randint(0, 2 * padding + 1, (count,), generator=generator)
+    cols = torch.randint(0, 2 * padding + 1, (count,), generator=generator)
+    flips = torch.rand(count, generator=generator) < 0.5
+    out = torch.stack([padded[i, :, r:r + height, c:c + width]
+                       for i, (r, c) in enumerate(zip(rows.tolist(), cols.tolist()))])
+    out[flips] = out[flips].flip(-1)
+    return out
+
+
+def random_affine(images: torch.Tensor, generator: torch.Generator, rotation: float = 0.25,
+                  scale: float = 0.2, shift: float = 0.2) -> torch.Tensor:
+    """Small random rotations (radians), scalings and shifts (shares of the image), one per
+    image, and a random brightness in [0.6, 1]: the views a label-free learner is taught to
+    treat as the same image."""
+    count = len(images)
+    angle = (torch.rand(count, generator=generator) * 2 - 1) * rotation
+    factor = 1 + (torch.rand(count, generator=generator) * 2 - 1) * scale
+    dx, dy = ((torch.rand(count, generator=generator) * 2 - 1) * shift for _ in range(2))
+    cos, sin = factor * torch.cos(angle), factor * torch.sin(angle)
+    theta = torch.stack([torch.stack([cos, -sin, dx], -1), torch.stack([sin, cos, dy], -1)], 1)
+    grid = nn.functional.affine_grid(theta.to(images), list(images.shape), align_corners=False)
+    moved = nn.functional.grid_sample(images, grid, align_corners=False)
+    brightness = 0.6 + 0.4 * torch.rand(count, 1, 1, 1, generator=generator)
+    return (moved * brightness.to(images)).clamp(0, 1)
+
+
+def jpeg_reencoded(files: list[Path], size: tuple[int, int], quality: int = 75) -> torch.Tensor:
+    """Every image of ``files`` re-encoded as JPEG at ``quality`` (at its own resolution, as an
+    attacker would), decoded and read at ``size``: ``[N, 3, H, W]`` in [0, 1]."""
+    import io
+
+    from PIL import Image
+
+    arrays = []
+    for file in files:
+        buffer = io.BytesIO()
+        open_image(file).convert("RGB").save(buffer, format="JPEG", quality=quality)
+        buffer.seek(0)
+        pixels = Image.open(buffer).convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
+        arrays.append(np.asarray(pixels, dtype=np.float32) / 255.0)
+    return images_tensor(arrays)

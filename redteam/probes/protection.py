@@ -29,6 +29,7 @@ from redteam.probes.base import Probe, ProbeContext, register
 from redteam.targets import Target
 
 UNLEARNABLE_CLUSTERS = "arXiv:2301.01217"
+UNLEARNABLE_EXAMPLES = "arXiv:2101.04898"
 LEARNERS = ("convnext", "resnet", "vit")
 EXAMPLES = 6
 
@@ -60,7 +61,7 @@ class ProtectionProbe(Probe):
     kinds: ClassVar[tuple[str, ...]] = ("image-folder",)
     data = "clean images, their protected copies and clean test images (redteam " \
            "evaluate-protection)"
-    references = (UNLEARNABLE_CLUSTERS,)
+    references = (UNLEARNABLE_CLUSTERS, UNLEARNABLE_EXAMPLES)
     tags = ("protection", "unlearnable-examples")
 
     def missing_data(self, data: Any) -> str | None:
@@ -71,8 +72,9 @@ class ProtectionProbe(Probe):
 
 def train_and_test(learner: str, images: torch.Tensor, labels: torch.Tensor,
                    test: torch.Tensor, test_labels: torch.Tensor, num_labels: int, epochs: int,
-                   seed: int, device: str, quiet: bool) -> float:
-    """Clean test accuracy of a fresh ``learner`` trained on ``images`` (no augmentation)."""
+                   seed: int, device: str, quiet: bool, augment=None) -> float:
+    """Clean test accuracy of a fresh ``learner`` trained on ``images`` (no augmentation unless
+    ``augment`` is given, see ``train_classifier``)."""
     from redteam.core.classifiers import small_classifier
     from redteam.core.training import train_classifier
     from redteam.core.vision import PixelClassifier
@@ -80,7 +82,7 @@ def train_and_test(learner: str, images: torch.Tensor, labels: torch.Tensor,
     seed_everything(seed)
     hf_model, processor = small_classifier(learner, int(images.shape[-1]), num_labels, seed)
     model = train_classifier(PixelClassifier(hf_model, processor).to(device), images, labels,
-                             epochs=epochs, seed=seed, quiet=quiet)
+                             epochs=epochs, seed=seed, augment=augment, quiet=quiet)
     with torch.inference_mode():
         predictions = torch.cat([model(test[s:s + 256].to(device)).argmax(-1).cpu()
                                  for s in range(0, len(test), 256)])
@@ -102,24 +104,37 @@ class Learnability(ProtectionProbe):
     def run(self, target: Target, data: ProtectionData, ctx: ProbeContext) -> list[Finding]:
         learner, epochs = self.config["learner"], int(self.config["epochs"])
         train_labels, test_labels, count = data.labels(self.labelling)
-        accuracy = {name: train_and_test(learner, folder.images, train_labels, data.test.images,
+        accuracy = {name: train_and_test(learner, images, train_labels, data.test.images,
                                          test_labels, count, epochs, ctx.seed, ctx.device,
-                                         ctx.quiet)
-                    for name, folder in (("trained on clean", data.clean),
-                                         ("trained on protected", data.protected))}
+                                         ctx.quiet, self.augmentation())
+                    for name, images in self.training_sets(data).items()}
         chance = torch.bincount(test_labels, minlength=count).max().item() / len(test_labels)
         accuracy["chance (majority class)"] = chance
         row = {"labelling": self.labelling, **{k: round(v, 4) for k, v in accuracy.items()}}
-        details = {"tables": {"Test accuracy on clean test images": [row],
+        details = {"tables": {f"Test accuracy on clean test images{self.condition()}": [row],
                               **self.extra_tables(data)},
                    "split_scores": {self.labelling: {k: v for k, v in accuracy.items()
                                                      if not k.startswith("chance")}},
-                   "chart_title": f"Clean test accuracy of a {learner} trained on each folder",
+                   "chart_title": f"Clean test accuracy of a {learner} trained on each "
+                                  f"folder{self.condition()}",
                    "chart_y_label": "test accuracy"}
         if self.labelling != "original labels":
             details["groups"] = groups_text(data.grouping)
         return [self.judge(accuracy["trained on clean"], accuracy["trained on protected"],
                            chance, learner, details, data)]
+
+    def condition(self) -> str:
+        """What the attacker did before or while training, as a phrase for the report."""
+        return ""
+
+    def training_sets(self, data: ProtectionData) -> dict[str, torch.Tensor]:
+        """The two training sets compared: the clean images and their protected copies."""
+        return {"trained on clean": data.clean.images,
+                "trained on protected": data.protected.images}
+
+    def augmentation(self):
+        """The batch transform the learner trains with (none: the strictest test)."""
+        return None
 
     def extra_tables(self, data: ProtectionData) -> dict:
         return {}
@@ -144,11 +159,14 @@ class Learnability(ProtectionProbe):
                         baselines={"trained on clean": round(clean_acc, 4),
                                    "trained on protected": round(protected_acc, 4),
                                    "chance": round(chance, 4)})
-        summary = (f"With {self.labelling}, a {learner} trained on the clean images scores "
+        summary = (f"With {self.labelling}{self.condition()}, a {learner} trained on the clean "
+                   f"images scores "
                    f"{clean_acc:.2f} on the clean test images; trained on the protected "
                    f"copies, {protected_acc:.2f} (chance {chance:.2f}). The protected folder "
                    f"{verdict} (it teaches {left:.0%} of what the clean folder teaches above "
                    f"chance; > {bound:.0%} fails).")
+        if failed and self.severity_rule:
+            return self.failure(summary, metric, at_most="high", details=details)
         return self.judged(failed, summary, metric, details=details)
 
 
@@ -168,7 +186,8 @@ class Unlearnability(Learnability):
     def extra_tables(self, data: ProtectionData) -> dict:
         surrogate = data.manifest.get("surrogate") or {}
         parameters = data.manifest.get("parameters", {})
-        settings = {"learner": self.config["learner"], "epochs": self.config["epochs"],
+        settings = {"method": data.manifest.get("method", "unknown (no protection.json)"),
+                    "learner": self.config["learner"], "epochs": self.config["epochs"],
                     "image size": int(data.clean.images.shape[-1]), "epsilon": data.epsilon,
                     "groups": groups_text(data.grouping), "training images": len(data.clean),
                     "test images": len(data.test),
@@ -290,3 +309,59 @@ class PerturbationBudget(ProtectionProbe):
                     for row in outside[:10]]
         return [self.failure(summary, metric, details=details, evidence=evidence,
                              artifacts=examples)]
+
+
+class CounterMeasure(Learnability):
+    """Learnability with the original labels when the attacker first applies a cheap
+    counter-measure; the clean reference is trained the same way, so the comparison is fair."""
+
+    labelling = "original labels"
+    severity_rule = ("a counter-measure undoing the protection is a known limit of small "
+                     "perturbations (Image Shortcut Squeezing); at most high, since the plain "
+                     "learner of protection.unlearnability is the primary test")
+    remediation = ("Expect an attacker to apply this counter-measure: report what the "
+                   "protection survives, and prefer a method (or a larger --epsilon) that "
+                   "survives it when that matters.")
+
+
+@register
+class AugmentedTraining(CounterMeasure):
+    name = "protection.augmented_training"
+    order = 40
+    title = "Protection holds against training with augmentation"
+    goal = ("train the learner with standard augmentation (random crop after padding, "
+            "horizontal flip) on each folder: augmentation breaks many shortcut patterns")
+    def condition(self) -> str:
+        return ", trained with random crop + flip"
+    defaults: ClassVar[dict[str, Any]] = {**Learnability.defaults,
+                                          "padding": integer(4, low=1, high=64)}
+
+    def augmentation(self):
+        from functools import partial
+
+        from redteam.core.vision import random_crop_flip
+
+        return partial(random_crop_flip, padding=int(self.config["padding"]))
+
+
+@register
+class JpegReencoding(CounterMeasure):
+    name = "protection.jpeg_reencoding"
+    order = 50
+    title = "Protection survives JPEG re-encoding"
+    goal = ("re-encode both folders as JPEG (quality 75 by default) before training: "
+            "compression removes much of a small perturbation (Image Shortcut Squeezing, "
+            "Liu et al., ICML 2023)")
+    references = (UNLEARNABLE_CLUSTERS, UNLEARNABLE_EXAMPLES, "arXiv:2301.13838")
+    defaults: ClassVar[dict[str, Any]] = {**Learnability.defaults,
+                                          "quality": integer(75, low=1, high=95)}
+
+    def condition(self) -> str:
+        return f", both folders re-encoded as JPEG at quality {int(self.config['quality'])}"
+
+    def training_sets(self, data: ProtectionData) -> dict[str, torch.Tensor]:
+        from redteam.core.vision import jpeg_reencoded
+
+        size, quality = tuple(data.clean.images.shape[-2:]), int(self.config["quality"])
+        return {"trained on clean": jpeg_reencoded(data.clean.files, size, quality),
+                "trained on protected": jpeg_reencoded(data.protected.files, size, quality)}
