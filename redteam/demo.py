@@ -316,15 +316,16 @@ ADVERSARIAL_NOTE = (
 
 
 PROTECTIONS = {
-    "digits-uc-surrogate": "protected against a digit classifier trained on a disjoint part of "
-                           "the digits (--surrogate)",
-    "digits-uc-default": "protected without --surrogate (default: label-free, from the pixels)",
+    "digits-uc-surrogate": "Unlearnable Clusters against a digit classifier trained on a "
+                           "disjoint part of the digits (--surrogate)",
+    "digits-protect-default": "the default without --surrogate: error-minimising noise on "
+                              "label-free clusters of the pixels",
 }
 
 
 def protection_demo(out: Path, size: str, seed: int, quiet: bool) -> dict:
     """``redteam protect`` then ``redteam evaluate-protection`` on the digits; the index's
-    table. With and without a surrogate, to show why the surrogate matters."""
+    table. With a surrogate (Unlearnable Clusters) and without (the default)."""
     import time
 
     from redteam.commands.evaluate_protection import evaluate_protection
@@ -354,12 +355,14 @@ def protection_demo(out: Path, size: str, seed: int, quiet: bool) -> dict:
 
 
 PROTECTION_NOTE = (
-    "The published digits are protected with Unlearnable Clusters (ε = 8/255), then a ConvNeXt "
-    "is trained on the clean and on the protected copy and tested on clean digits. "
+    "The published digits are protected (ε = 8/255) with Unlearnable Clusters against a "
+    "surrogate, and with the default, error-minimising noise on label-free clusters; then a "
+    "ConvNeXt is trained on the clean and on the protected copy and tested on clean digits. "
     "learnability left = (accuracy after training on the protected copy − chance) / (accuracy "
-    "after training on the clean copy − chance); above 0.5 the protection fails. The default "
-    "surrogate clusters raw pixels, which cut across the digit classes, so the shortcut it "
-    "plants is unreliable and a model learns the digits anyway."
+    "after training on the clean copy − chance); above 0.5 the protection fails. The last two "
+    "findings repeat the test with the attacker's cheapest counter-measures, training with "
+    "random crop + flip and re-encoding the images as JPEG at quality 75: what the protection "
+    "survives."
 )
 
 
