@@ -19,6 +19,7 @@ builds into a new directory.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -43,7 +44,7 @@ VARIANTS = ("original", "retrain", *UNLEARNED)
 
 LM_SETTINGS = {
     "demo": LMSettings(reader_steps=600),
-    "test": LMSettings(reader_steps=300, epochs=40),
+    "test": LMSettings(reader_steps=300, epochs=40, form_epochs=20),
 }
 
 # Unlearning hyperparameters. Chosen so that the variants sit where these methods honestly land
@@ -186,6 +187,8 @@ def build_format_zoo(form: str, root: Path | None = None, size: str = "demo", se
         return {**paths, "audit": zoo["audit"]}
     settings, world, timings = LM_SETTINGS[size], make_world(size, seed), {}
     tokenizer = _tokenizer(home / "tokenizer", world, settings, seed, timings)
+    if settings.form_epochs:
+        settings = dataclasses.replace(settings, epochs=settings.form_epochs)
     if form == "chat":
         tokenizer = chat_tokenizer(tokenizer)
     base = _reader(home / "reader", tokenizer, settings, seed, quiet, timings)

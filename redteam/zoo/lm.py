@@ -104,6 +104,7 @@ class LMSettings:
     reader_steps: int = 400  # reading-comprehension steps of the base
     reader_batch_size: int = 32
     epochs: int = 30  # fine-tuning epochs on the author documents
+    form_epochs: int | None = None  # the chat / zero-shot pairs' epochs (default: epochs)
     batch_size: int = 16  # fine-tuning batch size
     fewshot_group: int = 4  # QA blocks per few-shot document (the probe asks with 3 + 1)
     fewshot_rounds: int = 3  # few-shot documents each QA pair appears in, per epoch
