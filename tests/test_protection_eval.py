@@ -59,7 +59,7 @@ def test_an_unprotected_copy_fails_the_evaluation(protection_zoo, tmp_path, caps
     shutil.copytree(protection_zoo["publish"], copy)
     code = main(["evaluate-protection", str(protection_zoo["publish"]), str(copy),
                  "--test-data", str(protection_zoo["test"]), "--out", str(tmp_path / "run"),
-                 "--epochs", "10", "--quiet"])
+                 "--epochs", "5", "--quiet"])
     out = capsys.readouterr().out
     assert code == 1
     printed = {line.split()[2].rstrip(":"): line.split()[0] for line in out.splitlines()
