@@ -50,6 +50,12 @@ def _unlearning_methods() -> tuple[str, ...]:
     return tuple(METHODS)
 
 
+def _protection_methods() -> tuple[str, ...]:
+    from redteam.commands.protect import METHODS
+
+    return METHODS
+
+
 def _repair_methods() -> tuple[str, ...]:
     from redteam.commands.expose import REPAIR_METHODS
 
@@ -392,8 +398,7 @@ def unlearn(model: Path, method: str, data: Path, out: Path, epochs: int, lr: fl
 @click.argument("data_dir", type=EXISTING)
 @click.option("--out", required=True, type=EXISTING,
               help="New folder for the protected copy (same layout and formats).")
-@click.option("--method", type=click.Choice(["auto", "unlearnable-clusters",
-                                             "error-minimizing"]), default="auto",
+@click.option("--method", type=LazyChoice(_protection_methods), default="auto",
               show_default=True,
               help="auto: Unlearnable Clusters with --surrogate, error-minimising noise on "
                    "label-free clusters without one.")
@@ -424,9 +429,9 @@ def protect(data_dir: Path, out: Path, method, surrogate, clusters, epsilon, epo
     from redteam.commands.protect import protect_folder
 
     manifest = protect_folder(data_dir, out, method=method, surrogate=surrogate,
-                              clusters=clusters,
-                              epsilon=epsilon, epochs=epochs, seed=seed, device=device,
-                              allow_pickle=allow_pickle, overwrite=overwrite, quiet=quiet,
+                              clusters=clusters, epsilon=epsilon, epochs=epochs, seed=seed,
+                              device=device, allow_pickle=allow_pickle, overwrite=overwrite,
+                              quiet=quiet,
                               command=["redteam", *sys.argv[1:]])
     summary, parameters = manifest["summary"], manifest["parameters"]
     click.echo(f"protected {summary['images']} images into {out} ({manifest['method']}, "

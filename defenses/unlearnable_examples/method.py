@@ -10,9 +10,8 @@ the protected copy learns the cheap noise instead of the content and fails on cl
 
 ``ClusterErrorMinimizingNoise().fit(images)`` runs the steps in order (clusters, then the
 alternation) and keeps ``labels_``, ``perturbations_`` and ``history_`` (clustering and
-crafting rounds); ``perturbation``
-gives one cluster's δ at an image's resolution (``unlearnable_clusters.apply_perturbation``
-writes it in 8-bit pixel values).
+crafting rounds); ``perturbation`` gives one cluster's δ at an image's resolution
+(``unlearnable_clusters.apply_perturbation`` writes it in 8-bit pixel values).
 """
 
 from __future__ import annotations
@@ -36,8 +35,8 @@ class ClusterErrorMinimizingNoise:
     """Class-wise error-minimising noise on self-labelled clusters of the images.
 
     Defaults follow the paper where it applies: ε = 8/255, 20 PGD steps of 0.8/255 per round,
-    stop once the crafting model classifies 99% of the perturbed images
-    into their cluster; the crafting model is a small ResNet trained one epoch per round.
+    stop once the crafting model classifies 99% of the perturbed images into their cluster;
+    the crafting model is a small ResNet trained one epoch per round.
     ``min_rounds`` keeps optimising after that point is first reached, which strengthens the
     noise. k = 10 clusters (as in Unlearnable Clusters).
     """

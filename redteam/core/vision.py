@@ -133,9 +133,14 @@ def list_image_files(folder: str | Path, ignore: tuple[str, ...] = ()) -> list[P
 
 def read_resized(file: Path, size: tuple[int, int]) -> np.ndarray:
     """``file`` as RGB ``[H, W, 3]`` float in [0, 1] at ``size`` (height, width)."""
+    return resized_array(open_image(file), size)
+
+
+def resized_array(image, size: tuple[int, int]) -> np.ndarray:
+    """A PIL image as RGB ``[H, W, 3]`` float in [0, 1] at ``size`` (height, width)."""
     from PIL import Image
 
-    pixels = open_image(file).convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
+    pixels = image.convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
     return np.asarray(pixels, dtype=np.float32) / 255.0
 
 
@@ -235,6 +240,5 @@ def jpeg_reencoded(files: list[Path], size: tuple[int, int], quality: int = 75) 
         buffer = io.BytesIO()
         open_image(file).convert("RGB").save(buffer, format="JPEG", quality=quality)
         buffer.seek(0)
-        pixels = Image.open(buffer).convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
-        arrays.append(np.asarray(pixels, dtype=np.float32) / 255.0)
+        arrays.append(resized_array(Image.open(buffer), size))
     return images_tensor(arrays)

@@ -213,10 +213,12 @@ class FindingSource:
         details = {**fields.pop("details", {}), "severity_basis": basis}
         return self.finding("fail", severity, summary, metric=metric, details=details, **fields)
 
-    def judged(self, failed: bool, summary: str, metric: Metric, **fields: Any) -> Finding:
-        """A ``failure`` when ``failed``, else a pass (which needs no remediation)."""
+    def judged(self, failed: bool, summary: str, metric: Metric, at_most: str = "critical",
+               **fields: Any) -> Finding:
+        """A ``failure`` (no more severe than ``at_most``) when ``failed``, else a pass (which
+        needs no remediation)."""
         if failed:
-            return self.failure(summary, metric, **fields)
+            return self.failure(summary, metric, at_most=at_most, **fields)
         return self.finding("pass", "info", summary, metric=metric, remediation="", **fields)
 
     def skipped(self, reason: str) -> Finding:

@@ -95,6 +95,7 @@ class Learnability(ProtectionProbe):
     teaches."""
 
     labelling: ClassVar[str]
+    at_most: ClassVar[str] = "critical"  # the highest severity a failure gets
     defaults: ClassVar[dict[str, Any]] = {
         "learner": choice("convnext", LEARNERS), "epochs": integer(15, low=1),
         "max_learnability": rate(0.5)}
@@ -160,14 +161,11 @@ class Learnability(ProtectionProbe):
                                    "trained on protected": round(protected_acc, 4),
                                    "chance": round(chance, 4)})
         summary = (f"With {self.labelling}{self.condition()}, a {learner} trained on the clean "
-                   f"images scores "
-                   f"{clean_acc:.2f} on the clean test images; trained on the protected "
-                   f"copies, {protected_acc:.2f} (chance {chance:.2f}). The protected folder "
-                   f"{verdict} (it teaches {left:.0%} of what the clean folder teaches above "
-                   f"chance; > {bound:.0%} fails).")
-        if failed and self.severity_rule:
-            return self.failure(summary, metric, at_most="high", details=details)
-        return self.judged(failed, summary, metric, details=details)
+                   f"images scores {clean_acc:.2f} on the clean test images; trained on the "
+                   f"protected copies, {protected_acc:.2f} (chance {chance:.2f}). The protected "
+                   f"folder {verdict} (it teaches {left:.0%} of what the clean folder teaches "
+                   f"above chance; > {bound:.0%} fails).")
+        return self.judged(failed, summary, metric, at_most=self.at_most, details=details)
 
 
 def groups_text(grouping: list[list[str]]) -> str:
@@ -316,6 +314,7 @@ class CounterMeasure(Learnability):
     counter-measure; the clean reference is trained the same way, so the comparison is fair."""
 
     labelling = "original labels"
+    at_most = "high"
     severity_rule = ("a counter-measure undoing the protection is a known limit of small "
                      "perturbations (Image Shortcut Squeezing); at most high, since the plain "
                      "learner of protection.unlearnability is the primary test")
@@ -331,10 +330,11 @@ class AugmentedTraining(CounterMeasure):
     title = "Protection holds against training with augmentation"
     goal = ("train the learner with standard augmentation (random crop after padding, "
             "horizontal flip) on each folder: augmentation breaks many shortcut patterns")
-    def condition(self) -> str:
-        return ", trained with random crop + flip"
     defaults: ClassVar[dict[str, Any]] = {**Learnability.defaults,
                                           "padding": integer(4, low=1, high=64)}
+
+    def condition(self) -> str:
+        return ", trained with random crop + flip"
 
     def augmentation(self):
         from functools import partial
