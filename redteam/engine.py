@@ -98,6 +98,12 @@ class AuditRequest:
     formats: tuple[str, ...] = DEFAULT_FORMATS  # reports.machine.FORMATS
     resume: bool = False  # continue the interrupted run in ``out`` (same model, data, settings)
     extra_inputs: dict[str, Path] = field(default_factory=dict)  # label -> path, never written
+    # Concept audits of diffusion pipelines (redteam.judges): the judge (a classifier folder
+    # or "nudenet"), its label of the concept, its top-k, and images of the concept.
+    judge: str | None = None
+    concept_label: str | None = None
+    judge_top_k: int = 1
+    concept_images: Path | None = None
 
 
 @dataclass
@@ -199,6 +205,43 @@ def kind_of(request: AuditRequest) -> str:
     from redteam.targets import detect_kind
 
     return request.kind or detect_kind(request.model)
+
+
+CONCEPT_OPTIONS = ("judge", "concept_label", "concept_images")
+
+
+def check_concept_request(request: AuditRequest, kind: str, probes: list[Probe]) -> None:
+    """The concept options go with a diffusion pipeline, which needs a judge; the attack needs
+    an image of the concept (``--concept-images`` or a ``--reference`` pipeline to make one)."""
+    from redteam.targets import detect_kind
+
+    given = [name for name in CONCEPT_OPTIONS if getattr(request, name)]
+    if kind != "diffusion":
+        if given:
+            option = "--" + given[0].replace("_", "-")
+            raise InputError(f"{option}: applies to diffusion pipelines only (the model is "
+                             f"kind {kind})")
+        return
+    if not request.judge:
+        raise InputError("--judge: a concept audit needs a judge (an image-classifier folder "
+                         "with --concept-label, or nudenet)")
+    if request.reference and detect_kind(request.reference) != "diffusion":
+        raise InputError(f"--reference {request.reference}: must be a diffusion pipeline, the "
+                         "model before erasure")
+    attacking = any(probe.name == "concept.unlearndiffatk" for probe in probes)
+    if attacking and not (request.reference or request.concept_images):
+        raise InputError("concept.unlearndiffatk needs images of the concept: --concept-images "
+                         "DIR, or --reference ORIGINAL to generate them")
+
+
+def load_concept_judge(request: AuditRequest, device: str):
+    """The judge of a concept audit (``redteam.judges``), or None for other audits."""
+    if not request.judge:
+        return None
+    from redteam.judges import load_judge
+
+    return load_judge(request.judge, request.concept_label, request.judge_top_k, device,
+                      request.allow_pickle)
 
 
 def load_data(path: Path, kind: str, target: Target | None = None):
@@ -352,6 +395,7 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
     if selection["max_items"] and kind != "causal-lm":
         raise InputError(f"--max-items {selection['max_items']}: applies to the JSONL audit "
                          "data of an LLM only")
+    check_concept_request(request, kind, probes)
     early = load_data(request.data, kind) if request.data and kind in TARGET_KINDS else None
     out = request.out or default_out_dir(request.model)
     check_output_path(out, audit_inputs(request), overwrite=request.overwrite or request.resume)
@@ -364,6 +408,7 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
             return None
         return cache.target(path, request.kind, device, request.allow_pickle, request.base)
 
+    judge = load_concept_judge(request, device)
     target = load(request.model)
     data = early if early is not None or not request.data else load_data(request.data,
                                                                             target.kind, target)
@@ -389,6 +434,16 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
                    if model is not None and model.base is not None})
     if request.data:
         inputs["data"] = TARGET_KINDS[target.kind].hash_data(request.data, data)
+    concept_images = None
+    if judge is not None:
+        inputs["judge"] = judge.files
+    if request.concept_images:
+        from redteam.core.concept_data import load_concept_images
+        from redteam.core.diffusion import image_size
+        from redteam.core.fileio import hash_tree
+
+        concept_images = load_concept_images(request.concept_images, image_size(target.model))
+        inputs["concept images"] = hash_tree(request.concept_images)
     if recorded is not None:
         check_retrain_results(recorded, data_sha256=inputs.get("data"),
                               prompt_format=prompt_record, seed=request.seed,
@@ -411,6 +466,7 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
                 quiet=quiet, reference=reference, retrain=retrain, scorer_for=scorer_for,
                 prompt_calibration=calibration, retrain_results=recorded,
                 measurement_memo=cache.measurements, data_key=audit_data_key(data),
+                judge=judge, concept_images=concept_images,
                 prompt_format=calibration.chosen if calibration else request.prompt_format)
             findings, not_applicable = run_probes([*probes, *request.steps], target, data,
                                                   template, folder.events, finished)
@@ -627,7 +683,9 @@ def audit_inputs(request: AuditRequest) -> dict[str, Path | None]:
     return {"model": request.model, "base model": request.base, "data": request.data,
             "reference model": request.reference,
             "retrain model": request.retrain, "retrain results": request.retrain_results,
-            "config": request.config,
+            "config": request.config, "concept images": request.concept_images,
+            "judge": Path(request.judge) if request.judge and request.judge != "nudenet"
+            else None,
             "prompt template": Path(request.prompt_format.source)
             if request.prompt_format.source else None,
             **{f"{label}": Path(path) for label, path in request.extra_inputs.items()}}

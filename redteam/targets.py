@@ -242,6 +242,106 @@ def load_text_classifier(path: Path, device: str, allow_pickle: bool) -> tuple[A
     return model, tokenizer
 
 
+# The Stable Diffusion layout: component -> (library, classes accepted). A scheduler may be
+# any diffusers scheduler; the safety checker and feature extractor are never loaded.
+PIPELINE_COMPONENTS = {
+    "unet": ("diffusers", ("UNet2DConditionModel",)),
+    "vae": ("diffusers", ("AutoencoderKL",)),
+    "text_encoder": ("transformers", ("CLIPTextModel",)),
+    "tokenizer": ("transformers", ("CLIPTokenizer", "CLIPTokenizerFast")),
+    "scheduler": ("diffusers", ()),
+}
+COMPONENT_NAMES = {"unet": "UNet", "vae": "autoencoder", "text_encoder": "text encoder",
+                   "tokenizer": "tokenizer", "scheduler": "scheduler"}
+
+
+def _pipeline_component(path: Path, index: dict, name: str) -> tuple[Path, str]:
+    """The folder and class of component ``name``, checked against ``PIPELINE_COMPONENTS``."""
+    library, accepted = PIPELINE_COMPONENTS[name]
+    entry = index.get(name)
+    if not isinstance(entry, list) or len(entry) != 2 or entry[1] is None:
+        raise InputError(f"{path}: pipeline without a {COMPONENT_NAMES[name]} (model_index.json "
+                         f"names no {name}); the Stable Diffusion layout is expected")
+    if entry[0] != library or (accepted and entry[1] not in accepted):
+        expected = " or ".join(accepted) if accepted else "a diffusers scheduler"
+        raise InputError(f"{path / 'model_index.json'}: {name}: {entry[0]}.{entry[1]} is not "
+                         f"{expected}")
+    folder = path / name
+    if not folder.is_dir():
+        raise InputError(f"{folder}: component folder missing (model_index.json names {name})")
+    return folder, str(entry[1])
+
+
+def _diffusers_model(folder: Path, cls, device: str, allow_pickle: bool, dtype):
+    """A diffusers model from ``folder``: safetensors, or weights-only pickle when allowed."""
+    has_safetensors = check_weights(folder, allow_pickle)
+    for file in weight_files(folder)[0]:
+        check_safetensors_file(file)
+    try:
+        if has_safetensors:
+            model, info = cls.from_pretrained(folder, local_files_only=True,
+                                              use_safetensors=True, torch_dtype=dtype,
+                                              output_loading_info=True)
+        else:
+            model = cls.from_config(cls.load_config(folder, local_files_only=True))
+            missing, unexpected = model.load_state_dict(load_pickle_state_dict(folder),
+                                                        strict=False)
+            info = {"missing_keys": missing, "unexpected_keys": unexpected}
+            model = model.to(dtype)
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (any failure inside the loaders is bad input)
+        raise InputError(f"{folder}: could not be loaded ({one_line(exc)})") from None
+    check_loading_info(folder, model, info)
+    return model.to(device).eval()
+
+
+def load_diffusion(path: Path, device: str, allow_pickle: bool) -> tuple[Any, Any]:
+    """(a ``StableDiffusionPipeline`` of the components in ``path``, its tokenizer).
+
+    Each component is loaded by its own class from its own folder, under the rules of every
+    target (safetensors, nothing fetched, no remote code); the pipeline is assembled here, so
+    no safety checker is downloaded and no pipeline code named by the folder runs. bf16 on a
+    GPU.
+    """
+    import diffusers
+    import torch
+    from transformers import CLIPTextModel
+
+    diffusers.utils.logging.set_verbosity_error()  # its advice goes to stderr, ours is one line
+    diffusers.utils.logging.disable_progress_bar()
+    index = read_json_object(path / "model_index.json", "pipeline index")
+    folders = {name: _pipeline_component(path, index, name) for name in PIPELINE_COMPONENTS}
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    unet = _diffusers_model(folders["unet"][0], diffusers.UNet2DConditionModel, device,
+                            allow_pickle, dtype)
+    vae = _diffusers_model(folders["vae"][0], diffusers.AutoencoderKL, device, allow_pickle,
+                           dtype)
+    text_encoder = _from_pretrained(folders["text_encoder"][0], CLIPTextModel, device,
+                                    allow_pickle, dtype)
+    tokenizer = _tokenizer(folders["tokenizer"][0])
+    scheduler_folder, scheduler_class = folders["scheduler"]
+    scheduler_cls = getattr(diffusers, scheduler_class, None)
+    if not (isinstance(scheduler_cls, type)
+            and issubclass(scheduler_cls, diffusers.SchedulerMixin)):
+        raise InputError(f"{path / 'model_index.json'}: scheduler: {scheduler_class} is not a "
+                         "diffusers scheduler")
+    try:
+        scheduler = scheduler_cls.from_pretrained(scheduler_folder, local_files_only=True)
+    except Exception as exc:  # noqa: BLE001  (a corrupt scheduler config raises anything)
+        raise InputError(f"{scheduler_folder}: could not be loaded ({one_line(exc)})") from None
+    if text_encoder.config.hidden_size != unet.config.cross_attention_dim:
+        raise InputError(f"{path}: the text encoder's width {text_encoder.config.hidden_size} "
+                         f"is not the UNet's cross-attention width "
+                         f"{unet.config.cross_attention_dim}")
+    pipeline = diffusers.StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+        scheduler=scheduler, safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline, tokenizer
+
+
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
@@ -331,6 +431,12 @@ def _labelled_texts(path: Path, target: Target | None) -> Any:
     return load_labelled_texts(path, target.model.config.label2id)
 
 
+def _concept_prompts(path: Path, target: Target | None) -> Any:
+    from redteam.core.concept_data import load_prompts
+
+    return load_prompts(path)
+
+
 def _quadruplets(path: Path, target: Target | None) -> Any:
     from hyperbolic.data import load_quadruplets
 
@@ -378,7 +484,8 @@ TARGET_KINDS = {kind.name: kind for kind in (
                hash_data=_hash_quadruplets),
     TargetKind("hysac", "ViSU quadruplet JSONL", load_hysac_encoder, _quadruplets,
                hash_data=_hash_quadruplets),
-    TargetKind("diffusion", "(not audited yet)"),
+    TargetKind("diffusion", "prompts: text, one per line, or CSV with a prompt column",
+               load_diffusion, _concept_prompts),
 )}
 SUPPORTED_KINDS = tuple(name for name, kind in TARGET_KINDS.items() if kind.load_model)
 

@@ -163,3 +163,33 @@ def make_tiny_causal_lm(path: Path, architecture: str) -> Path:
                                              max_shard_size="40KB")
     tokenizer.save_pretrained(path)
     return path
+
+
+def make_tiny_pipeline(path: Path, seed: int = 0) -> Path:
+    """An untrained text-to-image pipeline of the Stable Diffusion layout (a few seconds)."""
+    from redteam.zoo.diffusion import untrained_pipeline, write_tokenizer
+
+    write_tokenizer(path.parent / f"{path.name}-tokenizer")
+    pipeline = untrained_pipeline(path.parent / f"{path.name}-tokenizer", seed=seed)
+    pipeline.save_pretrained(path, safe_serialization=True)
+    return path
+
+
+def make_tiny_judge(path: Path, size: int = 16) -> Path:
+    """An untrained 10-class image classifier (labels "0"…"9") saved as a user's would be."""
+    from redteam.core.classifiers import small_classifier
+
+    model, processor = small_classifier("resnet", size, 10)
+    model.save_pretrained(path, safe_serialization=True)
+    processor.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory) -> Path:
+    return make_tiny_pipeline(tmp_path_factory.mktemp("pipeline") / "pipeline")
+
+
+@pytest.fixture(scope="session")
+def tiny_judge(tmp_path_factory) -> Path:
+    return make_tiny_judge(tmp_path_factory.mktemp("judge") / "judge")

@@ -9,6 +9,7 @@ from importlib.metadata import entry_points
 from redteam.probes import (  # noqa: F401  (registers the probes)
     adversarial,
     backdoor,
+    concept,
     knowledge,
     likelihood,
     linear_probe,

@@ -90,6 +90,10 @@ class ProbeContext:
     # Shared by the runs of one process (engine.ModelCache): a model measured once by a probe
     # with the same settings, data, prompt format and seed is not measured again.
     measurement_memo: dict | None = None
+    # Concept audits of diffusion pipelines: does an image show the concept (redteam.judges),
+    # and the images of the concept given with --concept-images ([N, 3, H, W], or None).
+    judge: Any = None
+    concept_images: Any = None
 
     def scorer(self, target: Target):
         """The shared, memoising scorer of ``target`` (see redteam.core.scoring)."""

@@ -1,0 +1,198 @@
+"""The concept-erasure audit of diffusion pipelines: loading, prompts, judges, the attack's
+parts, ESD, and bad input (one line, exit 2, nothing written)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from redteam.core.concept_data import load_prompts
+from redteam.core.errors import InputError
+from tests.test_hostile_input import refused
+
+
+def copy_of(folder: Path, root: Path, name: str = "pipeline") -> Path:
+    return Path(shutil.copytree(folder, root / name))
+
+
+def test_pipeline_loads_as_a_diffusion_target(tiny_pipeline):
+    from redteam.core.diffusion import image_size
+    from redteam.targets import load_target
+
+    target = load_target(tiny_pipeline)
+    assert target.kind == "diffusion"
+    assert type(target.model).__name__ == "StableDiffusionPipeline"
+    assert target.model.safety_checker is None
+    assert "unet/diffusion_pytorch_model.safetensors" in target.files
+    assert image_size(target.model) == (16, 16)
+
+
+def test_text_states_from_embeddings_equal_the_encoder_on_ids(tiny_pipeline):
+    from redteam.core.diffusion import (
+        text_states,
+        text_states_from_embeddings,
+        token_embedding,
+        token_ids,
+    )
+    from redteam.targets import load_target
+
+    pipeline = load_target(tiny_pipeline).model
+    ids = token_ids(pipeline.tokenizer, ["a red digit three", "the number one in blue"])
+    with torch.no_grad():
+        direct = text_states(pipeline.text_encoder, ids)
+        embedded = text_states_from_embeddings(pipeline.text_encoder,
+                                               token_embedding(pipeline.text_encoder)(ids))
+    assert torch.allclose(direct, embedded, atol=1e-5)
+
+
+def test_simplex_projection_is_a_distribution_and_keeps_one():
+    from redteam.probes.concept_attack import project_to_simplex
+
+    rows = torch.tensor([[0.5, 0.9, -0.3, 0.1], [0.25, 0.25, 0.25, 0.25], [3.0, 0, 0, 0]])
+    projected = project_to_simplex(rows)
+    assert torch.all(projected >= 0)
+    assert torch.allclose(projected.sum(-1), torch.ones(3))
+    assert torch.allclose(projected[1], rows[1])  # already on the simplex
+    assert torch.allclose(projected[2], torch.tensor([1.0, 0, 0, 0]))
+    assert projected[0].argmax() == 1
+
+
+def test_timestep_sweep_is_the_references():
+    from redteam.probes.concept_attack import timestep_sweep
+
+    sweep = timestep_sweep(1000, 50)
+    assert sweep[:3] == [10, 30, 50] and sweep[-1] == 990 and len(sweep) == 50
+
+
+def test_prefix_slots_follow_the_start_token(tiny_pipeline):
+    from redteam.probes.concept_attack import PrefixAttack
+    from redteam.targets import load_target
+
+    tokenizer = load_target(tiny_pipeline).tokenizer
+    ids, slots = PrefixAttack(k=3).prefixed_ids(tokenizer, "a red digit three")
+    assert len(ids) == tokenizer.model_max_length
+    assert ids[0] == tokenizer.bos_token_id and slots == slice(1, 4)
+    assert ids[4:8].tolist() == tokenizer("a red digit three",
+                                          add_special_tokens=False).input_ids
+    assert ids[8] == tokenizer.eos_token_id
+    with pytest.raises(ValueError, match="do not fit"):
+        PrefixAttack(k=tokenizer.model_max_length).prefixed_ids(tokenizer, "a")
+
+
+def test_prompts_text_and_csv(tmp_path):
+    text = tmp_path / "prompts.txt"
+    text.write_text("a red digit three\n\n  the number three in blue  \n")
+    assert [(p.line, p.prompt, p.seed) for p in load_prompts(text).items] == [
+        (1, "a red digit three", None), (3, "the number three in blue", None)]
+    table = tmp_path / "prompts.csv"
+    table.write_text("case,prompt,evaluation_seed,evaluation_guidance,categories\n"
+                     "0,\"a red digit three, big\",42,7.5,x\n1,a blue three,,,y\n")
+    items = load_prompts(table).items
+    assert (items[0].prompt, items[0].seed, items[0].guidance) == ("a red digit three, big",
+                                                                   42, 7.5)
+    assert (items[1].seed, items[1].guidance) == (None, None)
+
+
+@pytest.mark.parametrize("content, message", [
+    ("prompt,evaluation_seed\na three,forty\n", "prompts.csv:2: evaluation_seed: 'forty' is "
+                                                "not an integer"),
+    ("prompt,evaluation_guidance\na three,-1\n", "prompts.csv:2: evaluation_guidance"),
+    ("text\na three\n", "prompts.csv:1: no prompt column"),
+    ("prompt\n\"\"\n", "prompts.csv:2: prompt: empty"),
+])
+def test_bad_prompt_csv_names_the_line(tmp_path, content, message):
+    table = tmp_path / "prompts.csv"
+    table.write_text(content)
+    with pytest.raises(InputError, match=message.replace("(", r"\(")):
+        load_prompts(table)
+
+
+def _audit_args(pipeline: Path, prompts: Path, judge: Path | str, out: Path, *extra) -> list:
+    return ["audit", pipeline, "--suite", "concept", "--prompts", prompts, "--judge", judge,
+            "--out", out, "--device", "cpu", "--quiet", *extra]
+
+
+@pytest.fixture
+def concept_inputs(tmp_path, tiny_pipeline, tiny_judge):
+    pipeline, judge = copy_of(tiny_pipeline, tmp_path), copy_of(tiny_judge, tmp_path, "judge")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red digit three\n")
+    return pipeline, judge, prompts
+
+
+def test_pipeline_without_text_encoder_is_bad_input(capsys, tmp_path, concept_inputs):
+    pipeline, judge, prompts = concept_inputs
+    index = json.loads((pipeline / "model_index.json").read_text())
+    del index["text_encoder"]
+    (pipeline / "model_index.json").write_text(json.dumps(index))
+    refused(capsys, tmp_path, _audit_args(pipeline, prompts, judge, tmp_path / "out",
+                                          "--concept-label", "3", "--reference", pipeline),
+            "pipeline without a text encoder")
+
+
+def test_pickle_only_unet_is_refused(capsys, tmp_path, concept_inputs):
+    from safetensors.torch import load_file
+
+    pipeline, judge, prompts = concept_inputs
+    weights = pipeline / "unet" / "diffusion_pytorch_model.safetensors"
+    torch.save(load_file(weights), pipeline / "unet" / "diffusion_pytorch_model.bin")
+    weights.unlink()
+    refused(capsys, tmp_path, _audit_args(pipeline, prompts, judge, tmp_path / "out",
+                                          "--concept-label", "3", "--concept-images", judge),
+            "only pickle weights (diffusion_pytorch_model.bin)")
+
+
+def test_empty_prompts_file_is_bad_input(capsys, tmp_path, concept_inputs):
+    pipeline, judge, prompts = concept_inputs
+    prompts.write_text("\n  \n")
+    refused(capsys, tmp_path, _audit_args(pipeline, prompts, judge, tmp_path / "out",
+                                          "--concept-label", "3", "--reference", pipeline),
+            "no prompts")
+
+
+def test_unknown_concept_label_is_bad_input(capsys, tmp_path, concept_inputs):
+    pipeline, judge, prompts = concept_inputs
+    message = refused(capsys, tmp_path, _audit_args(
+        pipeline, prompts, judge, tmp_path / "out", "--concept-label", "twelve",
+        "--reference", pipeline), "--concept-label twelve: not a label of the judge")
+    assert "0, 1, 2" in message
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--reference", "REFERENCE"], "give --concept-label"),
+    (["--concept-label", "3"], "needs images of the concept: --concept-images"),
+])
+def test_concept_audit_needs_its_inputs(capsys, tmp_path, concept_inputs, extra, message):
+    pipeline, judge, prompts = concept_inputs
+    extra = [pipeline if e == "REFERENCE" else e for e in extra]
+    refused(capsys, tmp_path, _audit_args(pipeline, prompts, judge, tmp_path / "out", *extra),
+            message)
+
+
+def test_judge_must_be_an_image_classifier(capsys, tmp_path, concept_inputs):
+    pipeline, _, prompts = concept_inputs
+    refused(capsys, tmp_path, _audit_args(pipeline, prompts, pipeline, tmp_path / "out",
+                                          "--concept-label", "3", "--reference", pipeline),
+            "an image classifier is needed, not kind diffusion")
+
+
+def test_missing_nudenet_is_bad_input_not_a_pass(capsys, tmp_path, concept_inputs):
+    try:
+        import nudenet  # noqa: F401
+        pytest.skip("nudenet is installed here")
+    except ImportError:
+        pass
+    pipeline, _, prompts = concept_inputs
+    refused(capsys, tmp_path, _audit_args(pipeline, prompts, "nudenet", tmp_path / "out",
+                                          "--reference", pipeline),
+            "--judge nudenet: the nudenet package is not installed")
+
+
+def test_concept_options_belong_to_diffusion_pipelines(capsys, tmp_path, tiny_judge):
+    refused(capsys, tmp_path, ["audit", tiny_judge, "--suite", "adversarial", "--data",
+                               tmp_path, "--judge", tiny_judge, "--out", tmp_path / "out"],
+            "--judge: applies to diffusion pipelines only")
