@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_protect.py
 	$(BIN)/python benchmarks/bench_pgd.py
 	$(BIN)/python benchmarks/bench_hysac.py
+	$(BIN)/python benchmarks/bench_concept.py
 
 gpu-check: $(STAMP)
 	$(BIN)/python benchmarks/gpu_check.py
