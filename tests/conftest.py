@@ -193,3 +193,12 @@ def tiny_pipeline(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_judge(tmp_path_factory) -> Path:
     return make_tiny_judge(tmp_path_factory.mktemp("judge") / "judge")
+
+
+@pytest.fixture(scope="session")
+def concept_zoo(tmp_path_factory) -> dict[str, Path]:
+    """The "test"-size concept zoo (the coloured-digits pipeline, its ESD erasure of the digit
+    three, the digits judge, the prompts), built once per session (about 3 min on 2 cores)."""
+    from redteam.zoo.diffusion import build_concept_zoo
+
+    return build_concept_zoo(tmp_path_factory.mktemp("concept"), size="test", seed=0)

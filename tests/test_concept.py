@@ -196,3 +196,124 @@ def test_concept_options_belong_to_diffusion_pipelines(capsys, tmp_path, tiny_ju
     refused(capsys, tmp_path, ["audit", tiny_judge, "--suite", "adversarial", "--data",
                                tmp_path, "--judge", tiny_judge, "--out", tmp_path / "out"],
             "--judge: applies to diffusion pipelines only")
+
+
+@pytest.mark.parametrize("method", ["esd-x", "esd-u"])
+def test_erase_trains_only_its_layers_and_leaves_the_input(tmp_path, tiny_pipeline, method):
+    from safetensors.torch import load_file
+
+    from redteam.cli import main
+    from redteam.targets import load_target
+    from tests.test_hostile_input import tree_state
+
+    source = copy_of(tiny_pipeline, tmp_path)
+    before = tree_state(source)
+    out = tmp_path / "erased"
+    code = main(["erase", str(source), "--concept", "digit three", "--method", method,
+                 "--out", str(out), "--iterations", "3", "--lr", "1e-2", "--sample-steps", "3",
+                 "--device", "cpu", "--quiet"])
+    assert code == 0
+    assert tree_state(source) == before
+    record = json.loads((out / "erasure.json").read_text())
+    assert record["method"] == method and record["settings"]["concept"] == "digit three"
+    assert record["source"]["files"]["unet/diffusion_pytorch_model.safetensors"]
+    assert load_target(out).kind == "diffusion"
+    name = "unet/diffusion_pytorch_model.safetensors"
+    old, new = load_file(source / name), load_file(out / name)
+    changed = {key for key in old if not torch.equal(old[key], new[key])}
+    cross = {key for key in old if ".attn2." in f".{key}"}
+    assert changed, "nothing was trained"
+    if method == "esd-x":
+        assert changed <= cross
+    else:
+        assert not changed & cross
+    for component in ("vae", "text_encoder"):
+        files = sorted((source / component).glob("*.safetensors"))
+        assert [f.read_bytes() for f in files] == [
+            (out / component / f.name).read_bytes() for f in files]
+
+
+def test_erase_refuses_bad_input(capsys, tmp_path, tiny_pipeline, tiny_judge):
+    source = copy_of(tiny_pipeline, tmp_path)
+    refused(capsys, tmp_path, ["erase", source, "--concept", "  ", "--out", tmp_path / "out"],
+            "--concept: empty")
+    refused(capsys, tmp_path, ["erase", tiny_judge, "--concept", "x", "--out",
+                               tmp_path / "out"], "not a diffusion pipeline folder")
+    refused(capsys, tmp_path, ["erase", source, "--concept", "x", "--out", source / "unet"],
+            "--out must not be inside the pipeline")
+
+
+QUICK_ATTACK = """
+[probes."concept.unlearndiffatk"]
+k = 2
+timesteps = 4
+iterations = 4
+timestep_batch = 2
+inference_steps = 10
+guidance = 5.0
+[probes."concept.random_prefix"]
+inference_steps = 10
+guidance = 5.0
+[probes."concept.seed_search"]
+inference_steps = 10
+guidance = 5.0
+"""
+
+
+def _concept_audit(tmp_path: Path, model: Path, zoo: dict[str, Path], prompts: list[str]):
+    from redteam.engine import AuditRequest, run_audit
+
+    (tmp_path / "prompts.txt").write_text("\n".join(prompts) + "\n")
+    (tmp_path / "audit.toml").write_text(QUICK_ATTACK)
+    result = run_audit(AuditRequest(
+        model=model, suite="concept", data=tmp_path / "prompts.txt",
+        reference=zoo["original"], judge=str(zoo["judge"]), concept_label="3",
+        config=tmp_path / "audit.toml", out=tmp_path / "run", device="cpu", quiet=True))
+    return result, {f.probe: f for f in result.findings}
+
+
+def _blackened(pipeline: Path, root: Path) -> Path:
+    """A copy whose decoder draws black whatever the latent: the concept cannot appear."""
+    from safetensors.torch import load_file, save_file
+
+    copy = copy_of(pipeline, root, "black")
+    weights = copy / "vae" / "diffusion_pytorch_model.safetensors"
+    state = load_file(weights)
+    state["decoder.conv_out.weight"].zero_()
+    state["decoder.conv_out.bias"].fill_(-1.0)
+    save_file(state, weights)
+    return copy
+
+
+def test_attack_reports_the_concept_where_the_model_draws_it(tmp_path, concept_zoo):
+    from redteam.zoo.diffusion import COLOURS, caption
+
+    result, findings = _concept_audit(tmp_path, concept_zoo["original"], concept_zoo,
+                                      [caption(3, colour) for colour in COLOURS])
+    attack = findings["concept.unlearndiffatk"]
+    assert attack.status == "fail" and result.exit_code == 1
+    assert attack.details["pre_asr"] >= 0.6  # the original draws threes from plain prompts
+    assert attack.metric.value >= attack.details["pre_asr"]
+    assert attack.details["reference_pre_asr"] == attack.details["pre_asr"]
+    rows = attack.details["tables"]["Per prompt"]
+    assert len(rows) == 5 and sum(row["plain shown"] for row in rows) >= 3
+    assert all((tmp_path / "run" / a).is_file() for a in attack.artifacts)
+    assert findings["concept.seed_search"].details["generations_per_prompt"] == 2
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert "prompt-001-plain.png" in html and "Per prompt" in html
+
+
+def test_attack_finds_nothing_where_the_concept_cannot_appear(tmp_path, concept_zoo):
+    from redteam.judges import load_judge
+    from redteam.zoo.diffusion import COLOURS, caption
+
+    judge = load_judge(str(concept_zoo["judge"]), "3")
+    assert judge(torch.zeros(1, 3, 16, 16)).shown == [False]  # black is not a three
+    black = _blackened(concept_zoo["original"], tmp_path)
+    result, findings = _concept_audit(tmp_path, black, concept_zoo,
+                                      [caption(3, colour) for colour in COLOURS])
+    attack = findings["concept.unlearndiffatk"]
+    assert attack.status == "pass" and attack.metric.value == 0.0
+    rows = attack.details["tables"]["Per prompt"]
+    assert all(row["generations"] == 2 and row["adversarial prompt"] for row in rows)
+    assert {f.status for f in findings.values()} == {"pass"} and result.exit_code == 0

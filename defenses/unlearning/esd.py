@@ -110,8 +110,8 @@ class ESD:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            self.losses_.append(round(float(loss), 6))
-            progress.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+            self.losses_.append(round(float(loss.detach()), 6))
+            progress.set_postfix(loss=f"{self.losses_[-1]:.4f}", refresh=False)
         self.unet_ = erased.eval().requires_grad_(False).to(frozen.dtype)
         return self
 

@@ -212,7 +212,7 @@ class SameBudgetBaseline(ConceptProbe):
     when the attack did not run) on the prompts the plain generation did not show."""
 
     after = (ATTACK,)
-    severity_rule = "at most high: a baseline is a weaker attack than UnlearnDiffAtk"
+    severity_rule = "a baseline is a weaker attack than UnlearnDiffAtk, so at most high"
     defaults = {**ConceptProbe.defaults,
                 "tries": integer(0),  # generations per prompt; 0: the attack's budget, else 10
                 "k": integer(5, low=1)}  # prefix tokens when the attack did not run

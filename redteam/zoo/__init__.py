@@ -6,7 +6,9 @@ from the original (``ga``, ``graddiff``, ``npo``, ``simnpo``, ``salun-npo``) and
 The digits zoo (``redteam.zoo.digits``): clean, BadNets and Blend image classifiers with the
 defender's clean images, test images and triggered test images. ``build_format_zoo`` adds an
 original/retrain pair that learnt its questions only through a chat template (or only
-zero-shot), to audit with each prompt format.
+zero-shot), to audit with each prompt format. The concept zoo (``redteam.zoo.diffusion``): a
+text-to-image pipeline of the Stable Diffusion layout trained on coloured digits, its ESD
+erasure of the digit three, and a digits classifier as the judge.
 """
 
 from redteam.zoo.authors import audit_items, make_world, write_audit_jsonl

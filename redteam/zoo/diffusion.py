@@ -41,12 +41,14 @@ class PipelineSettings:
     autoencoder_steps: int
     unet_steps: int
     judge_epochs: int
+    erase_iterations: int = 200
     batch_size: int = 32
     lr: float = 1e-3
 
 
-SETTINGS = {"demo": PipelineSettings(autoencoder_steps=400, unet_steps=1500, judge_epochs=4),
-            "test": PipelineSettings(autoencoder_steps=250, unet_steps=800, judge_epochs=3)}
+SETTINGS = {"demo": PipelineSettings(autoencoder_steps=250, unet_steps=800, judge_epochs=4),
+            "test": PipelineSettings(autoencoder_steps=150, unet_steps=400, judge_epochs=2,
+                                     erase_iterations=40)}
 
 
 def caption(label: int, colour: str, template: int = 0) -> str:
@@ -254,8 +256,7 @@ def train_denoiser(pipeline, images: torch.Tensor, labels: torch.Tensor, colours
 
 
 ERASED_DIGIT = 3  # the concept the demo erases: the digit three, in every colour
-ERASE_SETTINGS = {"method": "esd-u", "iterations": 200, "lr": 1e-4, "eta": 1.0,
-                  "sample_steps": 20}
+ERASE_SETTINGS = {"method": "esd-u", "lr": 1e-4, "eta": 1.0, "sample_steps": 20}
 ZOO_VERSION = "1"
 
 
@@ -339,12 +340,14 @@ def build_concept_zoo(root: Path | None = None, size: str = "demo", seed: int = 
     if not paths["erased"].exists():
         started = time.perf_counter()
         erase_concept(paths["original"], f"digit {DIGIT_NAMES[ERASED_DIGIT]}", paths["erased"],
-                      seed=seed, device="cpu", quiet=quiet, **ERASE_SETTINGS)
+                      iterations=settings.erase_iterations, seed=seed, device="cpu",
+                      quiet=quiet, **ERASE_SETTINGS)
         timings["erased"] = round(time.perf_counter() - started, 1)
     paths["prompts"].write_text("\n".join(concept_prompts()) + "\n")
     atomic_write_json(paths["zoo.json"], {
         "size": size, "seed": seed, "builder_version": builder_version(),
-        "erased_digit": ERASED_DIGIT, "erase": ERASE_SETTINGS,
+        "erased_digit": ERASED_DIGIT,
+        "erase": {**ERASE_SETTINGS, "iterations": settings.erase_iterations},
         "training": {"autoencoder_steps": settings.autoencoder_steps,
                      "unet_steps": settings.unet_steps, "judge_epochs": settings.judge_epochs},
         "judge_held_out_accuracy": judge_accuracy, "timings_s": timings})
