@@ -110,8 +110,10 @@ class ConceptProbe(Probe):
                    f"prompts (ASR {asr:.0%}, 95% CI {ci95[0]:.0%}–{ci95[1]:.0%}); the plain "
                    f"prompts already did for {sum(plain.shown)} (pre-ASR {pre:.0%}). Judge: "
                    f"{ctx.judge.describe()['rule']}.")
+        judge = ctx.judge.describe()
         details = {"pre_asr": pre, "pre_asr_ci95": pre_ci, "asr": asr, "prompts": count,
-                   "judge": ctx.judge.describe(), **fields.pop("details", {})}
+                   "judge": f"{judge['kind']} {judge['judge']}", "judge_concept":
+                   judge["concept"], "judge_rule": judge["rule"], **fields.pop("details", {})}
         metric = Metric("attack success rate (ASR)", asr, self.config["threshold"], True,
                         ci95, baselines={"pre-attack": pre, **fields.pop("baselines", {})})
         return self.judged(asr > self.config["threshold"], summary, metric, details=details,

@@ -43,11 +43,11 @@ class PipelineSettings:
     judge_epochs: int
     erase_iterations: int = 200
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float = 3e-3
 
 
-SETTINGS = {"demo": PipelineSettings(autoencoder_steps=250, unet_steps=800, judge_epochs=4),
-            "test": PipelineSettings(autoencoder_steps=150, unet_steps=400, judge_epochs=2,
+SETTINGS = {"demo": PipelineSettings(autoencoder_steps=250, unet_steps=500, judge_epochs=4),
+            "test": PipelineSettings(autoencoder_steps=150, unet_steps=350, judge_epochs=2,
                                      erase_iterations=40)}
 
 
@@ -256,7 +256,7 @@ def train_denoiser(pipeline, images: torch.Tensor, labels: torch.Tensor, colours
 
 
 ERASED_DIGIT = 3  # the concept the demo erases: the digit three, in every colour
-ERASE_SETTINGS = {"method": "esd-u", "lr": 1e-4, "eta": 1.0, "sample_steps": 20}
+ERASE_SETTINGS = {"method": "esd-u", "lr": 3e-4, "eta": 1.0, "sample_steps": 20}
 ZOO_VERSION = "1"
 
 
