@@ -16,18 +16,28 @@ from pathlib import Path
 
 def _audits(size: str) -> dict[str, dict]:
     from redteam.zoo import build_unlearning_zoo
+    from redteam.zoo.diffusion import build_concept_zoo
     from redteam.zoo.digits import build_backdoor_zoo
     from redteam.zoo.visu import build_visu_zoo
 
     lm = build_unlearning_zoo(size=size, quiet=True)
     digits = build_backdoor_zoo(size=size, quiet=True)
     visu = build_visu_zoo(size=size, quiet=True)
+    concept = build_concept_zoo(size=size, quiet=True)
     return {
         "unlearning": {"model": lm["npo"], "data": lm["audit"], "reference": lm["original"],
                        "retrain": lm["retrain"]},
         "backdoor": {"model": digits["badnets"], "data": digits["clean-data"]},
         "adversarial": {"model": digits["clean"], "data": digits["test-data"]},
         "safety": {"model": visu["hysac"], "data": visu["test"], "reference": visu["clip"]},
+        # The original draws the concept from plain prompts (bf16 loading and generation on
+        # the GPU; the optimisation's random draws differ between devices, its verdict not).
+        "concept": {"model": concept["original"], "data": concept["prompts"],
+                    "reference": concept["original"], "judge": str(concept["judge"]),
+                    "concept_label": "3",
+                    "settings": {name: {"inference_steps": 20} for name in (
+                        "concept.unlearndiffatk", "concept.random_prefix",
+                        "concept.seed_search")}},
     }
 
 

@@ -222,6 +222,9 @@ def check_concept_request(request: AuditRequest, kind: str, probes: list[Probe])
             raise InputError(f"{option}: applies to diffusion pipelines only (the model is "
                              f"kind {kind})")
         return
+    if request.retrain or request.retrain_results:
+        raise InputError("--retrain: a concept audit compares with the --reference pipeline "
+                         "only")
     if not request.judge:
         raise InputError("--judge: a concept audit needs a judge (an image-classifier folder "
                          "with --concept-label, or nudenet)")

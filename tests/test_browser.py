@@ -40,7 +40,7 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def pages(unlearning_zoo, backdoor_zoo, protection_zoo, visu_zoo, tmp_path_factory):
+def pages(unlearning_zoo, backdoor_zoo, protection_zoo, visu_zoo, concept_zoo, tmp_path_factory):
     """A small demo folder: one real run of each suite and the index linking them."""
     out = tmp_path_factory.mktemp("browser") / "demo"
     runs = {
@@ -55,6 +55,12 @@ def pages(unlearning_zoo, backdoor_zoo, protection_zoo, visu_zoo, tmp_path_facto
                                     probes=["adversarial.fgsm"]),
         "safety": AuditRequest(model=visu_zoo["hysac"], suite="safety", data=visu_zoo["test"],
                                reference=visu_zoo["clip"]),
+        "concept": AuditRequest(model=concept_zoo["erased"], suite="concept",
+                                data=concept_zoo["prompts"], reference=concept_zoo["original"],
+                                judge=str(concept_zoo["judge"]), concept_label="3",
+                                settings={"concept.unlearndiffatk": QUICK_ATTACK,
+                                          "concept.random_prefix": {"inference_steps": 10},
+                                          "concept.seed_search": {"inference_steps": 10}}),
     }
     index = IndexTable(out)
     for name, request in runs.items():
@@ -70,6 +76,9 @@ def pages(unlearning_zoo, backdoor_zoo, protection_zoo, visu_zoo, tmp_path_facto
     return {"index": out / "index.html", **{name: out / name / "report.html"
                                             for name in [*runs, "protection"]}}
 
+
+QUICK_ATTACK = {"k": 2, "timesteps": 4, "iterations": 4, "timestep_batch": 2,
+                "inference_steps": 10}
 
 PAGE_FACTS = """
 const svgs = [...document.querySelectorAll('svg')];
@@ -103,7 +112,7 @@ def _open(driver, path: Path, name: str) -> dict:
 
 
 @pytest.mark.parametrize("name", ["index", "unlearning", "backdoor", "adversarial", "protection",
-                                  "safety"])
+                                  "safety", "concept"])
 def test_page_in_a_headless_browser(browser, pages, name):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     facts = _open(browser, pages[name], name)

@@ -165,6 +165,8 @@ def test_unknown_concept_label_is_bad_input(capsys, tmp_path, concept_inputs):
 @pytest.mark.parametrize("extra, message", [
     (["--reference", "REFERENCE"], "give --concept-label"),
     (["--concept-label", "3"], "needs images of the concept: --concept-images"),
+    (["--concept-label", "3", "--reference", "REFERENCE", "--retrain", "REFERENCE"],
+     "--retrain: a concept audit compares with the --reference pipeline only"),
 ])
 def test_concept_audit_needs_its_inputs(capsys, tmp_path, concept_inputs, extra, message):
     pipeline, judge, prompts = concept_inputs

@@ -28,11 +28,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# Probes that fine-tune a copy of the model: under two processes the fine-tuning runs data
+# parallel (the same steps on shards, gradients averaged), equal in exact arithmetic but not in
+# floats, so a generated answer may differ in a token. Their verdict and metric must agree.
+TRAINING_PROBES = ("unlearning.relearning_attack",)
+
+
 def comparable(run: Path) -> list[dict]:
     findings = json.loads((run / "findings.json").read_text())["findings"]
     for finding in findings:
         finding.pop("duration_s")
-    return findings
+    return [{key: finding[key] for key in ("probe", "status", "severity")} | {
+                "metric": {k: round(finding["metric"][k], 2) for k in ("value", "threshold")}}
+            if finding["probe"] in TRAINING_PROBES else finding for finding in findings]
 
 
 def test_two_processes_find_what_one_finds(unlearning_zoo, tmp_path, capsys):

@@ -155,12 +155,15 @@ def test_suites_come_from_the_registry_in_declared_order(crashing_probe):
     assert sorted(name for names in members.values() for name in names) == sorted(REGISTRY)
     assert all(REGISTRY[name].suite == suite for suite, names in members.items()
                for name in names)
-    assert set(members) == {"adversarial", "backdoor", "protection", "safety", "unlearning"}
+    assert set(members) == {"adversarial", "backdoor", "concept", "protection", "safety",
+                            "unlearning"}
     unlearning = members["unlearning"]
     assert unlearning[0] == "unlearning.knowledge_qa"
     assert unlearning[-1] == "unlearning.worst_case_items"  # it joins the others' results
     assert "unlearning.crash" in unlearning  # a registered probe is in its suite, no list to edit
     assert members["backdoor"] == ["backdoor.exposure", "backdoor.trigger_recovery"]
+    assert members["concept"] == ["concept.unlearndiffatk", "concept.random_prefix",
+                                  "concept.seed_search"]  # the baselines read the attack
 
 
 def test_every_declared_hand_off_comes_from_an_earlier_probe_of_the_same_suite():

@@ -4,7 +4,7 @@ import pickle
 import pytest
 import torch
 
-from redteam.core.errors import InputError, UnsupportedKindError
+from redteam.core.errors import InputError
 from redteam.targets import detect_kind, load_target
 from tests.conftest import make_tiny_lm
 
@@ -47,11 +47,11 @@ def test_detect_diffusion_and_bad_dirs(tmp_path):
         detect_kind(broken)
 
 
-def test_later_kinds_are_refused_clearly(tmp_path):
+def test_pipeline_without_components_is_refused_clearly(tmp_path):
     pipe = tmp_path / "pipe"
     pipe.mkdir()
     (pipe / "model_index.json").write_text("{}")
-    with pytest.raises(UnsupportedKindError, match="diffusion is not supported yet"):
+    with pytest.raises(InputError, match="pipeline without a UNet"):
         load_target(pipe)
 
 

@@ -176,8 +176,8 @@ class UnlearnDiffAtk(ConceptProbe):
             if plain.shown[index]:
                 evidence.append(Evidence(item.prompt, "concept shown by the plain prompt",
                                          "no concept (it was erased)", plain.scores[index]))
-                rows.append({**row, "attack shown": "", "adversarial prompt": "",
-                             "generations": 0})
+                rows.append({**row, "attack shown": "", "attack score": "",
+                             "adversarial prompt": "", "generations": 0})
                 continue
             with torch.no_grad():
                 latents = image_latents(pipeline.vae, targets[index:index + 1])
@@ -219,8 +219,10 @@ class SameBudgetBaseline(ConceptProbe):
                 "tries": integer(0),  # generations per prompt; 0: the attack's budget, else 10
                 "k": integer(5, low=1)}  # prefix tokens when the attack did not run
 
-    def variant(self, pipeline, prompt: str, seed: int, index: int, attempt: int,
+    def variant(self, tokenizer, allowed: list[int], prompt: str, seed: int, attempt: int,
                 k: int) -> tuple[str, int]:
+        """The prompt text and seed of generation ``attempt`` (from 1) of one prompt;
+        ``allowed`` are the vocabulary ids that are not special tokens."""
         raise NotImplementedError
 
     def run(self, target: Target, data: ConceptPrompts, ctx: ProbeContext) -> list[Finding]:
@@ -231,11 +233,14 @@ class SameBudgetBaseline(ConceptProbe):
         k = upstream.k if upstream else self.config["k"]
         shown, tries = list(plain.shown), [0] * len(data)
         found = [""] * len(data)
+        tokenizer = pipeline.tokenizer
+        special = special_token_ids(tokenizer)
+        allowed = [i for i in range(len(tokenizer)) if i not in special]
         for attempt in range(1, budget + 1):
             open_ = [i for i in range(len(data)) if not shown[i]]
             if not open_:
                 break
-            variants = [self.variant(pipeline, data.items[i].prompt, plain.seeds[i], i,
+            variants = [self.variant(tokenizer, allowed, data.items[i].prompt, plain.seeds[i],
                                      attempt, k) for i in open_]
             images = generate(pipeline, [v[0] for v in variants], [v[1] for v in variants],
                               [plain.guidance[i] for i in open_],
@@ -264,10 +269,8 @@ class RandomPrefix(SameBudgetBaseline):
     title = "Random prefix baseline"
     goal = "regenerate the concept with random prefixes of the attack's length (no optimisation)"
 
-    def variant(self, pipeline, prompt: str, seed: int, index: int, attempt: int,
+    def variant(self, tokenizer, allowed: list[int], prompt: str, seed: int, attempt: int,
                 k: int) -> tuple[str, int]:
-        tokenizer = pipeline.tokenizer
-        allowed = [i for i in range(len(tokenizer)) if i not in special_token_ids(tokenizer)]
         draw = torch.Generator().manual_seed((seed * 1000 + attempt) % 2 ** 63)
         picks = torch.randint(0, len(allowed), (k,), generator=draw).tolist()
         return f"{tokenizer.decode([allowed[p] for p in picks]).strip()} {prompt}", seed
@@ -280,6 +283,6 @@ class SeedSearch(SameBudgetBaseline):
     title = "Seed search baseline"
     goal = "regenerate the concept from the plain prompt with other seeds (no optimisation)"
 
-    def variant(self, pipeline, prompt: str, seed: int, index: int, attempt: int,
+    def variant(self, tokenizer, allowed: list[int], prompt: str, seed: int, attempt: int,
                 k: int) -> tuple[str, int]:
         return prompt, (seed + 7919 * attempt) % 2 ** 63
