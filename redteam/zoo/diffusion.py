@@ -46,7 +46,8 @@ class PipelineSettings:
     lr: float = 3e-3
 
 
-SETTINGS = {"demo": PipelineSettings(autoencoder_steps=250, unet_steps=500, judge_epochs=4),
+SETTINGS = {"demo": PipelineSettings(autoencoder_steps=200, unet_steps=400, judge_epochs=3,
+                                     erase_iterations=150),
             "test": PipelineSettings(autoencoder_steps=150, unet_steps=350, judge_epochs=2,
                                      erase_iterations=40)}
 
@@ -256,7 +257,7 @@ def train_denoiser(pipeline, images: torch.Tensor, labels: torch.Tensor, colours
 
 
 ERASED_DIGIT = 3  # the concept the demo erases: the digit three, in every colour
-ERASE_SETTINGS = {"method": "esd-u", "lr": 3e-4, "eta": 1.0, "sample_steps": 20}
+ERASE_SETTINGS = {"method": "esd-u", "lr": 4e-4, "eta": 1.0, "sample_steps": 20}
 ZOO_VERSION = "1"
 
 
