@@ -106,13 +106,20 @@ def _device_map(device: str) -> str | dict | None:
     return {"": device} if device.startswith("cuda:") else None
 
 
-def _from_pretrained(path: Path, auto_class, device: str, allow_pickle: bool, dtype):
-    """Load weights with ``auto_class``: safetensors, or weights-only pickle when allowed."""
+def _checked_weights(path: Path, allow_pickle: bool) -> bool:
+    """Whether ``path`` holds safetensors weights (their headers and shard index checked);
+    False when only pickle weights are there and ``allow_pickle`` accepts them."""
     has_safetensors = check_weights(path, allow_pickle)
     if has_safetensors:
         check_shard_index(path)
         for file in weight_files(path)[0]:
             check_safetensors_file(file)
+    return has_safetensors
+
+
+def _from_pretrained(path: Path, auto_class, device: str, allow_pickle: bool, dtype):
+    """Load weights with ``auto_class``: safetensors, or weights-only pickle when allowed."""
+    has_safetensors = _checked_weights(path, allow_pickle)
     common = {"local_files_only": True, "trust_remote_code": False}
     from transformers.utils import logging as hf_logging
 
@@ -274,9 +281,7 @@ def _pipeline_component(path: Path, index: dict, name: str) -> tuple[Path, str]:
 
 def _diffusers_model(folder: Path, cls, device: str, allow_pickle: bool, dtype):
     """A diffusers model from ``folder``: safetensors, or weights-only pickle when allowed."""
-    has_safetensors = check_weights(folder, allow_pickle)
-    for file in weight_files(folder)[0]:
-        check_safetensors_file(file)
+    has_safetensors = _checked_weights(folder, allow_pickle)
     try:
         if has_safetensors:
             model, info = cls.from_pretrained(folder, local_files_only=True,

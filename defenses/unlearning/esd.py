@@ -98,12 +98,13 @@ class ESD:
                                       device=frozen.device).to(frozen.dtype)
                 latents = latents * sampler.init_noise_sigma
                 for t in sampler.timesteps[:stop]:
-                    guided = self._guided(frozen, latents, t, concept, empty,
-                                          self.sample_guidance)
+                    unconditional, conditional = self._predictions(frozen, latents, t, concept,
+                                                                   empty)
+                    guided = unconditional + self.sample_guidance * (conditional - unconditional)
                     latents = sampler.step(guided, t, latents).prev_sample
                 t = sampler.timesteps[stop]
-                both = frozen(latents.repeat(2, 1, 1, 1), t, torch.cat([empty, concept])).sample
-                unconditional, conditional = both.float().chunk(2)
+                unconditional, conditional = (p.float() for p in self._predictions(
+                    frozen, latents, t, concept, empty))
                 target = unconditional - self.eta * (conditional - unconditional)
             predicted = erased(latents.float(), t, concept.float()).sample
             loss = nn.functional.mse_loss(predicted, target)
@@ -116,7 +117,7 @@ class ESD:
         return self
 
     @staticmethod
-    def _guided(unet, latents, t, concept, empty, scale: float) -> torch.Tensor:
+    def _predictions(unet, latents, t, concept, empty) -> tuple[torch.Tensor, torch.Tensor]:
+        """The frozen UNet's (unconditional, concept) predictions, in one forward pass."""
         both = unet(latents.repeat(2, 1, 1, 1), t, torch.cat([empty, concept])).sample
-        unconditional, conditional = both.chunk(2)
-        return unconditional + scale * (conditional - unconditional)
+        return both.chunk(2)

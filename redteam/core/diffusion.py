@@ -107,6 +107,9 @@ def image_size(pipeline) -> tuple[int, int]:
     return side, side
 
 
-def special_token_ids(tokenizer) -> set[int]:
-    """Start, end, padding and any other special token: never drawn as an attack token."""
-    return {int(i) for i in tokenizer.all_special_ids}
+def drawable_token_ids(tokenizer, text_encoder) -> list[int]:
+    """The ids an attack or a random prefix may draw: every token the tokenizer can decode and
+    the text encoder can embed, except the start, end, padding and other special tokens."""
+    special = {int(i) for i in tokenizer.all_special_ids}
+    size = min(len(tokenizer), token_embedding(text_encoder).num_embeddings)
+    return [i for i in range(size) if i not in special]

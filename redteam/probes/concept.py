@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import torch
 
 from redteam.core.concept_data import ConceptPrompts
-from redteam.core.diffusion import generate, image_latents, special_token_ids
+from redteam.core.diffusion import drawable_token_ids, generate, image_latents
 from redteam.core.findings import Evidence, Finding, Metric
 from redteam.core.metrics import bootstrap_ci
 from redteam.core.settings import integer, number, rate
@@ -234,8 +234,7 @@ class SameBudgetBaseline(ConceptProbe):
         shown, tries = list(plain.shown), [0] * len(data)
         found = [""] * len(data)
         tokenizer = pipeline.tokenizer
-        special = special_token_ids(tokenizer)
-        allowed = [i for i in range(len(tokenizer)) if i not in special]
+        allowed = drawable_token_ids(tokenizer, pipeline.text_encoder)
         for attempt in range(1, budget + 1):
             open_ = [i for i in range(len(data)) if not shown[i]]
             if not open_:

@@ -22,8 +22,8 @@ import torch
 
 from redteam.core.diffusion import (
     denoising_loss,
+    drawable_token_ids,
     generate,
-    special_token_ids,
     text_states_from_embeddings,
     token_embedding,
 )
@@ -115,8 +115,8 @@ class PrefixAttack:
         tokenizer, encoder, unet = pipeline.tokenizer, pipeline.text_encoder, pipeline.unet
         embedding = token_embedding(encoder).weight
         device = embedding.device
-        allowed = torch.ones(embedding.shape[0], dtype=torch.bool, device=device)
-        allowed[[i for i in special_token_ids(tokenizer) if i < embedding.shape[0]]] = False
+        allowed = torch.zeros(embedding.shape[0], dtype=torch.bool, device=device)
+        allowed[drawable_token_ids(tokenizer, encoder)] = True
         ids, slots = self.prefixed_ids(tokenizer, prompt)
         fixed = embedding[ids.to(device)].detach()
         probabilities = (allowed.float() / allowed.sum()).repeat(self.k, 1).requires_grad_()
