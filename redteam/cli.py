@@ -265,25 +265,29 @@ def audit(model: Path, suite: str, data, reference, retrain, prompts, judge, con
 @cli.command()
 @click.argument("model", type=EXISTING)
 @click.option("--clean-data", required=True, type=EXISTING,
-              help="A few hundred clean images you trust (one sub-folder per class).")
-@click.option("--test-data", type=EXISTING, help="Clean test images for accuracy after removal.")
+              help="A few hundred clean inputs you trust: images (one sub-folder per class), "
+                   "or labelled-text JSONL for a text classifier.")
+@click.option("--test-data", type=EXISTING,
+              help="Clean test data (same format) for accuracy after removal.")
 @click.option("--poisoned-data", type=EXISTING,
-              help="Test images carrying the trigger, in the folder of their true class "
-                   "(attack success before and after removal).")
-@click.option("--trigger", type=EXISTING, help="PNG of the true trigger, if known (black "
-              "elsewhere): shown beside the recovered one, with their overlap.")
+              help="Test inputs carrying the trigger at their true labels: images in the "
+                   "folder of their true class, or labelled texts (attack success before and "
+                   "after removal).")
+@click.option("--trigger", help="The true trigger, if known: a PNG (black elsewhere) for an "
+              "image classifier, shown beside the recovered one with their overlap; the "
+              "trigger word(s) for a text classifier, with the rank the search found it at.")
 @common_options("out")
 @click.option("--remove", "repaired", type=EXISTING,
               help="Also remove the backdoor and write the repaired model to this new folder.")
 @click.option("--remove-method", type=LazyChoice(_repair_methods), default="auto",
               show_default=True,
-              help="auto: unlearn the recovered trigger when the exposure found the backdoor "
-                   "label, else prune its neurons (RNP).")
+              help="auto: unlearn the recovered trigger when one was found for the backdoor "
+                   "label, else prune its neurons (RNP, image classifiers).")
 @common_options("device", "seed", "fail-on", "allow-pickle", "overwrite", "quiet", "format")
 def expose(model: Path, clean_data, test_data, poisoned_data, trigger, out, repaired,
            remove_method, device, seed, fail_on, allow_pickle, overwrite, quiet,
            formats) -> None:
-    """Expose (and optionally remove) a backdoor in an image classifier (EBYD).
+    """Expose (and optionally remove) a backdoor in an image or text classifier (EBYD).
 
     Exit code 1 when a backdoor is found.
 

@@ -4,9 +4,9 @@ Each variant of the unlearning zoo is audited against the original (``--referenc
 model retrained without the forget authors (``--retrain``), as a reviewer would; the index puts
 the variants side by side (rows: probes, columns: variants), then which attacks (RWKU rewrites,
 in-context re-introduction, relearning) bring the forgotten knowledge back in each. The digits
-classifiers go through ``redteam expose``, and the digits are protected with ``redteam protect``
-and evaluated with ``redteam evaluate-protection``. A tiny CLIP and its HySAC version (``redteam
-hysac train``) go through the safety suite.
+and headline classifiers go through ``redteam expose``, and the digits are protected with
+``redteam protect`` and evaluated with ``redteam evaluate-protection``. A tiny CLIP and its HySAC
+version (``redteam hysac train``) go through the safety suite.
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ def _audit_everything(out: Path, zoo: dict[str, Path], size: str, seed: int,
                        extra_tables=[table, *benchmark_demo(out, zoo, seed, quiet, cache),
                                      instruct_demo(out, size, seed, quiet, cache),
                                      backdoor_demo(out, size, seed, quiet),
+                                     text_backdoor_demo(out, size, seed, quiet),
                                      adversarial_demo(out, size, seed, quiet, zoo["audit"]),
                                      protection_demo(out, size, seed, quiet),
                                      safety_demo(out, size, seed, quiet),
@@ -250,27 +251,53 @@ CLASSIFIERS = {
 }
 
 
+TEXT_CLASSIFIERS = {
+    "headlines-clean": ("clean", "headline topic classifier trained on clean data (no backdoor)"),
+    "headlines-cf": ("poisoned", "rare-word trigger 'cf' in 5 % of the training headlines, "
+                                 "all-to-one, target sports"),
+}
+
+
 def backdoor_demo(out: Path, size: str, seed: int, quiet: bool) -> dict:
     """``redteam expose`` on the digits classifiers (removal included); the index's table."""
-    from redteam.commands.expose import expose_model
     from redteam.zoo.digits import build_backdoor_zoo
 
     zoo = build_backdoor_zoo(size=size, seed=seed, quiet=quiet)
     runs = IndexTable(out)
     for name, (model, description) in CLASSIFIERS.items():
         attack = model if model != "clean" else "badnets"
-        repaired = out / OUTPUTS / f"{name}-repaired"
-        result = expose_model(
-            zoo[model], zoo["clean-data"], test_data=zoo["test-data"],
-            poisoned_data=zoo[f"poisoned-{attack}"], trigger=zoo[f"trigger-{attack}"],
-            out=out / name, repaired=repaired, device="cpu", seed=seed, overwrite=True,
-            quiet=quiet, command=["redteam", "expose", str(zoo[model]), "--clean-data",
-                                  str(zoo["clean-data"]), "--test-data", str(zoo["test-data"]),
-                                  "--poisoned-data", str(zoo[f"poisoned-{attack}"]), "--trigger",
-                                  str(zoo[f"trigger-{attack}"]), "--out", str(out / name),
-                                  "--remove", str(repaired)])
+        result = _expose(out, name, zoo[model], zoo["clean-data"], zoo["test-data"],
+                         zoo[f"poisoned-{attack}"], str(zoo[f"trigger-{attack}"]), seed, quiet)
         runs.add(name, description, result)
     return runs.table("Backdoor audit of the digits classifiers (redteam expose)", BACKDOOR_NOTE)
+
+
+def text_backdoor_demo(out: Path, size: str, seed: int, quiet: bool) -> dict:
+    """``redteam expose`` on the headline classifiers (removal included); the index's table."""
+    from redteam.zoo.text_backdoor import TRIGGER, build_text_backdoor_zoo
+
+    zoo = build_text_backdoor_zoo(size=size, seed=seed, quiet=quiet)
+    runs = IndexTable(out)
+    for name, (model, description) in TEXT_CLASSIFIERS.items():
+        result = _expose(out, name, zoo[model], zoo["clean-data"], zoo["test-data"],
+                         zoo["poisoned-data"], TRIGGER, seed, quiet)
+        runs.add(name, description, result)
+    return runs.table("Backdoor audit of the headline classifiers (redteam expose)",
+                      TEXT_BACKDOOR_NOTE)
+
+
+def _expose(out: Path, name: str, model: Path, clean: Path, test: Path, poisoned: Path,
+            trigger: str, seed: int, quiet: bool):
+    """One ``redteam expose --remove`` run of the demo, into ``out/name``."""
+    from redteam.commands.expose import expose_model
+
+    repaired = out / OUTPUTS / f"{name}-repaired"
+    return expose_model(
+        model, clean, test_data=test, poisoned_data=poisoned, trigger=trigger, out=out / name,
+        repaired=repaired, device="cpu", seed=seed, overwrite=True, quiet=quiet,
+        command=["redteam", "expose", str(model), "--clean-data", str(clean), "--test-data",
+                 str(test), "--poisoned-data", str(poisoned), "--trigger", trigger, "--out",
+                 str(out / name), "--remove", str(repaired)])
 
 
 def adversarial_demo(out: Path, size: str, seed: int, quiet: bool, audit: Path) -> dict:
@@ -472,6 +499,13 @@ SAFETY_NOTE = (
 BACKDOOR_NOTE = (
     "Each classifier is exposed with 300 clean images the defender trusts. The clean model's "
     "removal row measures attack success with the BadNets trigger, which it never learnt."
+)
+TEXT_BACKDOOR_NOTE = (
+    "Each classifier is exposed with 300 clean headlines the defender trusts, and the "
+    "trigger-word search runs over the 30,522-token vocabulary. On text the clean-unlearning "
+    "collapse is inconclusive by design (the clean classifier collapses onto one label too); "
+    "the verified flip rate of a word absent from the clean texts decides. The clean model has "
+    "no recovered trigger, so its removal is skipped."
 )
 
 

@@ -96,6 +96,15 @@ def backdoor_zoo(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def text_backdoor_zoo(tmp_path_factory) -> dict[str, Path]:
+    """The "test"-size headline classifiers (clean, and poisoned with the rare word "cf" into
+    sports) and their labelled texts, built once per session."""
+    from redteam.zoo.text_backdoor import build_text_backdoor_zoo
+
+    return build_text_backdoor_zoo(tmp_path_factory.mktemp("headlines"), size="test", seed=0)
+
+
+@pytest.fixture(scope="session")
 def protection_zoo(tmp_path_factory) -> dict[str, Path]:
     """The "test"-size Unlearnable Clusters demo data (surrogate model, digits to publish, test
     digits), built once per session (a few seconds)."""

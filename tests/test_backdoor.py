@@ -110,7 +110,8 @@ def test_removal_is_a_step_of_expose_not_a_probe(tmp_path):
     from redteam.probes import REGISTRY
 
     assert "backdoor.removal" not in REGISTRY
-    assert BackdoorRepair.after == ("backdoor.exposure", "backdoor.trigger_recovery")
+    assert BackdoorRepair.after == ("backdoor.exposure", "backdoor.trigger_recovery",
+                                    "backdoor.trigger_words")
     with pytest.raises(ValueError, match="method = 'magic': expected one of"):
         BackdoorRepair(tmp_path / "repaired", settings={"method": "magic"})
 
@@ -124,7 +125,7 @@ def test_expose_bad_inputs_exit_2_and_write_nothing(backdoor_zoo, tiny_lm, tmp_p
     out = tmp_path / "out"
     code, err = _run(["expose", str(tiny_lm), "--clean-data", str(backdoor_zoo["clean-data"]),
                       "--out", str(out)], capsys)
-    assert code == 2 and "needs an image classifier" in err and not out.exists()
+    assert code == 2 and "needs an image or text classifier" in err and not out.exists()
 
     broken = tmp_path / "clean"
     shutil.copytree(backdoor_zoo["clean-data"], broken)

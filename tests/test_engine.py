@@ -161,7 +161,8 @@ def test_suites_come_from_the_registry_in_declared_order(crashing_probe):
     assert unlearning[0] == "unlearning.knowledge_qa"
     assert unlearning[-1] == "unlearning.worst_case_items"  # it joins the others' results
     assert "unlearning.crash" in unlearning  # a registered probe is in its suite, no list to edit
-    assert members["backdoor"] == ["backdoor.exposure", "backdoor.trigger_recovery"]
+    assert members["backdoor"] == ["backdoor.exposure", "backdoor.trigger_recovery",
+                                   "backdoor.trigger_words"]
     assert members["concept"] == ["concept.unlearndiffatk", "concept.random_prefix",
                                   "concept.seed_search"]  # the baselines read the attack
 

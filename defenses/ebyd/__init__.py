@@ -1,11 +1,14 @@
-"""EBYD backdoor exposure, detection, trigger recovery and removal on image classifiers.
+"""EBYD backdoor exposure, detection, trigger recovery and removal on image and text classifiers.
 
-Framework level (pure torch + numpy): a model is any ``nn.Module`` mapping images
-``[N, 3, H, W]`` in [0, 1] to logits; the caller's model is never modified.
+Framework level (pure torch + numpy): a model is any ``nn.Module`` mapping one input tensor to
+logits (images ``[N, 3, H, W]`` in [0, 1], or packed token ids ``[N, 2, L]`` through
+``redteam.core.text_classifiers.TokenClassifier``); the caller's model is never modified.
 
 - Clean Unlearning exposure and VAR detection: "Expose Before You Defend" (Li et al. 2024,
   arXiv:2410.19427) — :mod:`defenses.ebyd.exposure`.
 - Neural Cleanse trigger recovery (Wang et al. 2019) — :mod:`defenses.ebyd.neural_cleanse`.
+- Trigger-word recovery for text (HotFlip-proposed, verified by insertion) —
+  :mod:`defenses.ebyd.text_triggers`.
 - Reconstructive Neuron Pruning removal (Li et al. 2023, arXiv:2305.14876) —
   :mod:`defenses.ebyd.removal`.
 - BackdoorBench metrics (CA, ASR, RA, DER) — :mod:`defenses.ebyd.metrics`.
@@ -40,6 +43,7 @@ from defenses.ebyd.neural_cleanse import (
 )
 from defenses.ebyd.removal import (
     PruningResult,
+    fine_tune_with_stamps,
     prune_channels,
     reconstructive_neuron_pruning,
     unlearn_trigger,
@@ -49,7 +53,8 @@ __all__ = [
     "BackdoorVerdict", "ClassTrigger", "CleanUnlearningResult", "CollapseConsistency",
     "PruningResult", "TriggerScan", "collapse_consistency",
     "accuracy", "anomaly_indices", "attack_success_rate", "clean_unlearning",
-    "defense_effectiveness_rate", "detect_backdoor", "history_csv", "model_device",
+    "defense_effectiveness_rate", "detect_backdoor", "fine_tune_with_stamps", "history_csv",
+    "model_device",
     "neural_cleanse", "predict", "prediction_shares", "prune_channels",
     "reconstructive_neuron_pruning", "reverse_trigger", "robust_accuracy", "share_margin",
     "trigger_image", "unlearn_trigger",

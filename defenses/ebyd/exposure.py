@@ -29,7 +29,7 @@ class CleanUnlearningResult:
     model: nn.Module
     history: list[dict]
     epochs_run: int
-    stopped_early: bool  # clean accuracy fell under ``stop_accuracy`` (at or before max_epochs)
+    stopped_early: bool  # stopped by accuracy or total collapse (at or before max_epochs)
 
     @property
     def final_shares(self) -> np.ndarray:
@@ -57,11 +57,20 @@ def _num_classes(model: nn.Module, images: torch.Tensor) -> int:
     return int(classes)
 
 
+def _done(record: dict, stop_accuracy: float) -> bool:
+    """Accuracy under the stop, or every clean input on one class (with few classes a total
+    collapse can leave accuracy above the stop; more ascent then changes nothing we read)."""
+    return record["clean_accuracy"] < stop_accuracy or max(record["shares"]) >= 0.99
+
+
 def clean_unlearning(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
                      lr: float = 1e-4, weight_decay: float = 5e-4, batch_size: int = 128,
                      max_epochs: int = 20, stop_accuracy: float = 0.20, seed: int = 0,
                      quiet: bool = True) -> CleanUnlearningResult:
     """Clean Unlearning: maximise the cross-entropy of a copy of ``model`` on the clean set.
+
+    ``images`` is whatever the model takes (images, or packed token ids of texts through
+    ``redteam.core.text_classifiers.TokenClassifier``): one loop for every modality.
 
     Adam with ``lr``/``weight_decay``, gradient norm clipped at 20, model in train mode (as in
     the reference). The reference runs lr 1e-5 on a CIFAR ResNet-18 with 500 images (4 steps an
@@ -70,7 +79,7 @@ def clean_unlearning(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     tests use 1e-3), and large pretrained models may want the reference's 1e-5. Clean
     accuracy and prediction shares are measured on the clean set (eval mode) after every
     epoch; unlearning stops as soon as accuracy falls under ``stop_accuracy`` (RNP's 0.20),
-    rather than after a fixed count.
+    or every clean input is predicted as one class, rather than after a fixed count.
     """
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -91,7 +100,7 @@ def clean_unlearning(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
             nn.utils.clip_grad_norm_(exposed.parameters(), max_norm=20.0)
             optimizer.step()
         history.append(_record(exposed, images, labels, epoch, num_classes))
-        stopped = history[-1]["clean_accuracy"] < stop_accuracy
+        stopped = _done(history[-1], stop_accuracy)
         if not quiet:
             top = int(np.argmax(history[-1]["shares"]))
             print(f"CUL epoch {epoch}: clean accuracy {history[-1]['clean_accuracy']:.3f}, "

@@ -199,26 +199,38 @@ def reconstructive_neuron_pruning(model: nn.Module, images: torch.Tensor, labels
 
 
 def unlearn_trigger(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                    mask: torch.Tensor, pattern: torch.Tensor, *, epochs: int = 10,
-                    lr: float = 1e-3, stamp_fraction: float = 0.2, batch_size: int = 32,
-                    seed: int = 0) -> nn.Module:
-    """Neural Cleanse's mitigation: fine-tune a copy on clean images, ``stamp_fraction`` of each
-    batch carrying the reversed trigger (``mask``, ``pattern``) with its TRUE label, so the
-    trigger stops meaning the target (Wang et al. 2019, "unlearning"). EBYD: a trigger reversed
-    on the exposed model is closer to the real one, which is what makes this work."""
+                    mask: torch.Tensor, pattern: torch.Tensor, **fine_tuning) -> nn.Module:
+    """Neural Cleanse's mitigation: fine-tune a copy on clean images, part of each batch
+    carrying the reversed trigger (``mask``, ``pattern``) with its TRUE label, so the trigger
+    stops meaning the target (Wang et al. 2019, "unlearning"). EBYD: a trigger reversed on the
+    exposed model is closer to the real one, which is what makes this work.
+    ``fine_tuning``: settings of :func:`fine_tune_with_stamps`."""
+    mask, pattern = mask.detach().cpu(), pattern.detach().cpu()
+    stamped = (1 - mask) * images + mask * pattern
+    return fine_tune_with_stamps(model, images, labels, stamped, **fine_tuning)
+
+
+def fine_tune_with_stamps(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
+                          stamped: torch.Tensor, *, epochs: int = 10, lr: float = 1e-3,
+                          stamp_fraction: float = 0.2, batch_size: int = 32,
+                          seed: int = 0) -> nn.Module:
+    """Fine-tune a copy of ``model`` on ``inputs`` at their ``labels``, the first
+    ``stamp_fraction`` of each batch replaced by its row of ``stamped`` (the same inputs with
+    the trigger: a stamped image, or a text with the trigger word inserted), still at the true
+    label. One loop for every modality: ``inputs`` and ``stamped`` are whatever the model takes
+    (images ``[N, 3, H, W]``, or packed token ids ``[N, 2, L]``)."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     repaired = copy.deepcopy(model)
     device = model_device(repaired)
-    mask, pattern = mask.detach().to(device), pattern.detach().to(device)
     optimizer = torch.optim.Adam(repaired.parameters(), lr=lr)
     repaired.train()
     for _ in range(epochs):
         for batch in _epoch(len(labels), batch_size, generator):
-            x, y = images[batch].to(device).clone(), labels[batch].to(device)
-            stamped = max(1, int(stamp_fraction * len(batch)))
-            x[:stamped] = (1 - mask) * x[:stamped] + mask * pattern
-            loss = F.cross_entropy(repaired(x), y)
+            x, y = inputs[batch].clone(), labels[batch].to(device)
+            count = max(1, int(stamp_fraction * len(batch)))
+            x[:count] = stamped[batch[:count]]
+            loss = F.cross_entropy(repaired(x.to(device)), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

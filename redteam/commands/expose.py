@@ -1,4 +1,4 @@
-"""``redteam expose``: is there a backdoor in this image classifier, and can it be removed?
+"""``redteam expose``: is there a backdoor in this image or text classifier, and can it be removed?
 
 The boundary of the EBYD workflow: every folder and the output paths are checked against the
 loaded model before anything runs (bad input: one line, exit 2, nothing written), then the
@@ -16,6 +16,8 @@ from redteam.core.errors import InputError
 from redteam.core.findings import Finding, Metric
 from redteam.core.outputs import check_output_path, staged_output
 from redteam.core.settings import choice, integer, rate, resolve_settings
+from redteam.core.text_classifiers import encode_texts, with_trigger
+from redteam.core.text_data import LabelledTexts, load_labelled_texts
 from redteam.core.vision import ImageFolder, label_ids, load_image_folder
 from redteam.engine import (
     DEFAULT_FORMATS,
@@ -25,21 +27,37 @@ from redteam.engine import (
     default_out_dir,
     run_audit,
 )
-from redteam.probes.backdoor import EBYD, Exposed, RecoveredTrigger, trigger_mask
+from redteam.probes.backdoor import (
+    EBYD,
+    ClassifierView,
+    Exposed,
+    RecoveredTrigger,
+    classifier_view,
+    trigger_mask,
+)
 from redteam.probes.base import FindingSource, ProbeContext
 from redteam.targets import Target, resolve_device
 
 REPAIR_METHODS = ("auto", "trigger-unlearning", "rnp")
+BACKDOOR_KINDS = ("image-classifier", "text-classifier")
+
+
+def load_clean_data(path: Path, target: Target) -> ImageFolder | LabelledTexts:
+    """Labelled data for ``target``: an image folder, or labelled-text JSONL."""
+    if target.kind == "text-classifier":
+        return load_labelled_texts(path, target.model.config.label2id)
+    return load_image_folder(path, target.model.size, label_ids(target.model.hf_model.config))
 
 
 class BackdoorRepair(FindingSource):
     """Remove the backdoor and write a repaired model, then measure it.
 
-    Unlearns the trigger that ``backdoor.trigger_recovery`` reversed for the label
-    ``backdoor.exposure`` found (fine-tune on clean images, a fifth stamped with the trigger and
-    kept at their true labels; Neural Cleanse's unlearning), or, when no such trigger exists,
-    prunes the neurons that carry the backdoor (RNP). Clean accuracy, attack success, robust
-    accuracy and DER are measured before and after.
+    Unlearns the trigger that ``backdoor.trigger_recovery`` reversed (images) or
+    ``backdoor.trigger_words`` found (texts) for the backdoor label: fine-tune on the clean
+    data, a fifth of each batch carrying the trigger (stamped, or the word inserted) and kept
+    at its true label (Neural Cleanse's unlearning). When no trigger was recovered, an image
+    classifier's backdoor neurons are pruned instead (RNP). Clean accuracy, attack success,
+    robust accuracy and DER are measured before and after.
     """
 
     name = "backdoor.removal"
@@ -51,7 +69,7 @@ class BackdoorRepair(FindingSource):
         "The removal did not meet the bar: attack success is still high or clean accuracy fell "
         "too far. Do not deploy the repaired model; retrain from trusted data instead."
     )
-    after = ("backdoor.exposure", "backdoor.trigger_recovery")
+    after = ("backdoor.exposure", "backdoor.trigger_recovery", "backdoor.trigger_words")
     defaults = {"target_label": integer(-1, low=-1), "method": choice("auto", REPAIR_METHODS),
                 "max_asr": rate(0.2), "max_accuracy_drop": rate(0.05),
                 "prune_threshold": rate(0.2), "unlearn_epochs": integer(10, low=1)}
@@ -63,7 +81,8 @@ class BackdoorRepair(FindingSource):
         self.output, self.test_data, self.poisoned_data = output, test_data, poisoned_data
         self.config = resolve_settings(self.name, self.defaults, settings)
 
-    def run(self, target: Target, data: ImageFolder, ctx: ProbeContext) -> list[Finding]:
+    def run(self, target: Target, data: ImageFolder | LabelledTexts,
+            ctx: ProbeContext) -> list[Finding]:
         from defenses.ebyd import (
             accuracy,
             attack_success_rate,
@@ -71,33 +90,37 @@ class BackdoorRepair(FindingSource):
             robust_accuracy,
         )
 
-        recovered: RecoveredTrigger | None = ctx.upstream("backdoor.trigger_recovery")
+        recovered: RecoveredTrigger | None = (ctx.upstream("backdoor.trigger_recovery")
+                                              or ctx.upstream("backdoor.trigger_words"))
         trigger = recovered.trigger if recovered is not None else None
         method = self.config["method"]
         if method == "auto":
             method = "trigger-unlearning" if trigger is not None else "rnp"
         if method == "trigger-unlearning" and trigger is None:
-            return [self.skipped("trigger-unlearning needs a trigger recovered on the exposed "
-                                 "model for the label the exposure probe found; none was")]
-        repaired, how = self._repair(method, target, data, trigger, ctx.seed)
+            return [self.skipped("trigger-unlearning needs a trigger recovered for the backdoor "
+                                 "label; none was")]
+        if method == "rnp" and target.kind == "text-classifier":
+            return [self.skipped("RNP prunes convolution channels of image classifiers; no "
+                                 "trigger word was recovered to unlearn on this text classifier")]
+        view = classifier_view(target, data)
+        repaired, how = self._repair(method, view, data, trigger, ctx.seed)
         save_repaired(repaired, target, self.output)
-        classes = label_ids(target.model.hf_model.config)
-        test = (load_image_folder(self.test_data, target.model.size, classes)
-                if self.test_data else data)
+        test = (classifier_view(target, load_clean_data(self.test_data, target))
+                if self.test_data else view)
         rows = [{"measure": "clean accuracy",
-                 "before": accuracy(target.model, test.images, test.labels),
-                 "after": accuracy(repaired, test.images, test.labels)}]
+                 "before": accuracy(view.model, test.inputs, test.labels),
+                 "after": accuracy(repaired, test.inputs, test.labels)}]
         details = {"repaired_model": str(self.output), "method": method, "how": how,
-                   "evaluated_on": str(test.path) + ("" if self.test_data else
-                                                     " (the clean data: no --test-data given)")}
+                   "evaluated_on": str(self.test_data or data.path) + (
+                       "" if self.test_data else " (the clean data: no --test-data given)")}
         asr = None
         if self.poisoned_data:
-            label = self._target_label(ctx)
-            poisoned = load_image_folder(self.poisoned_data, target.model.size, classes)
-            asr = [attack_success_rate(m, poisoned.images, label, poisoned.labels)
-                   for m in (target.model, repaired)]
-            ra = [robust_accuracy(m, poisoned.images, poisoned.labels, label)
-                  for m in (target.model, repaired)]
+            label = self._target_label(ctx, recovered)
+            poisoned = classifier_view(target, load_clean_data(self.poisoned_data, target))
+            asr = [attack_success_rate(m, poisoned.inputs, label, poisoned.labels)
+                   for m in (view.model, repaired)]
+            ra = [robust_accuracy(m, poisoned.inputs, poisoned.labels, label)
+                  for m in (view.model, repaired)]
             rows += [{"measure": f"attack success rate (to label {label})", "before": asr[0],
                       "after": asr[1]},
                      {"measure": "robust accuracy", "before": ra[0], "after": ra[1]}]
@@ -107,30 +130,45 @@ class BackdoorRepair(FindingSource):
             {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()} for r in rows]}
         return [self._verdict(method, how, rows, asr, details)]
 
-    def _repair(self, method: str, target: Target, data: ImageFolder, trigger,
-                seed: int) -> tuple[Any, str]:
+    def _repair(self, method: str, view: ClassifierView, data: ImageFolder | LabelledTexts,
+                trigger, seed: int) -> tuple[Any, str]:
         """(the repaired model, how it was repaired, in words)."""
-        from defenses.ebyd import reconstructive_neuron_pruning, unlearn_trigger
+        from defenses.ebyd import (
+            fine_tune_with_stamps,
+            reconstructive_neuron_pruning,
+            unlearn_trigger,
+        )
 
+        epochs = int(self.config["unlearn_epochs"])
+        if method == "trigger-unlearning" and view.tokenizer is not None:
+            texts = data.texts
+            packed = encode_texts(view.tokenizer, texts + with_trigger(texts, trigger.words, seed))
+            repaired = fine_tune_with_stamps(view.model, packed[:len(texts)], view.labels,
+                                             packed[len(texts):], epochs=epochs, seed=seed)
+            return repaired, (f"fine-tuned on the clean texts, 20 % with the trigger "
+                              f"{trigger.words!r} found for label {trigger.label} inserted and "
+                              f"kept at their true labels")
         if method == "trigger-unlearning":
-            repaired = unlearn_trigger(target.model, data.images, data.labels, trigger.mask,
-                                       trigger.pattern, epochs=int(self.config["unlearn_epochs"]),
-                                       seed=seed)
+            repaired = unlearn_trigger(view.model, view.inputs, view.labels, trigger.mask,
+                                       trigger.pattern, epochs=epochs, seed=seed)
             return repaired, (f"fine-tuned on the clean images, 20 % stamped with the trigger "
                               f"recovered for label {trigger.label} and kept at their true "
                               f"labels")
         pruning = reconstructive_neuron_pruning(
-            target.model, data.images, data.labels,
+            view.model, view.inputs, view.labels,
             prune_threshold=self.config["prune_threshold"],
             max_accuracy_drop=self.config["max_accuracy_drop"], seed=seed)
         return pruning.model, (f"RNP pruned {len(pruning.pruned)} neurons (lowest masks first, "
                                f"within a {self.config['max_accuracy_drop']:.0%} clean-accuracy "
                                f"drop)")
 
-    def _target_label(self, ctx: ProbeContext) -> int:
-        """The attack's label: as set, else the one the exposed model collapsed onto."""
+    def _target_label(self, ctx: ProbeContext, recovered: RecoveredTrigger | None) -> int:
+        """The attack's label: as set, else the recovered trigger's, else the one the exposed
+        model collapsed onto."""
         if self.config["target_label"] >= 0:
             return int(self.config["target_label"])
+        if recovered is not None and recovered.backdoor_label is not None:
+            return recovered.backdoor_label
         exposure: Exposed | None = ctx.upstream("backdoor.exposure")
         return exposure.collapse_label if exposure is not None else -1
 
@@ -164,7 +202,7 @@ def save_repaired(model, target: Target, output: Path) -> Path:
 
 
 def expose_model(model: Path, clean_data: Path, *, test_data: Path | None = None,
-                 poisoned_data: Path | None = None, trigger: Path | None = None,
+                 poisoned_data: Path | None = None, trigger: str | Path | None = None,
                  out: Path | None = None, repaired: Path | None = None, device: str = "auto",
                  seed: int = 0, fail_on: str = "high", overwrite: bool = False,
                  allow_pickle: bool = False, quiet: bool = False,
@@ -175,11 +213,13 @@ def expose_model(model: Path, clean_data: Path, *, test_data: Path | None = None
     """Run the backdoor suite on ``model`` with the defender's ``clean_data``, then, with
     ``repaired``, remove the backdoor into that new folder.
 
-    ``settings``: per-probe settings (as in an audit.toml) over the defaults;
-    ``repair_settings``: ``BackdoorRepair``'s over its defaults.
+    ``trigger``: the true trigger when known, a PNG for an image classifier or the word(s)
+    for a text classifier; ``settings``: per-probe settings (as in an audit.toml) over the
+    defaults; ``repair_settings``: ``BackdoorRepair``'s over its defaults.
     """
+    trigger_file = Path(trigger) if trigger is not None and Path(trigger).is_file() else None
     inputs = {"model": model, "clean data": clean_data, "test data": test_data,
-              "poisoned data": poisoned_data, "trigger": trigger}
+              "poisoned data": poisoned_data, "trigger": trigger_file}
     out = out or default_out_dir(model)
     steps = []
     if repaired is not None:
@@ -193,17 +233,16 @@ def expose_model(model: Path, clean_data: Path, *, test_data: Path | None = None
     check_output_path(out, {**inputs, "repaired model folder": repaired}, overwrite=overwrite)
     cache = ModelCache()
     target = cache.target(model, None, resolve_device(device), allow_pickle)
-    if target.kind != "image-classifier":
-        raise InputError(f"{model}: redteam expose needs an image classifier, not {target.kind}")
-    classes = label_ids(target.model.hf_model.config)
+    if target.kind not in BACKDOOR_KINDS:
+        raise InputError(f"{model}: redteam expose needs an image or text classifier, not "
+                         f"{target.kind}")
     for folder in (clean_data, test_data, poisoned_data):
         if folder is not None:
-            load_image_folder(folder, target.model.size, classes)
-    if trigger is not None:
-        trigger_mask(trigger, target.model.size)
+            load_clean_data(folder, target)
     settings = {name: dict(values) for name, values in (settings or {}).items()}
     if trigger is not None:
-        settings.setdefault("backdoor.trigger_recovery", {})["true_trigger"] = str(trigger)
+        probe = _checked_trigger(trigger, target)
+        settings.setdefault(probe, {})["true_trigger"] = str(trigger)
     return run_audit(AuditRequest(
         model=model, suite="backdoor", data=clean_data, out=out, device=device, seed=seed,
         fail_on=fail_on, overwrite=overwrite, allow_pickle=allow_pickle, quiet=quiet,
@@ -211,3 +250,17 @@ def expose_model(model: Path, clean_data: Path, *, test_data: Path | None = None
         command=command or ["redteam", "expose", str(model)],
         extra_inputs={label: path for label, path in inputs.items()
                       if path is not None and label not in ("model", "clean data")}), cache)
+
+
+def _checked_trigger(trigger: str | Path, target: Target) -> str:
+    """The probe that reads the known trigger: for an image classifier a PNG (read now, so a
+    bad one fails before anything runs), for a text classifier the trigger word(s)."""
+    if target.kind == "text-classifier":
+        if not str(trigger).strip():
+            raise InputError("--trigger: empty (give the trigger word or words)")
+        return "backdoor.trigger_words"
+    if not Path(trigger).is_file():
+        raise InputError(f"--trigger {trigger}: no such file (an image classifier's trigger is "
+                         f"a PNG, black where there is no trigger)")
+    trigger_mask(trigger, target.model.size)
+    return "backdoor.trigger_recovery"
