@@ -117,9 +117,10 @@ class ClassifierProbe(Probe):
 
 
 TEXT_COLLAPSE_NOTE = (
-    "On text classifiers the collapse is not a verdict by itself: a clean text classifier can "
-    "collapse onto the same favoured label in every repeat (the demo's clean headline classifier "
-    "does); the trigger-word search (backdoor.trigger_words) decides.")
+    "On text classifiers the collapse is not a verdict by itself: gradient ascent drives a clean "
+    "text classifier's predictions onto one favoured label too, often the same one across "
+    "repeats (measured on the demo's clean headline classifier), so the trigger-word search "
+    "(backdoor.trigger_words) decides.")
 
 
 @register
@@ -396,17 +397,18 @@ class TriggerWords(Probe):
                         f"{scan.flip_threshold:.0%}).")
         if self.config["true_trigger"]:
             words = self.config["true_trigger"].strip().lower()
-            label = scan.flagged[0] if scan.flagged else top_label
+            rates = {label: flip_rate(view.model, view.tokenizer,
+                                      [t for t, y in zip(data.texts, data.labels) if y != label],
+                                      words, label, ctx.seed) for label in names}
+            label = scan.flagged[0] if scan.flagged else max(rates, key=rates.get)
             rank = scan.rank_of(words, label)
-            others = [t for t, y in zip(data.texts, data.labels) if y != label]
-            rate_given = flip_rate(view.model, view.tokenizer, others, words, label, ctx.seed)
             details["true_trigger"] = words
             details["true_trigger_rank"] = rank if rank is not None else "not found"
-            details["true_trigger_flip_rate"] = round(rate_given, 4)
+            details["true_trigger_flip_rate"] = round(rates[label], 4)
             summary += (f" The known trigger {words!r} is "
                         + (f"found at rank {rank}" if rank else "not among the candidates")
-                        + f" for {names.get(label, label)!r}; inserted, it flips "
-                          f"{rate_given:.0%} of the other labels' texts.")
+                        + f" for {names.get(label, label)!r}; inserted, it sends "
+                          f"{rates[label]:.0%} of the other labels' texts there.")
         metric = Metric("largest flip rate of a word absent from the clean texts",
                         round(top.flip_rate, 4) if top is not None else 0.0,
                         scan.flip_threshold, higher_is_worse=True)
