@@ -78,7 +78,10 @@ def test_multiple_choice_separates_knowing_from_forgetting(unlearning_zoo, tmp_p
                         reference=zoo["original"], settings=by_option).findings
     assert original.details["chance"] == pytest.approx(0.25)
     assert original.status == "fail" and original.metric.value >= 0.75, original.summary
-    assert retrain.metric.value <= 0.35 and retrain.status == "pass", retrain.summary
+    # the gold model knows nothing of the forget set: at most luck on 12 questions, never a fail
+    assert retrain.status != "fail", retrain.summary
+    assert retrain.metric.value <= 0.35 or retrain.metric.ci95[0] <= 0.25, retrain.summary
+    assert retrain.metric.value < original.metric.value - 0.3
     assert retrain.metric.baselines["reference"] == pytest.approx(original.metric.value)
     assert retrain.details["control_split"] == "retain"
     (letters,) = _audit(zoo, "retrain", data, tmp_path / "l", probe).findings

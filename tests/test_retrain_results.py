@@ -104,12 +104,13 @@ def test_measurements_taken_another_way_are_refused(runs, unlearning_zoo, tmp_pa
 
 def test_a_probe_the_earlier_run_did_not_run_is_refused(unlearning_zoo, tmp_path, capsys):
     zoo = unlearning_zoo
+    asked = ["--prompt-format", "plain", "--shots", "3"]  # both runs ask alike
     assert main(["audit", str(zoo["retrain"]), "--suite", "unlearning", "--data",
-                 str(zoo["audit"]), "--probe", "unlearning.verbatim", "--quiet",
+                 str(zoo["audit"]), "--probe", "unlearning.verbatim", "--quiet", *asked,
                  "--out", str(tmp_path / "gold")]) in (0, 1)
     capsys.readouterr()
     err = _refused(["audit", str(zoo["npo"]), "--suite", "unlearning", "--data",
-                    str(zoo["audit"]), "--probe", "unlearning.knowledge_qa", "--quiet",
+                    str(zoo["audit"]), "--probe", "unlearning.knowledge_qa", "--quiet", *asked,
                     "--retrain-results", str(tmp_path / "gold"), "--out", str(tmp_path / "x")],
                    capsys)
     assert "did not run unlearning.knowledge_qa" in err
