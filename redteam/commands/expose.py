@@ -17,14 +17,15 @@ from redteam.core.findings import Finding, Metric
 from redteam.core.outputs import check_output_path, staged_output
 from redteam.core.settings import choice, integer, rate, resolve_settings
 from redteam.core.text_classifiers import encode_texts, with_trigger
-from redteam.core.text_data import LabelledTexts, load_labelled_texts
-from redteam.core.vision import ImageFolder, label_ids, load_image_folder
+from redteam.core.text_data import LabelledTexts
+from redteam.core.vision import ImageFolder
 from redteam.engine import (
     DEFAULT_FORMATS,
     AuditRequest,
     AuditResult,
     ModelCache,
     default_out_dir,
+    load_data,
     run_audit,
 )
 from redteam.probes.backdoor import (
@@ -40,13 +41,6 @@ from redteam.targets import Target, resolve_device
 
 REPAIR_METHODS = ("auto", "trigger-unlearning", "rnp")
 BACKDOOR_KINDS = ("image-classifier", "text-classifier")
-
-
-def load_clean_data(path: Path, target: Target) -> ImageFolder | LabelledTexts:
-    """Labelled data for ``target``: an image folder, or labelled-text JSONL."""
-    if target.kind == "text-classifier":
-        return load_labelled_texts(path, target.model.config.label2id)
-    return load_image_folder(path, target.model.size, label_ids(target.model.hf_model.config))
 
 
 class BackdoorRepair(FindingSource):
@@ -105,7 +99,7 @@ class BackdoorRepair(FindingSource):
         view = classifier_view(target, data)
         repaired, how = self._repair(method, view, data, trigger, ctx.seed)
         save_repaired(repaired, target, self.output)
-        test = (classifier_view(target, load_clean_data(self.test_data, target))
+        test = (classifier_view(target, load_data(self.test_data, target.kind, target))
                 if self.test_data else view)
         rows = [{"measure": "clean accuracy",
                  "before": accuracy(view.model, test.inputs, test.labels),
@@ -116,7 +110,7 @@ class BackdoorRepair(FindingSource):
         asr = None
         if self.poisoned_data:
             label = self._target_label(ctx, recovered)
-            poisoned = classifier_view(target, load_clean_data(self.poisoned_data, target))
+            poisoned = classifier_view(target, load_data(self.poisoned_data, target.kind, target))
             asr = [attack_success_rate(m, poisoned.inputs, label, poisoned.labels)
                    for m in (view.model, repaired)]
             ra = [robust_accuracy(m, poisoned.inputs, poisoned.labels, label)
@@ -238,7 +232,7 @@ def expose_model(model: Path, clean_data: Path, *, test_data: Path | None = None
                          f"{target.kind}")
     for folder in (clean_data, test_data, poisoned_data):
         if folder is not None:
-            load_clean_data(folder, target)
+            load_data(folder, target.kind, target)
     settings = {name: dict(values) for name, values in (settings or {}).items()}
     if trigger is not None:
         probe = _checked_trigger(trigger, target)

@@ -86,16 +86,15 @@ def classifier_view(target: Target, data: ImageFolder | LabelledTexts) -> Classi
                           dict(target.model.hf_model.config.id2label))
 
 
-def clean_unlearned(target: Target, data: ImageFolder | LabelledTexts, ctx: ProbeContext,
+def clean_unlearned(view: ClassifierView, ctx: ProbeContext,
                     settings: dict) -> CleanUnlearningResult:
-    """Clean unlearning of ``target``: reused from ``backdoor.exposure`` when it ran with the
-    same settings, else computed."""
+    """Clean unlearning of the classifier in ``view``: reused from ``backdoor.exposure`` when
+    it ran with the same settings, else computed."""
     from defenses.ebyd import clean_unlearning
 
     earlier: Exposed | None = ctx.upstream(Exposure.name)
     if earlier is not None and earlier.settings == settings:
         return earlier.unlearning
-    view = classifier_view(target, data)
     return clean_unlearning(
         view.model, view.inputs, view.labels, lr=settings["lr"],
         max_epochs=int(settings["max_epochs"]), stop_accuracy=settings["stop_accuracy"],
@@ -150,12 +149,12 @@ class Exposure(ClassifierProbe):
         from defenses.ebyd import collapse_consistency, detect_backdoor, history_csv
 
         settings = {k: self.config[k] for k in EXPOSURE_DEFAULTS}
-        result = clean_unlearned(target, data, ctx, settings)
+        view = classifier_view(target, data)
+        result = clean_unlearned(view, ctx, settings)
         before, after = result.history[0], result.history[-1]
         verdict = detect_backdoor(np.asarray(after["shares"]), self.config["var_threshold"],
                                   self.config["margin_threshold"])
         label = verdict.target_label
-        view = classifier_view(target, data)
         repeats = collapse_consistency(
             view.model, view.inputs, view.labels, repeats=int(self.config["repeats"]),
             seed=ctx.seed, lr=settings["lr"], max_epochs=int(settings["max_epochs"]),
@@ -206,8 +205,8 @@ class Exposure(ClassifierProbe):
                    f" on the same label).")
         if target.kind == "text-classifier":
             ctx.hand_off(Exposed(result, settings, label, None))
-            measured = self.finding("fail" if collapsed and consistent else "pass", "info",
-                                    summary, metric=metric, details=details, artifacts=artifacts)
+            measured = self.finding("pass", "info", summary, metric=metric, details=details,
+                                    artifacts=artifacts)
             return [self.inconclusive(TEXT_COLLAPSE_NOTE.rstrip("."), measured=measured,
                                       remediation="Read the trigger-word search "
                                                   "(backdoor.trigger_words).")]
@@ -269,7 +268,7 @@ class TriggerRecovery(ImageProbe):
         model = target.model
         if self.config["on_exposed"]:
             settings = {k: self.config[k] for k in EXPOSURE_DEFAULTS}
-            model = clean_unlearned(target, data, ctx, settings).model
+            model = clean_unlearned(classifier_view(target, data), ctx, settings).model
         scan = neural_cleanse(model, data.images, target.model.num_classes,
                               steps=int(self.config["steps"]), lr=self.config["nc_lr"],
                               init_cost=self.config["init_cost"],
@@ -364,7 +363,7 @@ class TriggerWords(Probe):
         proposer = view.model
         if self.config["on_exposed"]:
             settings = {k: self.config[k] for k in EXPOSURE_DEFAULTS}
-            proposer = clean_unlearned(target, data, ctx, settings).model
+            proposer = clean_unlearned(view, ctx, settings).model
         scan = scan_text_triggers(
             view.model, view.tokenizer, data.texts, data.labels, len(view.names),
             proposer=proposer, candidates=int(self.config["candidates"]),
