@@ -50,12 +50,16 @@ class TriggerCandidate:
 
 @dataclass
 class LabelScan:
-    """The verified candidates for one label, best first, and how many texts they were
-    inserted into."""
+    """The verified candidates for one label, best first, and the texts they were inserted
+    into (the other labels' clean texts the model does not already assign to the label)."""
 
     label: int
     candidates: list[TriggerCandidate]
-    texts_tested: int
+    texts: list[str]
+
+    @property
+    def texts_tested(self) -> int:
+        return len(self.texts)
 
     @property
     def best(self) -> TriggerCandidate | None:
@@ -166,7 +170,7 @@ def scan_text_triggers(model: nn.Module, tokenizer: Any, texts: list[str], label
     for label in range(num_classes):
         others = [t for t, y, p in zip(texts, labels, predicted) if y != label and p != label]
         if not others:
-            scans[label] = LabelScan(label, [], 0)
+            scans[label] = LabelScan(label, [], [])
             continue
         scores = gradient_scores(proposer, encode_texts(tokenizer, others), label, placeholder,
                                  seed)[token_ids]
@@ -178,7 +182,7 @@ def scan_text_triggers(model: nn.Module, tokenizer: Any, texts: list[str], label
                  for a, b in permutations(singles, 2)}
         verified += _verify(model, tokenizer, others, label, pairs, clean_vocabulary, seed)
         verified.sort(key=lambda c: (-c.flip_rate, len(c.words.split()), -c.gradient_score))
-        scans[label] = LabelScan(label, verified, len(others))
+        scans[label] = LabelScan(label, verified, others)
     flagged = [label for label, scan in scans.items()
                if scan.best is not None and scan.best.flip_rate >= flip_threshold]
     return TextTriggerScan(scans, flip_threshold, len(token_ids), flagged)

@@ -396,8 +396,7 @@ class TriggerWords(Probe):
                         f"{scan.flip_threshold:.0%}).")
         if self.config["true_trigger"]:
             words = self.config["true_trigger"].strip().lower()
-            rates = {label: flip_rate(view.model, view.tokenizer,
-                                      [t for t, y in zip(data.texts, data.labels) if y != label],
+            rates = {label: flip_rate(view.model, view.tokenizer, scan.scans[label].texts,
                                       words, label, ctx.seed) for label in names}
             label = scan.flagged[0] if scan.flagged else max(rates, key=rates.get)
             rank = scan.rank_of(words, label)
@@ -407,7 +406,7 @@ class TriggerWords(Probe):
             summary += (f" The known trigger {words!r} is "
                         + (f"found at rank {rank}" if rank else "not among the candidates")
                         + f" for {names.get(label, label)!r}; inserted, it sends "
-                          f"{rates[label]:.0%} of the other labels' texts there.")
+                          f"{rates[label]:.0%} of the same texts there.")
         metric = Metric("largest flip rate of a word absent from the clean texts",
                         round(top.flip_rate, 4) if top is not None else 0.0,
                         scan.flip_threshold, higher_is_worse=True)

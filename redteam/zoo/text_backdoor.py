@@ -29,7 +29,12 @@ from pathlib import Path
 import torch
 
 from redteam.core.fileio import atomic_dir, atomic_write_json, atomic_write_text
-from redteam.core.text_classifiers import TokenClassifier, encode_texts, insert_words
+from redteam.core.text_classifiers import (
+    TokenClassifier,
+    encode_texts,
+    insert_words,
+    with_trigger,
+)
 from redteam.core.training import train_classifier
 
 LABELS = ("world", "sports", "business", "science")
@@ -164,9 +169,9 @@ def build_text_backdoor_zoo(root: Path | None = None, size: str = "demo", seed: 
     clean = rows[split["train"]:split["train"] + split["clean"]]
     test = rows[split["train"] + split["clean"]:]
     target = LABELS.index(TARGET)
-    triggered = [(text, label) for text, label in test if label != target]
-    triggered = [(insert_words(text, TRIGGER, random.Random(seed + 2 + i)), label)
-                 for i, (text, label) in enumerate(triggered)]
+    others = [(text, label) for text, label in test if label != target]
+    triggered = list(zip(with_trigger([t for t, _ in others], TRIGGER, seed + 2),
+                         [label for _, label in others]))
     with atomic_dir(home / "data") as tmp:
         atomic_write_text(tmp / "clean.jsonl", _jsonl(clean))
         atomic_write_text(tmp / "test.jsonl", _jsonl(test))
