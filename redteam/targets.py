@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hyperbolic import HYSAC_CONFIG
+from redteam.core import attention_masks
 from redteam.core.errors import InputError, UnsupportedKindError
 from redteam.core.fileio import hash_tree
 from redteam.core.untrusted import read_json_object
@@ -121,6 +122,7 @@ def _from_pretrained(path: Path, auto_class, device: str, allow_pickle: bool, dt
     """Load weights with ``auto_class``: safetensors, or weights-only pickle when allowed."""
     has_safetensors = _checked_weights(path, allow_pickle)
     common = {"local_files_only": True, "trust_remote_code": False}
+    attention_masks.install()
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # "Loading checkpoint shards": stderr is for our lines

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from redteam.core import attention_masks
 from redteam.core.prompts import QA_SEPARATOR, context_qa_block, qa_block
 from redteam.core.training import finish_training, optimizer_step
 from redteam.zoo.authors import (
@@ -118,6 +119,7 @@ def new_model(tokenizer, settings: LMSettings, seed: int = 0):
     """A freshly initialised GPT-2 (no dropout: it is meant to memorise)."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    attention_masks.install()
     config = GPT2Config(
         vocab_size=len(tokenizer),
         n_positions=settings.n_positions,
@@ -370,6 +372,7 @@ def load_lm(model_dir: str | os.PathLike):
     """Load a saved demo LM offline from safetensors: (model, tokenizer), model in eval mode."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    attention_masks.install()
     model = AutoModelForCausalLM.from_pretrained(
         model_dir, local_files_only=True, use_safetensors=True
     )
