@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 import numpy as np
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import roc_curve
 
 from redteam.core.scoring import TokenScores
 
@@ -86,8 +86,21 @@ def extraction_strength(scores: TokenScores) -> float:
 # ---------------------------------------------------------------- statistics
 def auc(member_scores: Sequence[float], nonmember_scores: Sequence[float]) -> float:
     """AUC of telling members (label 1) from non-members by a higher-is-member score."""
-    labels = np.r_[np.ones(len(member_scores)), np.zeros(len(nonmember_scores))]
-    return float(roc_auc_score(labels, np.r_[member_scores, nonmember_scores]))
+    return float(_rank_auc(np.asarray(member_scores, dtype=float),
+                           np.asarray(nonmember_scores, dtype=float)))
+
+
+def _rank_auc(members: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """The AUC of each row of ``members [..., n1]`` against ``others [..., n0]``: the Mann-Whitney
+    U statistic over n1 * n0, ties counted half (the area under the ROC curve, as sklearn's
+    ``roc_auc_score`` gives it, without its per-call validation: the bootstrap needs 1000)."""
+    from scipy.stats import rankdata
+
+    n1, n0 = members.shape[-1], others.shape[-1]
+    if n1 == 0 or n0 == 0:
+        raise ValueError("the AUC needs at least one member and one non-member score")
+    ranks = rankdata(np.concatenate([members, others], axis=-1), axis=-1)
+    return (ranks[..., :n1].sum(axis=-1) - n1 * (n1 + 1) / 2) / (n1 * n0)
 
 
 def roc_points(member_scores: Sequence[float], nonmember_scores: Sequence[float],
@@ -116,13 +129,14 @@ def bootstrap_ci(values: Sequence[float], statistic: Callable = np.mean, n_resam
 def bootstrap_auc_ci(member_scores: Sequence[float], nonmember_scores: Sequence[float],
                      n_resamples: int = 1000, seed: int = 0) -> list[float]:
     """Bootstrap 95% interval of the AUC, resampling members and non-members separately."""
-    members, others = np.asarray(member_scores), np.asarray(nonmember_scores)
+    members, others = np.asarray(member_scores, dtype=float), np.asarray(nonmember_scores,
+                                                                         dtype=float)
     rng = np.random.default_rng(seed)
-    stats = []
-    for _ in range(n_resamples):
-        m = members[rng.integers(0, len(members), len(members))]
-        o = others[rng.integers(0, len(others), len(others))]
-        stats.append(auc(m, o))
+    picks = [(rng.integers(0, len(members), len(members)), rng.integers(0, len(others),
+                                                                        len(others)))
+             for _ in range(n_resamples)]
+    stats = _rank_auc(members[np.array([m for m, _ in picks])],
+                      others[np.array([o for _, o in picks])])
     return [round(float(np.percentile(stats, 2.5)), 4), round(float(np.percentile(stats, 97.5)), 4)]
 
 
