@@ -34,6 +34,7 @@ test: $(STAMP) browser
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_scoring.py
 	$(BIN)/python benchmarks/bench_scoring_memory.py
+	$(BIN)/python benchmarks/bench_audit_overheads.py
 	$(BIN)/python benchmarks/bench_adversarial.py
 	$(BIN)/python benchmarks/bench_backdoor.py
 	$(BIN)/python benchmarks/bench_protect.py

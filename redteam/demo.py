@@ -361,7 +361,7 @@ def protection_demo(out: Path, size: str, seed: int, quiet: bool) -> dict:
     from redteam.zoo.protection import build_protection_zoo
 
     zoo = build_protection_zoo(size=size, seed=seed, quiet=quiet)
-    runs = IndexTable(out)
+    runs, cache = IndexTable(out), ModelCache()  # the learner trains on the clean digits once
     for name, description in PROTECTIONS.items():
         surrogate = zoo["surrogate"] if name == "digits-uc-surrogate" else None
         protected = out / OUTPUTS / f"{name}-protected"
@@ -376,7 +376,7 @@ def protection_demo(out: Path, size: str, seed: int, quiet: bool) -> dict:
             zoo["publish"], protected, zoo["test"], out=out / name, seed=seed, overwrite=True,
             quiet=quiet, command=["redteam", "evaluate-protection", str(zoo["publish"]),
                                   str(protected), "--test-data", str(zoo["test"]), "--out",
-                                  str(out / name)])
+                                  str(out / name)], cache=cache)
         runs.add(name, f"{description}; protecting took {seconds:.0f} s", result)
     return runs.table("Unlearnable digits (redteam protect, redteam evaluate-protection)",
                       PROTECTION_NOTE)

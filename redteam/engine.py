@@ -627,10 +627,12 @@ def run_prepared(probes: list[Probe], target: Target, data, *, out: Path, what: 
                  quiet: bool = False, command: list[str] | None = None,
                  config: dict | None = None,
                  inputs: dict[str, dict[str, str]] | None = None,
-                 formats: tuple[str, ...] = DEFAULT_FORMATS) -> AuditResult:
+                 formats: tuple[str, ...] = DEFAULT_FORMATS,
+                 cache: ModelCache | None = None) -> AuditResult:
     """Run ``probes`` on a target and data a command prepared and checked itself (e.g.
     ``evaluate-protection``'s image folders), into the run folder ``out`` (already checked by
-    ``check_output_path``): the same events, crash isolation, record and report as an audit."""
+    ``check_output_path``): the same events, crash isolation, record and report as an audit;
+    ``cache`` shares the measurement memo between runs of one process."""
     if fail_on not in SEVERITIES:
         raise InputError(f"--fail-on {fail_on}: must be one of {', '.join(SEVERITIES)}")
     config = config or {}
@@ -638,7 +640,8 @@ def run_prepared(probes: list[Probe], target: Target, data, *, out: Path, what: 
     suite = probes[0].suite if probes else ""
     with open_run_folder(out, what, suite, str(target.path)) as folder:
         template = ProbeContext(config={}, seed=seed, device=device,
-                                artifacts_dir=folder.artifacts, quiet=quiet)
+                                artifacts_dir=folder.artifacts, quiet=quiet,
+                                measurement_memo=(cache or ModelCache()).measurements)
         findings, not_applicable = run_probes(probes, target, data, template, folder.events)
         run = RunRecord(
             tool_version=__version__, command=command or list(sys.argv), suite=suite,

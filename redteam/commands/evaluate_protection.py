@@ -21,6 +21,7 @@ from redteam.core.vision import ImageFolder, load_image_folder
 from redteam.engine import (
     DEFAULT_FORMATS,
     AuditResult,
+    ModelCache,
     build_probes,
     default_out_dir,
     run_prepared,
@@ -112,9 +113,14 @@ def evaluate_protection(clean_dir: Path, protected_dir: Path, test_dir: Path, *,
                         seed: int = 0, device: str = "auto", fail_on: str = "high",
                         overwrite: bool = False, quiet: bool = False,
                         command: list[str] | None = None,
-                        formats: tuple[str, ...] = DEFAULT_FORMATS) -> AuditResult:
+                        formats: tuple[str, ...] = DEFAULT_FORMATS,
+                        cache: ModelCache | None = None) -> AuditResult:
     """Train on ``clean_dir`` and on ``protected_dir`` (same images, protected), test on
-    ``test_dir``, with the original labels and with ``groups``; write the run folder."""
+    ``test_dir``, with the original labels and with ``groups``; write the run folder.
+
+    ``cache`` shares work between runs of one process (``engine.ModelCache``): two protections
+    of the same clean folder train the learner on it once per probe.
+    """
     from redteam.targets import resolve_device
 
     clean_dir, protected_dir, test_dir = Path(clean_dir), Path(protected_dir), Path(test_dir)
@@ -150,4 +156,4 @@ def evaluate_protection(clean_dir: Path, protected_dir: Path, test_dir: Path, *,
                         config={"probes": settings, "image_size": size, "epsilon": eps,
                                 "groups": groups or "pairs"},
                         inputs={"clean": hash_tree(clean_dir), "test": hash_tree(test_dir)},
-                        formats=formats)
+                        formats=formats, cache=cache)

@@ -69,6 +69,17 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def tensors_digest(*tensors) -> str:
+    """SHA-256 of torch tensors' shapes, dtypes and values: what identifies in-memory data
+    (images read from a folder) in a memo key."""
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        array = tensor.detach().cpu().contiguous().numpy()
+        digest.update(f"{array.shape}{array.dtype}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
 def hash_tree(root: str | os.PathLike) -> dict[str, str]:
     """SHA-256 of every file under ``root`` (or of ``root`` itself when it is a file)."""
     root = Path(root)

@@ -139,13 +139,27 @@ class ProbeContext:
     def _measured(self, model: Target, measure: Callable[[Target], Any]) -> str:
         """``measure(model)`` as JSON text, from the memo when this probe measured this model
         the same way earlier in the process."""
-        if self.measurement_memo is None or self.data_key is None:
+        if self.data_key is None:
             return json.dumps(measure(model))
         key = (self.probe, id(model), json.dumps(self.config, sort_keys=True, default=str),
                self.data_key, repr(self.prompt_format), self.seed,
                id(self.scorer(model)) if self.scorer_for else None)
+        return self._memo_text(key, lambda: measure(model))
+
+    def memoised(self, key: tuple, compute: Callable[[], Any]) -> Any:
+        """``compute()``, passed through JSON; taken from the memo when a run of this process
+        computed it under the same ``key``, probe, settings, seed and device. For work that
+        does not depend on the audited model, e.g. training a learner on a clean folder that
+        two ``evaluate-protection`` runs share."""
+        key = ("memoised", self.probe, json.dumps(self.config, sort_keys=True, default=str),
+               self.seed, self.device, *key)
+        return json.loads(self._memo_text(key, compute))
+
+    def _memo_text(self, key: tuple, compute: Callable[[], Any]) -> str:
+        if self.measurement_memo is None:
+            return json.dumps(compute())
         if key not in self.measurement_memo:
-            self.measurement_memo[key] = json.dumps(measure(model))
+            self.measurement_memo[key] = json.dumps(compute())
         return self.measurement_memo[key]
 
     def upstream(self, name: str) -> Any:

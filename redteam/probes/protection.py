@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from redteam.core.fileio import tensors_digest
 from redteam.core.findings import Evidence, Finding, Metric
 from redteam.core.metrics import perturbation_size, within_epsilon
 from redteam.core.settings import choice, integer, rate
@@ -105,10 +106,14 @@ class Learnability(ProtectionProbe):
     def run(self, target: Target, data: ProtectionData, ctx: ProbeContext) -> list[Finding]:
         learner, epochs = self.config["learner"], int(self.config["epochs"])
         train_labels, test_labels, count = data.labels(self.labelling)
-        accuracy = {name: train_and_test(learner, images, train_labels, data.test.images,
-                                         test_labels, count, epochs, ctx.seed, ctx.device,
-                                         ctx.quiet, self.augmentation())
-                    for name, images in self.training_sets(data).items()}
+        test_key = tensors_digest(data.test.images, test_labels)
+        accuracy = {
+            name: ctx.memoised(
+                ("trained and tested", tensors_digest(images, train_labels), test_key),
+                lambda images=images: train_and_test(
+                    learner, images, train_labels, data.test.images, test_labels, count, epochs,
+                    ctx.seed, ctx.device, ctx.quiet, self.augmentation()))
+            for name, images in self.training_sets(data).items()}
         chance = torch.bincount(test_labels, minlength=count).max().item() / len(test_labels)
         accuracy["chance (majority class)"] = chance
         row = {"labelling": self.labelling, **{k: round(v, 4) for k, v in accuracy.items()}}
