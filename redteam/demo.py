@@ -343,6 +343,8 @@ ADVERSARIAL_NOTE = (
 )
 
 
+PROTECTION_EPOCHS = 10  # the learner's (the command's default is 15); in each run's config
+
 PROTECTIONS = {
     "digits-uc-surrogate": "Unlearnable Clusters against a digit classifier trained on a "
                            "disjoint part of the digits (--surrogate)",
@@ -374,9 +376,10 @@ def protection_demo(out: Path, size: str, seed: int, quiet: bool) -> dict:
         seconds = time.perf_counter() - started
         result = evaluate_protection(
             zoo["publish"], protected, zoo["test"], out=out / name, seed=seed, overwrite=True,
-            quiet=quiet, command=["redteam", "evaluate-protection", str(zoo["publish"]),
-                                  str(protected), "--test-data", str(zoo["test"]), "--out",
-                                  str(out / name)], cache=cache)
+            epochs=PROTECTION_EPOCHS, quiet=quiet,
+            command=["redteam", "evaluate-protection", str(zoo["publish"]), str(protected),
+                     "--test-data", str(zoo["test"]), "--epochs", str(PROTECTION_EPOCHS),
+                     "--out", str(out / name)], cache=cache)
         runs.add(name, f"{description}; protecting took {seconds:.0f} s", result)
     return runs.table("Unlearnable digits (redteam protect, redteam evaluate-protection)",
                       PROTECTION_NOTE)
