@@ -74,6 +74,33 @@ def test_an_unprotected_copy_fails_the_evaluation(protection_zoo, tmp_path, caps
     assert events.count("probe_end") == 5
 
 
+def test_runs_sharing_a_cache_train_on_a_clean_folder_once(protection_zoo, protected_digits,
+                                                         tmp_path, monkeypatch):
+    """Two evaluations of one clean folder in one process (the demo's two protections) train
+    the learner on it once per probe, and on a folder with the same pixels not again."""
+    import redteam.probes.protection as protection
+    from redteam.engine import ModelCache
+
+    trained, train = [], protection.train_and_test
+    monkeypatch.setattr(protection, "train_and_test",
+                        lambda *args, **kwargs: trained.append(args[1]) or train(*args, **kwargs))
+    copy = tmp_path / "copy"
+    shutil.copytree(protection_zoo["publish"], copy)
+    cache, scores = ModelCache(), []
+    for name, folder in (("protected", protected_digits[0]), ("copy", copy)):
+        result = evaluate_protection(protection_zoo["publish"], folder, protection_zoo["test"],
+                                     out=tmp_path / f"run-{name}", epochs=1, quiet=True,
+                                     cache=cache)
+        scores.append({f.probe: f.details["split_scores"] for f in result.findings
+                       if "split_scores" in f.details})
+    assert len(trained) == 8  # 4 probes x (clean, protected); the copy's pixels are the clean's
+    assert scores[0].keys() == scores[1].keys() and len(scores[0]) == 4
+    for probe, split in scores[1].items():
+        for labelling, accuracy in split.items():
+            assert accuracy["trained on clean"] == scores[0][probe][labelling]["trained on clean"]
+            assert accuracy["trained on protected"] == accuracy["trained on clean"]
+
+
 def test_parse_groups_defaults_to_pairs_and_checks_the_classes():
     classes = [str(i) for i in range(5)]
     assert parse_groups(None, classes) == [["0", "1"], ["2", "3"], ["4"]]

@@ -111,7 +111,9 @@ def write_tokenizer(folder: Path) -> None:
     word-final), then merges that join each word, added so that earlier words stay whole."""
     from transformers import CLIPTokenizer
 
-    words = [*DIGIT_NAMES, *COLOURS, *{w for t in TEMPLATES for w in t.split() if "{" not in w},
+    # In a fixed order: the ids (and so the text encoder's initial embedding of each word)
+    # must not depend on the process's string hashing, as a set's order does.
+    words = [*DIGIT_NAMES, *COLOURS, *(w for t in TEMPLATES for w in t.split() if "{" not in w),
              *OTHER_WORDS]
     alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
     vocab = [*alphabet, *(c + "</w>" for c in alphabet)]
