@@ -388,7 +388,8 @@ def protection_demo(out: Path, size: str, seed: int, quiet: bool) -> dict:
 PROTECTION_NOTE = (
     "The published digits are protected (ε = 8/255) with Unlearnable Clusters against a "
     "surrogate, and with the default, error-minimising noise on label-free clusters; then a "
-    "ConvNeXt is trained on the clean and on the protected copy and tested on clean digits. "
+    f"ConvNeXt is trained ({PROTECTION_EPOCHS} epochs; the command's default is 15) on the "
+    "clean and on the protected copy and tested on clean digits. "
     "learnability left = (accuracy after training on the protected copy − chance) / (accuracy "
     "after training on the clean copy − chance); above 0.5 the protection fails. The last two "
     "findings repeat the test with the attacker's cheapest counter-measures, training with "
