@@ -339,10 +339,13 @@ def default_out_dir(model: Path) -> Path:
 
 
 class ModelCache:
-    """Loaded models and their memoising scorers, reusable across runs in one process.
+    """Loaded models, their memoising scorers and the probes' measurement memo, reusable across
+    runs in one process.
 
     ``redteam demo`` audits five variants against the same reference and retrain models; with
-    one cache they are loaded, and their answers generated, once.
+    one cache they are loaded, and their answers generated, once. Its two protections of one
+    clean folder share one too: the learner trains on the clean images once per probe
+    (``ProbeContext.memoised``).
     """
 
     def __init__(self) -> None:
