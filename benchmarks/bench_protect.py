@@ -76,7 +76,7 @@ def evaluations_with_and_without_a_shared_cache(zoo, protected: list[Path], tmp:
         start = time.perf_counter()
         for index, folder in enumerate(protected):
             result = evaluate_protection(zoo["publish"], folder, zoo["test"],
-                                         out=tmp / f"run-{len(seconds)}-{index}",
+                                         out=tmp / f"{label}-{index}".replace(" ", "-"),
                                          epochs=EVALUATION_EPOCHS, quiet=True, cache=shared)
             clean[(label, index)] = [f.details["split_scores"] for f in result.findings
                                      if "split_scores" in f.details]
