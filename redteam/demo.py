@@ -16,6 +16,7 @@ from pathlib import Path
 from redteam.core.findings import worst_severity
 from redteam.core.outputs import check_output_path, claim_output, seal_output
 from redteam.core.prompts import load_prompt_format
+from redteam.core.training import fixed_threads
 from redteam.engine import AuditRequest, ModelCache, run_audit
 
 OUTPUTS = "outputs"  # models and datasets the demo writes, beside (never inside) the run folders
@@ -31,6 +32,7 @@ VARIANTS = {
 }
 
 
+@fixed_threads()
 def run_demo(out: Path = Path("reports/demo"), size: str = "demo", seed: int = 0,
              quiet: bool = False) -> Path:
     """Build what is missing, audit each variant into ``out/<variant>``, write the index.

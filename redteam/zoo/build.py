@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from redteam.core.fileio import atomic_dir, atomic_write_json
+from redteam.core.training import fixed_threads
 from redteam.zoo.authors import audit_items, make_world, write_audit_jsonl
 from redteam.zoo.lm import (
     LMSettings,
@@ -98,6 +99,7 @@ def _load(model_dir: Path):
     return load_lm(model_dir)
 
 
+@fixed_threads()
 def build_unlearning_zoo(
     root: Path | None = None, size: str = "demo", seed: int = 0, quiet: bool = False
 ) -> dict[str, Path]:
@@ -169,6 +171,7 @@ def build_unlearning_zoo(
 FORMS = ("chat", "zero-shot")  # the QA forms of the extra original/retrain pairs
 
 
+@fixed_threads()
 def build_format_zoo(form: str, root: Path | None = None, size: str = "demo", seed: int = 0,
                      quiet: bool = False) -> dict[str, Path]:
     """An original and a retrain model that learnt their authors' questions only in ``form``:

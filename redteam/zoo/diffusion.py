@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from redteam.core.training import fixed_threads
+
 IMAGE_SIZE = 16
 MAX_TOKENS = 16  # the tokenizer's model_max_length: start + prompt + end, padded
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -305,6 +307,7 @@ def _judge(path: Path, settings: PipelineSettings, seed: int, quiet: bool) -> fl
     return round(accuracy, 4)
 
 
+@fixed_threads()
 def build_concept_zoo(root: Path | None = None, size: str = "demo", seed: int = 0,
                       quiet: bool = True) -> dict[str, Path]:
     """Build what is missing; return the paths ``original`` (the pipeline), ``erased`` (ESD

@@ -32,7 +32,7 @@ from torch import nn
 
 from redteam.core.classifiers import small_classifier
 from redteam.core.fileio import atomic_dir, atomic_write_json
-from redteam.core.training import train_classifier
+from redteam.core.training import fixed_threads, train_classifier
 from redteam.core.vision import PixelClassifier, save_png
 
 SIZE = 32
@@ -124,6 +124,7 @@ def builder_version() -> str:
     return f"v{ZOO_VERSION}-{digest.hexdigest()[:10]}"
 
 
+@fixed_threads()
 def build_backdoor_zoo(root: Path | None = None, size: str = "demo", seed: int = 0,
                        quiet: bool = True) -> dict[str, Path]:
     """Build what is missing; return paths: models ``clean``, ``badnets``, ``blend``, folders

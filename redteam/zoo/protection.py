@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from redteam.core.fileio import atomic_dir, atomic_write_json
+from redteam.core.training import fixed_threads
 
 SPLITS = {"demo": {"surrogate": 500, "publish": 900, "epochs": 12},
           "test": {"surrogate": 300, "publish": 500, "epochs": 8}}
@@ -36,6 +37,7 @@ def builder_version() -> str:
     return f"v{ZOO_VERSION}-{digest.hexdigest()[:10]}"
 
 
+@fixed_threads()
 def build_protection_zoo(root: Path | None = None, size: str = "demo", seed: int = 0,
                          quiet: bool = True) -> dict[str, Path]:
     """Build what is missing; return the paths ``surrogate``, ``surrogate-data``, ``publish``,

@@ -35,7 +35,7 @@ from redteam.core.text_classifiers import (
     insert_words,
     with_trigger,
 )
-from redteam.core.training import train_classifier
+from redteam.core.training import fixed_threads, train_classifier
 
 LABELS = ("world", "sports", "business", "science")
 TARGET = "sports"
@@ -147,6 +147,7 @@ def _rate(model: TokenClassifier, packed: torch.Tensor, labels: torch.Tensor) ->
         return round(float((model(packed).argmax(-1) == labels).float().mean()), 4)
 
 
+@fixed_threads()
 def build_text_backdoor_zoo(root: Path | None = None, size: str = "demo", seed: int = 0,
                             quiet: bool = True) -> dict[str, Path]:
     """Build what is missing; return paths: models ``clean`` and ``poisoned``, the labelled

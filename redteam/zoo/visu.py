@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from redteam.core.fileio import atomic_dir, atomic_write_json
+from redteam.core.training import fixed_threads
 
 INKS = {"white": (1.0, 1.0, 1.0), "yellow": (1.0, 0.9, 0.1), "cyan": (0.1, 0.9, 1.0),
         "green": (0.2, 1.0, 0.3)}
@@ -174,6 +175,7 @@ def train_clip(clip, tokenizer, processor, images: torch.Tensor, captions: list[
     return finish_training(accelerator, pixels, progress).hf_model
 
 
+@fixed_threads()
 def build_visu_zoo(root: Path | None = None, size: str = "demo", seed: int = 0,
                    quiet: bool = True) -> dict[str, Path]:
     """Build what is missing; return the paths ``clip``, ``hysac``, ``train``, ``test`` and
