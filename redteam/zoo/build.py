@@ -44,7 +44,7 @@ UNLEARNED = ("ga", "graddiff", "npo", "simnpo", "salun-npo")
 VARIANTS = ("original", "retrain", *UNLEARNED)
 
 LM_SETTINGS = {
-    "demo": LMSettings(reader_steps=600, form_epochs=20),
+    "demo": LMSettings(reader_steps=600, form_epochs=14),
     "test": LMSettings(reader_steps=300, epochs=40, form_epochs=20),
 }
 
