@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench gpu-check lint venv clean browser
+.PHONY: demo test bench bench-demo gpu-check lint venv clean browser
 
 # The stack (~6 GB) installs with uv, which fetches and unpacks in parallel (a fresh install:
 # about 40 s, against about 65 s with pip); pip does it where uv cannot be had. Neither
@@ -49,6 +49,9 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_pgd.py
 	$(BIN)/python benchmarks/bench_hysac.py
 	$(BIN)/python benchmarks/bench_concept.py
+
+bench-demo: $(STAMP)  # where the demo spends its time, from an empty cache (about 12 minutes)
+	$(BIN)/python benchmarks/bench_demo.py
 
 gpu-check: $(STAMP)
 	$(BIN)/python benchmarks/gpu_check.py
