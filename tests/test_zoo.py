@@ -116,16 +116,13 @@ def test_a_zoo_trains_the_same_model_whatever_the_callers_thread_count(protectio
     import torch
 
     from redteam.core.fileio import sha256_file
+    from redteam.core.training import fixed_threads
     from redteam.zoo.protection import build_protection_zoo
 
-    callers = torch.get_num_threads()
-    other = 3 if callers == 1 else 1
-    try:
-        torch.set_num_threads(other)
+    other = 3 if torch.get_num_threads() == 1 else 1
+    with fixed_threads(other):
         zoo = build_protection_zoo(tmp_path, size="test", seed=0)
         assert torch.get_num_threads() == other
-    finally:
-        torch.set_num_threads(callers)
     digests = [sha256_file(built["surrogate"] / "model.safetensors")
                for built in (zoo, protection_zoo)]
     assert digests[0] == digests[1]
