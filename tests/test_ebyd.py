@@ -195,6 +195,25 @@ def test_neural_cleanse_finds_the_patch(world, exposed):
     assert image.shape == (SIZE, SIZE, 3) and image.dtype == np.uint8
 
 
+def test_neural_cleanse_searches_labels_together_as_one_by_one(world, exposed):
+    """The labels' searches share forward passes; each must still be its own search: the same
+    trigger as when that label is searched alone."""
+    import copy
+
+    from defenses.ebyd import reverse_trigger
+
+    model = exposed["backdoored"].model
+    together = neural_cleanse(model, world["x"], CLASSES, steps=40, classes=[1, TARGET, 7])
+    frozen = copy.deepcopy(model).eval().requires_grad_(False)
+    for label in (1, TARGET, 7):
+        alone = reverse_trigger(frozen, world["x"], label, steps=40)
+        joint = together.trigger(label)
+        assert joint.l1_norm == pytest.approx(alone.l1_norm, rel=1e-3)
+        assert torch.allclose(joint.mask, alone.mask, atol=1e-3)
+    norms = [together.trigger(label).l1_norm for label in (1, TARGET, 7)]
+    assert len({round(n, 3) for n in norms}) == 3  # three different searches, not one copied
+
+
 def test_rnp_removes_the_backdoor(world):
     model, x, y = world["backdoored"], world["x_test"], world["y_test"]
     before = {k: v.clone() for k, v in model.state_dict().items()}
