@@ -235,6 +235,26 @@ def test_erase_trains_only_its_layers_and_leaves_the_input(tmp_path, tiny_pipeli
             (out / component / f.name).read_bytes() for f in files]
 
 
+def test_esd_samples_the_same_trajectories_however_many_at_once(tiny_pipeline):
+    """ESD draws each iteration's stop and noise in order and samples them in batches; the
+    batch size must not change which x_t, t and targets the erased UNet regresses on."""
+    from defenses.unlearning.esd import ESD
+    from redteam.targets import load_target
+
+    pipeline = load_target(tiny_pipeline, kind="diffusion", device="cpu").model
+    # The paper's small lr keeps the UNet close to the original, so the losses are those of
+    # each iteration's sample (a large lr would amplify the batches' rounding).
+    runs = {batch: ESD("digit three", method="esd-u", iterations=6, lr=1e-5, sample_steps=4,
+                       sample_batch=batch).fit(pipeline) for batch in (1, 4)}
+    one, four = runs[1], runs[4]
+    assert len(one.losses_) == len(four.losses_) == 6
+    assert len(set(one.losses_)) > 1  # each iteration regressed on its own sample
+    assert one.losses_ == pytest.approx(four.losses_, rel=1e-3, abs=1e-6)
+    weights = dict(four.unet_.named_parameters())
+    assert all(torch.allclose(value, weights[name], atol=1e-6)
+               for name, value in one.unet_.named_parameters())
+
+
 def test_erase_refuses_bad_input(capsys, tmp_path, tiny_pipeline, tiny_judge):
     source = copy_of(tiny_pipeline, tmp_path)
     refused(capsys, tmp_path, ["erase", source, "--concept", "  ", "--out", tmp_path / "out"],

@@ -53,6 +53,7 @@ class ESD:
     sample_guidance: float = 3.0
     sample_steps: int = 50
     seed: int = 0
+    sample_batch: int = 8  # x_t of this many iterations are sampled together
     quiet: bool = True
     unet_: nn.Module | None = field(default=None, init=False, repr=False)
     losses_: list[float] = field(default_factory=list, init=False, repr=False)
@@ -61,7 +62,7 @@ class ESD:
         return {"concept": self.concept, "method": self.method,
                 "iterations": self.iterations, "lr": self.lr, "eta": self.eta,
                 "sample_guidance": self.sample_guidance, "sample_steps": self.sample_steps,
-                "seed": self.seed}
+                "sample_batch": self.sample_batch, "seed": self.seed}
 
     def fit(self, pipeline) -> ESD:
         """Train the erased UNet (``unet_``), in three steps: the prompt states, the copy and
@@ -86,38 +87,62 @@ class ESD:
         sampler = DDIMScheduler.from_config(pipeline.scheduler.config)
         sampler.set_timesteps(self.sample_steps, device=frozen.device)
         generator = torch.Generator(frozen.device).manual_seed(self.seed)
-        channels, side = frozen.config.in_channels, frozen.config.sample_size
         # 3. Regress the concept's prediction onto negative guidance.
-        progress = tqdm(range(self.iterations), desc=f"erase ({self.method})",
+        progress = tqdm(total=self.iterations, desc=f"erase ({self.method})",
                         disable=self.quiet, leave=False)
-        for _ in progress:
-            stop = int(torch.randint(0, self.sample_steps, (1,), generator=generator,
-                                     device=frozen.device))
-            with torch.no_grad():
-                latents = torch.randn((1, channels, side, side), generator=generator,
-                                      device=frozen.device).to(frozen.dtype)
-                latents = latents * sampler.init_noise_sigma
-                for t in sampler.timesteps[:stop]:
-                    unconditional, conditional = self._predictions(frozen, latents, t, concept,
-                                                                   empty)
-                    guided = unconditional + self.sample_guidance * (conditional - unconditional)
-                    latents = sampler.step(guided, t, latents).prev_sample
-                t = sampler.timesteps[stop]
-                unconditional, conditional = (p.float() for p in self._predictions(
-                    frozen, latents, t, concept, empty))
-                target = unconditional - self.eta * (conditional - unconditional)
-            predicted = erased(latents.float(), t, concept.float()).sample
-            loss = nn.functional.mse_loss(predicted, target)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            self.losses_.append(round(float(loss.detach()), 6))
-            progress.set_postfix(loss=f"{self.losses_[-1]:.4f}", refresh=False)
+        for first in range(0, self.iterations, self.sample_batch):
+            count = min(self.sample_batch, self.iterations - first)
+            latents, timesteps, targets = self._targets(frozen, sampler, generator, concept,
+                                                        empty, count)
+            for x_t, t, target in zip(latents, timesteps, targets):
+                predicted = erased(x_t[None].float(), t, concept.float()).sample
+                loss = nn.functional.mse_loss(predicted, target[None])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                self.losses_.append(round(float(loss.detach()), 6))
+                progress.set_postfix(loss=f"{self.losses_[-1]:.4f}", refresh=False)
+                progress.update()
+        progress.close()
         self.unet_ = erased.eval().requires_grad_(False).to(frozen.dtype)
         return self
 
+    @torch.no_grad()
+    def _targets(self, frozen, sampler, generator, concept, empty, count: int
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The next ``count`` iterations' (x_t, t, negative-guidance target).
+
+        Each iteration draws a random stop in the sampling schedule and a starting noise, and
+        the frozen model samples from the concept's prompt up to that stop. The frozen model
+        does not change during training, so the iterations' samples are drawn in the same order
+        and advanced together, one batched forward pass per sampling step.
+        """
+        channels, side = frozen.config.in_channels, frozen.config.sample_size
+        stops, starts = [], []
+        for _ in range(count):
+            stops.append(int(torch.randint(0, self.sample_steps, (1,), generator=generator,
+                                           device=frozen.device)))
+            starts.append(torch.randn((1, channels, side, side), generator=generator,
+                                      device=frozen.device).to(frozen.dtype))
+        latents = torch.cat(starts) * sampler.init_noise_sigma
+        stops = torch.tensor(stops, device=frozen.device)
+        for step, t in enumerate(sampler.timesteps[:int(stops.max())]):
+            going = (stops > step).nonzero().flatten()
+            unconditional, conditional = self._predictions(frozen, latents[going], t, concept,
+                                                           empty)
+            guided = unconditional + self.sample_guidance * (conditional - unconditional)
+            latents[going] = sampler.step(guided, t, latents[going]).prev_sample
+        timesteps = sampler.timesteps[stops]
+        unconditional, conditional = (p.float() for p in self._predictions(
+            frozen, latents, timesteps, concept, empty))
+        return latents, timesteps, unconditional - self.eta * (conditional - unconditional)
+
     @staticmethod
     def _predictions(unet, latents, t, concept, empty) -> tuple[torch.Tensor, torch.Tensor]:
-        """The frozen UNet's (unconditional, concept) predictions, in one forward pass."""
-        both = unet(latents.repeat(2, 1, 1, 1), t, torch.cat([empty, concept])).sample
+        """The frozen UNet's (unconditional, concept) predictions of every latent (at one
+        timestep ``t`` or one per latent), in one forward pass."""
+        count = len(latents)
+        prompts = torch.cat([empty.expand(count, -1, -1), concept.expand(count, -1, -1)])
+        timesteps = t.repeat(2) if t.dim() else t
+        both = unet(latents.repeat(2, 1, 1, 1), timesteps, prompts).sample
         return both.chunk(2)
