@@ -116,6 +116,24 @@ def test_linear_probe_fails_when_forget_answers_are_decodable(demo_data, monkeyp
     assert len(leak.details["templates"]) == 4
 
 
+def test_linear_probe_fits_the_same_in_worker_processes(demo_data, monkeypatch):
+    """The (template, layer) probes are fitted in as many processes as torch has threads; what
+    they decode must not depend on how many that is."""
+    from redteam.core.training import fixed_threads
+
+    monkeypatch.setattr(linear_probe, "last_token_states", _fake_states(demo_data))
+    probe = LinearProbe(FAST)
+    templates, _ = linear_probe.categorical_templates(demo_data, 8, 20, 2.0)
+    fmt = ProbeContext(config=probe.config).prompt_format
+    records = {}
+    for threads in (1, 2):
+        with fixed_threads(threads):
+            records[threads] = linear_probe.probe_model(_fake("leaky"), templates,
+                                                        probe.config, 0, fmt).to_record()
+    assert records[1] == records[2]
+    assert np.mean(records[2]["forget_correct"][1]) > 0.8  # the leaky layers decode
+
+
 def test_linear_probe_without_retrain_uses_the_holdout_floor(demo_data, monkeypatch):
     monkeypatch.setattr(linear_probe, "last_token_states", _fake_states(demo_data))
     probe = LinearProbe(FAST)

@@ -199,24 +199,47 @@ class LayerResults:
         return int(np.argmax(self.forget_accuracy))
 
 
-def _probe_template(template: Template, states: np.ndarray, forget: list[AuditItem],
-                    holdout: list[AuditItem], config: dict, seed: int) -> list[dict]:
-    """Per layer: the probe's guesses on forget and holdout items and its retain CV accuracy.
+def _fit_layer(train: np.ndarray, y_train: list[str], test_f: np.ndarray, test_h: np.ndarray,
+               c_grid: Sequence[float], folds: int, seed: int) -> tuple[float, list, list]:
+    """One layer's probe: (retain CV accuracy, guesses on the forget rows, on the holdout rows)."""
+    model, cv = fit_probe(train, y_train, c_grid, folds, seed)
+    guess_f = list(model.predict(test_f)) if len(test_f) else []
+    guess_h = list(model.predict(test_h)) if len(test_h) else []
+    return cv, guess_f, guess_h
 
-    ``states`` holds the template's retain, then forget, then holdout items' hidden states.
+
+def _probe_templates(jobs: list[tuple[Template, np.ndarray, list[AuditItem], list[AuditItem]]],
+                     config: dict, seed: int) -> list[list[dict]]:
+    """Per template, per layer: the probe's guesses on forget and holdout items and its retain
+    CV accuracy.
+
+    Each job's ``states`` hold the template's retain, then forget, then holdout items' hidden
+    states. The (template, layer) fits are independent and each is single-threaded scikit-learn,
+    so they run in as many worker processes as torch has threads; every fit is the same
+    computation wherever it runs.
     """
-    retain = template.retain
-    train, test_f, test_h = np.split(states, [len(retain), len(retain) + len(forget)])
-    y_train = [template.label(item) for item in retain]
+    from joblib import Parallel, delayed
+
+    fits, shapes = [], []
+    for template, states, forget, _ in jobs:
+        retain = template.retain
+        train, test_f, test_h = np.split(states, [len(retain), len(retain) + len(forget)])
+        y_train = [template.label(item) for item in retain]
+        shapes.append(states.shape[1])
+        fits += [delayed(_fit_layer)(train[:, layer], y_train, test_f[:, layer],
+                                     test_h[:, layer], config["c_grid"], config["folds"], seed)
+                 for layer in range(states.shape[1])]
+    outcomes = iter(Parallel(n_jobs=max(1, min(torch.get_num_threads(), len(fits))))(fits))
     out = []
-    for layer in range(states.shape[1]):
-        model, cv = fit_probe(train[:, layer], y_train, config["c_grid"], config["folds"], seed)
-        guess_f = list(model.predict(test_f[:, layer])) if forget else []
-        guess_h = list(model.predict(test_h[:, layer])) if holdout else []
-        out.append({"cv": cv, "forget_guess": guess_f,
-                    "forget_correct": [g == template.label(i) for g, i in zip(guess_f, forget)],
-                    "holdout_correct": [g == template.label(i)
-                                        for g, i in zip(guess_h, holdout)]})
+    for (template, _, forget, holdout), layers in zip(jobs, shapes, strict=True):
+        per_layer = []
+        for _ in range(layers):
+            cv, guess_f, guess_h = next(outcomes)
+            per_layer.append({
+                "cv": cv, "forget_guess": guess_f,
+                "forget_correct": [g == template.label(i) for g, i in zip(guess_f, forget)],
+                "holdout_correct": [g == template.label(i) for g, i in zip(guess_h, holdout)]})
+        out.append(per_layer)
     return out
 
 
@@ -229,14 +252,16 @@ def probe_model(target: Target, templates: list[Template], config: dict, seed: i
                                [fmt.question(target.tokenizer, item.question) for item in items],
                                batch_size=config["batch_size"])
     layers = states.shape[1]
-    forget_correct, holdout_correct = [[] for _ in range(layers)], [[] for _ in range(layers)]
-    predicted: list[list[str]] = [[] for _ in range(layers)]
-    cv_sum, offset = np.zeros(layers), 0
+    jobs, offset = [], 0
     for template, forget, holdout in splits:
         size = len(template.retain) + len(forget) + len(holdout)
-        per_layer = _probe_template(template, states[offset:offset + size], forget, holdout,
-                                    config, seed)
+        jobs.append((template, states[offset:offset + size], forget, holdout))
         offset += size
+    forget_correct, holdout_correct = [[] for _ in range(layers)], [[] for _ in range(layers)]
+    predicted: list[list[str]] = [[] for _ in range(layers)]
+    cv_sum = np.zeros(layers)
+    for (template, *_), per_layer in zip(jobs, _probe_templates(jobs, config, seed),
+                                         strict=True):
         for layer, outcome in enumerate(per_layer):
             cv_sum[layer] += outcome["cv"] * len(template.retain)
             predicted[layer] += outcome["forget_guess"]
