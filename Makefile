@@ -50,7 +50,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_hysac.py
 	$(BIN)/python benchmarks/bench_concept.py
 
-bench-demo: $(STAMP)  # where the demo spends its time, from an empty cache (about 12 minutes)
+bench-demo: $(STAMP)  # where the demo spends its time, from an empty cache (about 9.5 minutes)
 	$(BIN)/python benchmarks/bench_demo.py
 
 gpu-check: $(STAMP)

@@ -7,7 +7,7 @@ Each part of the demo is timed where ``run_demo`` calls it; the table gives its 
 share of the whole. Building the unlearning zoo is its own row; the rest of the run (the seven
 audits of its variants, writing the index) is the row after it.
 
-Run: ``make bench-demo`` (as long as the demo itself: about 12 minutes on 2 CPU cores).
+Run: ``make bench-demo`` (as long as the demo itself: about 9.5 minutes on 2 CPU cores).
 """
 
 from __future__ import annotations

@@ -345,7 +345,7 @@ ADVERSARIAL_NOTE = (
 )
 
 
-PROTECTION_EPOCHS = 10  # the learner's (the command's default is 15); in each run's config
+PROTECTION_EPOCHS = 8  # the learner's (the command's default is 15); in each run's config
 
 PROTECTIONS = {
     "digits-uc-surrogate": "Unlearnable Clusters against a digit classifier trained on a "
@@ -519,8 +519,8 @@ ATTACK_NOTE = (
     "Per variant, the forget-set score each attack reaches (ROUGE-L recall; share answered for "
     "the in-context row). fail = the attack gets more than the retrained gold model does plus "
     "the probe's margin, i.e. it brings back knowledge the variant should not have. The "
-    "in-context row fails for every model that reads, the gold model included: re-introduced "
-    "knowledge is a job for a content filter, not for unlearning."
+    "in-context row fails for every model that reads well, the gold model included: "
+    "re-introduced knowledge is a job for a content filter, not for unlearning."
 )
 ATTACK_PROBES = {"unlearning.incontext_reintroduction": "in-context: fact in the prompt",
                  "unlearning.relearning_attack": "relearning: fine-tune on half, test the rest"}
