@@ -212,6 +212,8 @@ def test_neural_cleanse_searches_labels_together_as_one_by_one(world, exposed):
         assert torch.allclose(joint.mask, alone.mask, atol=1e-3)
     norms = [together.trigger(label).l1_norm for label in (1, TARGET, 7)]
     assert len({round(n, 3) for n in norms}) == 3  # three different searches, not one copied
+    few = neural_cleanse(model, world["x"][:20], CLASSES, steps=3, batch_size=64)
+    assert len(few.triggers) == CLASSES  # fewer images than a batch: every step takes them all
 
 
 def test_rnp_removes_the_backdoor(world):

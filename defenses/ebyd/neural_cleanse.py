@@ -153,12 +153,13 @@ def reverse_triggers(model: nn.Module, images: torch.Tensor, labels: list[int], 
     pattern_raw = torch.stack([s.pattern_start for s in searches]).to(device)
     pattern_raw.requires_grad_(True)
     optimizer = torch.optim.Adam([mask_raw, pattern_raw], lr=lr, betas=(0.5, 0.9))
-    target = torch.tensor(labels, device=device).repeat_interleave(batch_size)
+    label_ids = torch.tensor(labels, device=device)
     for step in range(steps):
         x = torch.stack([images[s.batch(step, batch_size, len(images))] for s in searches])
         mask, pattern = _squash(mask_raw), _squash(pattern_raw)
         stamped = (1 - mask[:, None]) * x.to(device) + mask[:, None] * pattern[:, None]
         logits = model(stamped.flatten(0, 1))
+        target = label_ids.repeat_interleave(x.shape[1])  # fewer images than a batch: all
         cross_entropy = F.cross_entropy(logits, target, reduction="none")
         norms = mask.flatten(1).sum(1)
         costs = torch.tensor([s.cost for s in searches], device=device)
