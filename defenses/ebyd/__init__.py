@@ -39,6 +39,7 @@ from defenses.ebyd.neural_cleanse import (
     anomaly_indices,
     neural_cleanse,
     reverse_trigger,
+    reverse_triggers,
     trigger_image,
 )
 from defenses.ebyd.removal import (
@@ -56,6 +57,7 @@ __all__ = [
     "defense_effectiveness_rate", "detect_backdoor", "fine_tune_with_stamps", "history_csv",
     "model_device",
     "neural_cleanse", "predict", "prediction_shares", "prune_channels",
-    "reconstructive_neuron_pruning", "reverse_trigger", "robust_accuracy", "share_margin",
+    "reconstructive_neuron_pruning", "reverse_trigger", "reverse_triggers", "robust_accuracy",
+    "share_margin",
     "trigger_image", "unlearn_trigger",
 ]

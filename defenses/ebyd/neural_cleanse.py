@@ -20,6 +20,7 @@ from torch import nn
 from defenses.ebyd.metrics import model_device
 
 CONSISTENCY = 1.4826  # MAD → standard deviation for normal data
+PASS_PIXELS = 2 ** 20  # image pixels one joint pass may hold: 16 labels × 64 images of 32×32
 
 
 @dataclass
@@ -167,10 +168,9 @@ def reverse_triggers(model: nn.Module, images: torch.Tensor, labels: list[int], 
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        hits = (logits.argmax(1) == target).float().view(len(searches), -1).mean(1)
-        for i, search in enumerate(searches):
-            search.record(float(hits[i]), float(norms[i].detach()), mask[i], pattern[i],
-                          success_threshold)
+        hits = (logits.argmax(1) == target).float().view(len(searches), -1).mean(1).tolist()
+        for i, (search, norm) in enumerate(zip(searches, norms.detach().tolist())):
+            search.record(hits[i], norm, mask[i], pattern[i], success_threshold)
             if (step + 1) % check_every == 0:
                 search.schedule(success_threshold, patience)
     triggers = []
@@ -191,7 +191,7 @@ def neural_cleanse(model: nn.Module, images: torch.Tensor, num_classes: int, *,
                    steps: int = 300, lr: float = 0.1, init_cost: float = 1e-3,
                    success_threshold: float = 0.98, batch_size: int = 64, seed: int = 0,
                    classes: list[int] | None = None, anomaly_threshold: float = 2.0,
-                   labels_per_pass: int = 16) -> TriggerScan:
+                   labels_per_pass: int | None = None) -> TriggerScan:
     """Reverse a trigger for every class (or ``classes``) and flag the outliers.
 
     Anomaly index = (median − L1) / (1.4826 × MAD) over the scanned classes' mask L1 norms;
@@ -199,12 +199,16 @@ def neural_cleanse(model: nn.Module, images: torch.Tensor, num_classes: int, *,
     caller's model is not modified (a frozen eval-mode copy is used). ``steps`` trades speed
     for quality: 300 steps of 64 images per class takes a few seconds on a small CNN on CPU.
     ``labels_per_pass`` classes are searched together (``reverse_triggers``), so one forward
-    pass holds ``labels_per_pass × batch_size`` images.
+    pass holds ``labels_per_pass × batch_size`` images; by default as many as keep a pass
+    within ``PASS_PIXELS`` image pixels (one at a time for 224×224 images).
     """
     torch.manual_seed(seed)
     frozen = copy.deepcopy(model).eval()
     frozen.requires_grad_(False)
     labels = list(range(num_classes)) if classes is None else list(classes)
+    if labels_per_pass is None:
+        height, width = images.shape[-2:]
+        labels_per_pass = max(1, PASS_PIXELS // (batch_size * height * width))
     triggers = []
     for start in range(0, len(labels), labels_per_pass):
         triggers += reverse_triggers(frozen, images, labels[start:start + labels_per_pass],

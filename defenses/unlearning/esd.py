@@ -70,6 +70,9 @@ class ESD:
         from diffusers import DDIMScheduler
         from tqdm.auto import tqdm
 
+        if self.sample_batch < 1:
+            raise ValueError(f"sample_batch must be at least 1, not {self.sample_batch}")
+
         # 1. The concept's and the empty prompt's conditioning.
         frozen = pipeline.unet.eval().requires_grad_(False)
         with torch.no_grad():

@@ -26,6 +26,7 @@ from redteam.probes.judging import remaining_share
 from redteam.targets import Target
 
 SUBJECT_SLOT = "{subject}"
+MAX_WORKERS = 4  # probe-fitting processes; each starts by importing torch (seconds, ~1 GB)
 
 
 # ============================================================================ hidden states
@@ -215,8 +216,8 @@ def _probe_templates(jobs: list[tuple[Template, np.ndarray, list[AuditItem], lis
 
     Each job's ``states`` hold the template's retain, then forget, then holdout items' hidden
     states. The (template, layer) fits are independent and each is single-threaded scikit-learn,
-    so they run in as many worker processes as torch has threads; every fit is the same
-    computation wherever it runs.
+    so they run in as many worker processes as torch has threads (at most ``MAX_WORKERS``);
+    every fit is the same computation wherever it runs.
     """
     from joblib import Parallel, delayed
 
@@ -229,7 +230,8 @@ def _probe_templates(jobs: list[tuple[Template, np.ndarray, list[AuditItem], lis
         fits += [delayed(_fit_layer)(train[:, layer], y_train, test_f[:, layer],
                                      test_h[:, layer], config["c_grid"], config["folds"], seed)
                  for layer in range(states.shape[1])]
-    outcomes = iter(Parallel(n_jobs=max(1, min(torch.get_num_threads(), len(fits))))(fits))
+    workers = max(1, min(torch.get_num_threads(), len(fits), MAX_WORKERS))
+    outcomes = iter(Parallel(n_jobs=workers)(fits))
     out = []
     for (template, _, forget, holdout), layers in zip(jobs, shapes, strict=True):
         per_layer = []
