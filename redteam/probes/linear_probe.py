@@ -221,21 +221,20 @@ def _probe_templates(jobs: list[tuple[Template, np.ndarray, list[AuditItem], lis
     """
     from joblib import Parallel, delayed
 
-    fits, shapes = [], []
+    fits = []
     for template, states, forget, _ in jobs:
         retain = template.retain
         train, test_f, test_h = np.split(states, [len(retain), len(retain) + len(forget)])
         y_train = [template.label(item) for item in retain]
-        shapes.append(states.shape[1])
         fits += [delayed(_fit_layer)(train[:, layer], y_train, test_f[:, layer],
                                      test_h[:, layer], config["c_grid"], config["folds"], seed)
                  for layer in range(states.shape[1])]
     workers = max(1, min(torch.get_num_threads(), len(fits), MAX_WORKERS))
     outcomes = iter(Parallel(n_jobs=workers)(fits))
     out = []
-    for (template, _, forget, holdout), layers in zip(jobs, shapes, strict=True):
+    for template, states, forget, holdout in jobs:
         per_layer = []
-        for _ in range(layers):
+        for _ in range(states.shape[1]):
             cv, guess_f, guess_h = next(outcomes)
             per_layer.append({
                 "cv": cv, "forget_guess": guess_f,
