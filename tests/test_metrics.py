@@ -59,3 +59,35 @@ def test_bootstrap_interval_brackets_the_mean():
     values = np.random.default_rng(0).normal(0.5, 0.1, 200)
     low, high = bootstrap_ci(values, seed=1)
     assert low < values.mean() < high and high - low < 0.1
+
+
+def test_zlib_divides_the_mean_nll_not_the_sum():
+    import zlib
+
+    from redteam.core.metrics import zlib_score
+
+    text = "The quick brown fox jumps over the lazy dog."
+    size = len(zlib.compress(text.encode("utf-8")))
+    short, long = _scores([-1.0, -3.0]), _scores([-1.0, -3.0] * 5)
+    assert zlib_score(short, text) == pytest.approx(-2.0 / size)
+    assert zlib_score(long, text) == zlib_score(short, text)  # length does not scale it
+
+
+def test_truth_ratio_is_the_geometric_mean_and_tofu_aggregates():
+    from redteam.probes.likelihood import (
+        tofu_forget_truth_score,
+        tofu_retain_truth_score,
+        truth_ratio,
+    )
+
+    perturbed = np.log([0.1, 0.4])  # mean token log-probs of two wrong answers
+    # geometric mean 0.2 (the arithmetic mean would be 0.25) over the paraphrase's 0.5
+    assert truth_ratio(perturbed, np.log(0.5)) == pytest.approx(0.4)
+    ratios = [0.5, 2.0, 1.0]
+    assert tofu_forget_truth_score(ratios) == pytest.approx(np.mean([0.5, 0.5, 1.0]))
+    assert tofu_retain_truth_score(ratios) == pytest.approx(np.mean([0.5, 0.0, 0.0]))
+
+
+def test_privleak_adds_epsilon_instead_of_flooring():
+    # a retrained model with AUC 0.9995 (MUSE's 0.0005): the reference divides by it as it is
+    assert privleak(0.999, 0.9995) == pytest.approx((0.001 - 0.0005) / (0.0005 + 1e-10) * 100)

@@ -47,8 +47,11 @@ def loss_score(scores: TokenScores) -> float:
 
 
 def zlib_score(scores: TokenScores, text: str) -> float:
-    """ZLib attack: NLL sum over zlib-compressed length, sign-flipped."""
-    return float(scores.logprobs.sum() / len(zlib.compress(text.encode("utf-8"))))
+    """ZLib attack (Carlini et al. 2021): the **mean** token NLL over the length in bytes of the
+    zlib-compressed text, sign-flipped. The benchmarks' code divides the mean, not the sum
+    (open-unlearning ``mia/zlib.py``, MUSE ``privleak.py``, the Min-K%++ repository): dividing
+    the sum multiplies each score by its token count and so re-ranks texts of unequal length."""
+    return float(scores.logprobs.mean() / len(zlib.compress(text.encode("utf-8"))))
 
 
 def min_k_score(scores: TokenScores, k: float = 0.4) -> float:
