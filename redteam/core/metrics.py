@@ -17,16 +17,20 @@ from sklearn.metrics import roc_curve
 from redteam.core.scoring import TokenScores
 
 
-@lru_cache(maxsize=1)
-def _rouge_scorer():
+@lru_cache(maxsize=2)
+def _rouge_scorer(stemmer: bool):
     from rouge_score import rouge_scorer
 
-    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=stemmer)
 
 
-def rouge_l(prediction: str, reference: str) -> tuple[float, float]:
-    """(recall, F1) of ROUGE-L with stemming, as MUSE and RWKU compute it."""
-    score = _rouge_scorer().score(reference, prediction)["rougeL"]
+def rouge_l(prediction: str, reference: str, stemmer: bool = True) -> tuple[float, float]:
+    """(recall, F1) of ROUGE-L by Google's ``rouge_score``. With the Porter stemmer (the
+    default) it is what TOFU and open-unlearning's TOFU configs score (``rougeL_recall``);
+    MUSE's KnowMem and VerbMem score the F1 without a stemmer (MUSE ``metrics/logger.py``,
+    ``stemmer=False``). RWKU uses another package (pltrdy's ``rouge``), with another
+    tokeniser, so its figures are not these."""
+    score = _rouge_scorer(stemmer).score(reference, prediction)["rougeL"]
     return float(score.recall), float(score.fmeasure)
 
 
