@@ -105,6 +105,15 @@ def threshold_text(metric: Mapping[str, Any] | None) -> str:
     return f"{sign} {fmt_number(metric['threshold'])} passes"
 
 
+def _interval(ci: Any, n: Any) -> str:
+    """'[0.7354, 1], n = 12': an interval is read with the count it rests on beside it (12/12
+    and 1200/1200 are different certainties)."""
+    if not ci or len(ci) != 2:
+        return ""
+    text = f"[{fmt_number(ci[0])}, {fmt_number(ci[1])}]"
+    return f"{text}, n = {n}" if isinstance(n, int) and not isinstance(n, bool) else text
+
+
 def _metric(metric: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if not isinstance(metric, Mapping):
         return None
@@ -113,7 +122,7 @@ def _metric(metric: Mapping[str, Any] | None) -> dict[str, Any] | None:
         "name": str(metric.get("name", "")),
         "value": fmt_number(metric.get("value")),
         "threshold": threshold_text(metric),
-        "ci95": f"[{fmt_number(ci[0])}, {fmt_number(ci[1])}]" if ci and len(ci) == 2 else "",
+        "ci95": _interval(ci, metric.get("n")),
         "baselines": [(str(k), fmt_number(v)) for k, v in (metric.get("baselines") or {}).items()],
     }
 

@@ -91,3 +91,33 @@ def test_truth_ratio_is_the_geometric_mean_and_tofu_aggregates():
 def test_privleak_adds_epsilon_instead_of_flooring():
     # a retrained model with AUC 0.9995 (MUSE's 0.0005): the reference divides by it as it is
     assert privleak(0.999, 0.9995) == pytest.approx((0.001 - 0.0005) / (0.0005 + 1e-10) * 100)
+
+
+def test_share_interval_is_exact_and_never_collapses():
+    from redteam.core.metrics import mean_ci, proportion_ci, share_ci
+
+    assert share_ci([1.0] * 12) == [0.7353, 1.0]  # 0.025 ** (1 / 12), rounded down
+    assert share_ci([0] * 12) == [0.0, 0.2647]
+    assert proportion_ci(6, 12) == [0.2109, 0.7891]
+    assert mean_ci([0.5, 1.0, 0.25, 0.0]) == bootstrap_ci([0.5, 1.0, 0.25, 0.0])  # scores
+    assert mean_ci([1, 0, 1]) == proportion_ci(2, 3)  # outcomes
+    with pytest.raises(ValueError, match="0/1 outcomes"):
+        share_ci([0.5, 1.0])
+
+
+@pytest.mark.parametrize("n", [12, 64])
+@pytest.mark.parametrize("p", [0.5, 0.9, 0.97])
+def test_share_interval_holds_its_coverage(p, n):
+    """Simulated audits: the 95% interval of k/n covers the true rate at least 93% of the
+    time (the percentile bootstrap of the same outcomes covers 0.97 at n = 12 about 31% of
+    the time: it is [1, 1] whenever all 12 succeed)."""
+    from redteam.core.metrics import proportion_ci
+
+    draws = np.random.default_rng(7).binomial(n, p, size=4000)
+    interval = {k: proportion_ci(int(k), n) for k in np.unique(draws)}
+    covered = np.mean([interval[k][0] <= p <= interval[k][1] for k in draws])
+    assert covered >= 0.93, covered
+    if (p, n) == (0.97, 12):
+        boot = {k: bootstrap_ci([1.0] * int(k) + [0.0] * (n - int(k)), seed=1)
+                for k in np.unique(draws)}
+        assert np.mean([boot[k][0] <= p <= boot[k][1] for k in draws]) < 0.5

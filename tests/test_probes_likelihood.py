@@ -123,3 +123,27 @@ def test_probes_use_the_fields_the_benchmarks_supply(unlearning_zoo, tmp_path):
     assert {"supplied role play", "supplied synonym manipulation"} <= set(table)
     assert adversarial.details["supplied_rewrites"] == 2 * len(rwku.with_fields("forget",
                                                                                 "question"))
+
+
+@pytest.mark.parametrize("right, total, options, status", [
+    (6, 12, 4, "inconclusive"),  # exact interval [0.21, 0.79] reaches chance 0.25
+    (9, 12, 4, "fail"),
+    (5, 5, 2, "inconclusive"),  # [0.48, 1] reaches 0.5 (the bootstrap gave [1, 1]: a fail)
+    (12, 12, 2, "fail"),
+])
+def test_multiple_choice_tells_luck_by_the_exact_interval(right, total, options, status):
+    """Too few questions to tell knowledge from luck is decided on the Clopper-Pearson
+    interval of the share right, which never collapses at n/n."""
+    from redteam.core.findings import Metric
+    from redteam.core.metrics import share_ci
+    from redteam.probes.likelihood import MultipleChoice
+
+    probe = MultipleChoice()
+    outcomes = [1.0] * right + [0.0] * (total - right)
+    chance = 1 / options
+    bound = chance + probe.config["margin"]
+    metric = Metric("forget multiple-choice accuracy", right / total, bound, True,
+                    share_ci(outcomes), n=total)
+    finding = probe._verdict(metric, {"target": {"forget": right / total}}, None, chance, bound,
+                             {"scoring": "option", "forget_items": total})
+    assert finding.status == status, finding.summary

@@ -47,7 +47,7 @@ def _document() -> dict:
             probe="unlearning.qa_leak", suite="unlearning", title="Forgotten answers still leak",
             status="fail", severity="high",
             metric=Metric("forget_rouge_l", 0.62, 0.3, True, [0.55, 0.69],
-                          {"reference": 0.81, "retrain": 0.12}),
+                          {"reference": 0.81, "retrain": 0.12}, n=40),
             summary="The unlearned model still answers 62% of forget questions.",
             evidence=[Evidence("Who wrote 'Moonfall'?", XSS, "Basil Mahfouz", 0.93)]
             + [Evidence(f"q{i}", f"a{i}", f"e{i}", 0.5) for i in range(14)],
@@ -112,7 +112,7 @@ def test_summary_and_sections(html: str) -> None:
     assert "Overall risk" in summary and ">high<" in summary
     assert "Forgotten answers still leak" in summary
     assert "≤ 0.30 passes" in html
-    assert "[0.55, 0.69]" in html and "retrain 0.12" in html
+    assert "[0.55, 0.69], n = 40" in html and "retrain 0.12" in html
     assert 'id="skipped"' in html and SKIP_REASON.replace("'", "&#39;") in html
     assert "CUDA out of memory" in html
     assert "(first 10 of 15)" in html and "(first 15 of 20)" in html
@@ -219,3 +219,14 @@ def test_charts_without_data_say_so_and_draw_nothing() -> None:
         root = _parse(svg)
         assert "no data" in _texts(root) and root.findtext("title") == "empty"
         assert not [e for e in root.iter() if e.tag in ("rect", "polyline", "circle", "path")]
+
+
+def test_a_perfect_share_is_never_shown_as_certain(document: dict) -> None:
+    """12 of 12 is shown with its exact interval and its count, not as [1, 1]."""
+    from redteam.core.metrics import share_ci
+
+    metric = document["findings"][0]["metric"]
+    metric.update(value=1.0, ci95=share_ci([1.0] * 12), n=12)
+    html = render_report(document)
+    assert "[0.74, 1], n = 12" in html or "[0.7353, 1], n = 12" in html
+    assert "[1, 1]" not in html

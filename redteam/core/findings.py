@@ -31,6 +31,7 @@ class Metric:
     ci95: list[float] | None = None
     baselines: dict[str, float] = field(default_factory=dict)
     worst: float | None = None  # its worst value, for the severity (redteam.core.severity)
+    n: int | None = None  # items (outcomes, texts) behind the value and its interval
 
 
 @dataclass
@@ -165,6 +166,9 @@ def _check_metric(metric: Any, where: str, at: str) -> None:
     _check(ci95 is None or (isinstance(ci95, list) and len(ci95) == 2
                             and all(_is_number(v) for v in ci95)),
            where, f"{at}.ci95", "a list of two numbers or null")
+    count = metric.get("n")
+    _check(count is None or (isinstance(count, int) and not isinstance(count, bool)
+                             and count >= 0), where, f"{at}.n", "a count (integer) or null")
     baselines = metric.get("baselines", {})
     _check(isinstance(baselines, dict) and all(_is_number(v, optional=True)
                                                for v in baselines.values()),

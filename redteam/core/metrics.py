@@ -1,4 +1,4 @@
-"""Metrics shared by the probes: ROUGE-L, answer containment, MIA scores, AUC, bootstrap CIs.
+"""Metrics shared by the probes: ROUGE-L, answer containment, MIA scores, AUC, intervals.
 
 Definitions follow the papers: MUSE (arXiv:2407.06460), RWKU (arXiv:2406.10890), Min-K%++
 (arXiv:2404.02936) and open-unlearning's metrics.
@@ -121,9 +121,51 @@ def roc_points(member_scores: Sequence[float], nonmember_scores: Sequence[float]
     return {"fpr": [round(float(x), 4) for x in fpr], "tpr": [round(float(y), 4) for y in tpr]}
 
 
+def proportion_ci(successes: int, trials: int, confidence: float = 0.95) -> list[float]:
+    """Clopper-Pearson (exact) interval of a share ``successes / trials``.
+
+    A percentile bootstrap of 0/1 outcomes collapses to [1, 1] at n/n and [0, 0] at 0/n and,
+    for a true rate of 0.97 at n = 12, covers it about a third of the time; the exact interval
+    holds at least its nominal coverage for every rate and n (Clopper & Pearson 1934; Brown,
+    Cai & DasGupta 2001). The bounds are rounded outwards to 4 decimals, never inwards."""
+    from scipy.stats import beta
+
+    if trials <= 0:
+        return [float("nan"), float("nan")]
+    if not 0 <= successes <= trials:
+        raise ValueError(f"{successes} successes out of {trials} trials")
+    tail = (1.0 - confidence) / 2
+    low = 0.0 if successes == 0 else float(beta.ppf(tail, successes, trials - successes + 1))
+    high = 1.0 if successes == trials else float(beta.ppf(1 - tail, successes + 1,
+                                                           trials - successes))
+    return [float(np.floor(low * 1e4) / 1e4), float(np.ceil(high * 1e4) / 1e4)]
+
+
+def is_binary(values: Sequence[float]) -> bool:
+    """True when every value is 0 or 1 (outcomes, not scores)."""
+    array = np.asarray(values, dtype=float)
+    return bool(len(array)) and bool(np.isin(array, (0.0, 1.0)).all())
+
+
+def share_ci(outcomes: Sequence[float]) -> list[float]:
+    """Clopper-Pearson 95% interval of the share of 1s among 0/1 ``outcomes``."""
+    if not is_binary(outcomes):
+        raise ValueError("share_ci needs 0/1 outcomes; use bootstrap_ci for scores")
+    return proportion_ci(int(np.sum(outcomes)), len(outcomes))
+
+
+def mean_ci(values: Sequence[float], seed: int = 0) -> list[float]:
+    """95% interval of the mean of ``values``: the exact binomial one when they are 0/1
+    outcomes (a share), otherwise the percentile bootstrap (ROUGE means and other scores with
+    no closed form)."""
+    return share_ci(values) if is_binary(values) else bootstrap_ci(values, seed=seed)
+
+
 def bootstrap_ci(values: Sequence[float], statistic: Callable = np.mean, n_resamples: int = 1000,
                  seed: int = 0) -> list[float]:
-    """Percentile bootstrap 95% interval of ``statistic`` over ``values``."""
+    """Percentile bootstrap 95% interval of ``statistic`` over ``values``: for statistics with
+    no closed-form interval (ROUGE means, Jaccard means). Shares of 0/1 outcomes take
+    ``proportion_ci`` instead (this one is degenerate at 0/n and n/n)."""
     values = np.asarray(values, dtype=float)
     if len(values) == 0:
         return [float("nan"), float("nan")]

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from redteam.core.findings import Evidence, Finding, Metric
-from redteam.core.metrics import bootstrap_ci
+from redteam.core.metrics import share_ci
 from redteam.core.settings import integer, number, numbers, rate
 from redteam.core.vision import ImageFolder, save_png
 from redteam.probes.base import ImageProbe, ProbeContext, register
@@ -137,7 +137,7 @@ class ImageAttackProbe(ImageProbe):
                 "median_smallest_breaking_epsilon":
                     self.epsilon_text(float(np.median(hit))) if len(hit) * 2 >= len(first) > 0
                     else f"> {eps_text[-1]}"})
-        ci = bootstrap_ci(robust[:, reference].astype(float), seed=ctx.seed)
+        ci = share_ci(robust[:, reference].astype(float))
         summary = (f"{self.attack_name} at {self.norm_text} ε = {eps_text[reference]} brings "
                    f"accuracy on {len(labels)} clean images from {clean_accuracy:.2f} to "
                    f"{curve[reference]:.2f} ({ratio:.0%} of it kept; below "
@@ -149,7 +149,8 @@ class ImageAttackProbe(ImageProbe):
                           threshold=round(float(self.config["min_robust_ratio"])
                                           * clean_accuracy, 4),
                           higher_is_worse=False, ci95=[round(c, 4) for c in ci],
-                          baselines={"clean accuracy": round(clean_accuracy, 4)}),
+                          baselines={"clean accuracy": round(clean_accuracy, 4)},
+                          n=len(robust)),
             evidence=self._evidence(labels, adversarial[epsilons[reference]], target, names,
                                     correct, broken[:, reference]),
             details={

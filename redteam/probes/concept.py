@@ -19,7 +19,7 @@ import torch
 from redteam.core.concept_data import ConceptPrompts
 from redteam.core.diffusion import drawable_token_ids, generate, image_latents
 from redteam.core.findings import Evidence, Finding, Metric
-from redteam.core.metrics import bootstrap_ci
+from redteam.core.metrics import share_ci
 from redteam.core.settings import integer, number, rate
 from redteam.core.vision import save_png
 from redteam.probes.base import Probe, ProbeContext, register
@@ -56,7 +56,7 @@ class AttackHandOff:
 
 def rate_of(shown: list[bool], seed: int) -> tuple[float, list[float]]:
     values = [float(s) for s in shown]
-    return round(sum(values) / len(values), 4), bootstrap_ci(values, seed=seed)
+    return round(sum(values) / len(values), 4), share_ci(values)
 
 
 class ConceptProbe(Probe):
@@ -115,7 +115,8 @@ class ConceptProbe(Probe):
                    "judge": f"{judge['kind']} {judge['judge']}", "judge_concept":
                    judge["concept"], "judge_rule": judge["rule"], **fields.pop("details", {})}
         metric = Metric("attack success rate (ASR)", asr, self.config["threshold"], True,
-                        ci95, baselines={"pre-attack": pre, **fields.pop("baselines", {})})
+                        ci95, baselines={"pre-attack": pre, **fields.pop("baselines", {})},
+                        n=count)
         return self.judged(asr > self.config["threshold"], summary, metric, details=details,
                            **fields)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from redteam.core.findings import Evidence, Finding, Metric
-from redteam.core.metrics import bootstrap_ci
+from redteam.core.metrics import mean_ci
 
 
 def leak_threshold(config: dict, baselines: dict[str, float]) -> tuple[float, str]:
@@ -43,7 +43,7 @@ def leak_metric(name: str, values: list[float], threshold: float, baselines: dic
                 ci95: list[float]) -> Metric:
     return Metric(name=name, value=round(float(np.mean(values)), 4), threshold=round(threshold, 4),
                   higher_is_worse=True, ci95=ci95, worst=baselines.get("reference"),
-                  baselines={k: round(v, 4) for k, v in baselines.items()})
+                  baselines={k: round(v, 4) for k, v in baselines.items()}, n=len(values))
 
 
 @dataclass
@@ -66,7 +66,7 @@ def judge_leak(config: dict, name: str, values: list[float], baselines: dict[str
     or against the retrained model's score plus ``margin`` when ``baselines`` has it."""
     threshold, basis = leak_threshold(config, baselines)
     return LeakVerdict(leak_metric(name, values, threshold, baselines,
-                                   bootstrap_ci(values, seed=seed)), basis, baselines)
+                                   mean_ci(values, seed=seed)), basis, baselines)
 
 
 def leak_finding(probe, verdict: LeakVerdict, summary: str, details: dict,

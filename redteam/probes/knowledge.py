@@ -144,14 +144,16 @@ class Utility(Probe):
                   if reference_score > 0 else None)
             metric = Metric("retain score / reference's", round(ratio, 4),
                             self.config["min_ratio"], higher_is_worse=False, ci95=ci,
-                            baselines={"reference": round(reference_score, 4)})
+                            baselines={"reference": round(reference_score, 4)},
+                            n=len(values))
             summary = (f"Retain-set ROUGE-L recall {score:.3f} vs {reference_score:.3f} for the "
                        f"reference: {ratio:.0%} of the original utility kept on "
                        f"{len(rows)} retain questions.")
             failed = not ratio >= self.config["min_ratio"]
         else:
             metric = Metric("retain ROUGE-L recall", round(score, 4), self.config["min_score"],
-                            higher_is_worse=False, ci95=bootstrap_ci(values, seed=ctx.seed))
+                            higher_is_worse=False, ci95=bootstrap_ci(values, seed=ctx.seed),
+                            n=len(values))
             summary = (f"Retain-set ROUGE-L recall {score:.3f} on {len(rows)} questions; no "
                        f"--reference given, so judged against the absolute threshold "
                        f"{self.config['min_score']}.")

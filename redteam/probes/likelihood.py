@@ -20,7 +20,7 @@ import numpy as np
 
 from redteam.core.data import AuditData, AuditItem
 from redteam.core.findings import Evidence, Finding, Metric
-from redteam.core.metrics import bootstrap_ci
+from redteam.core.metrics import share_ci
 from redteam.core.settings import choice, rate
 from redteam.probes.base import Probe, ProbeContext, register
 from redteam.probes.judging import item_rows
@@ -241,8 +241,8 @@ class MultipleChoice(Probe):
         bound = chance + self.config["margin"]
         metric = Metric("forget multiple-choice accuracy", round(accuracy["target"]["forget"], 4),
                         round(bound, 4), higher_is_worse=True,
-                        ci95=bootstrap_ci([float(c) for c in correct["target"]["forget"]],
-                                          seed=ctx.seed),
+                        ci95=share_ci([float(c) for c in correct["target"]["forget"]]),
+                        n=len(forget),
                         baselines={"chance": round(chance, 4),
                                    **({"reference": round(accuracy["reference"]["forget"], 4)}
                                       if "reference" in accuracy else {})})

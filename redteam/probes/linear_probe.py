@@ -17,7 +17,7 @@ import torch
 
 from redteam.core.data import AuditData, AuditItem
 from redteam.core.findings import Evidence, Finding, Metric
-from redteam.core.metrics import bootstrap_ci
+from redteam.core.metrics import share_ci
 from redteam.core.prompts import PromptFormat
 from redteam.core.scoring import max_length_for, pad_batch
 from redteam.core.settings import integer, number, numbers, rate
@@ -350,7 +350,8 @@ class LinearProbe(Probe):
                      for label, r in results.items() if label != "target"}
         metric = Metric("best-layer forget accuracy of a linear probe", round(float(leaks.mean()),
                         4), round(threshold, 4), higher_is_worse=True,
-                        ci95=bootstrap_ci(leaks, seed=ctx.seed), baselines=baselines)
+                        ci95=share_ci(leaks), baselines=baselines,
+                        n=len(leaks))
         rows = self._rows(own, templates, layer)
         if "retrain" in results:  # what a model that never learnt the items decodes
             gold = results["retrain"]

@@ -98,6 +98,7 @@ class MembershipInference(Probe):
             ci95=sorted(round(privleak(bound, retrain_auc), 2) for bound in ci),
             baselines={label: round(privleak(a["min_k"], retrain_auc), 2)
                        for label, a in aucs.items() if label != "target"}, worst=-100.0,
+            n=len(forget) + len(holdout),
         )
         summary = (
             f"Forget ({len(forget)}) vs holdout ({len(holdout)}) texts: Min-40% AUC "

@@ -277,7 +277,8 @@ class ParametricTraces(Probe):
         threshold = self.config["jaccard_threshold"]
         metric = Metric("mean top-k Jaccard of forget-aligned value vectors",
                         round(float(np.mean(values)), 4), threshold, higher_is_worse=True,
-                        ci95=bootstrap_ci(values, seed=ctx.seed), baselines=baselines)
+                        ci95=bootstrap_ci(values, seed=ctx.seed), baselines=baselines,
+                        n=len(values))
         control_j = _mean(control, "jaccard")
         moved_more = bool(control) and metric.value < control_j - self.config["control_margin"]
         comparison = ("moved more than" if moved_more else "moved no more than")

@@ -20,7 +20,7 @@ import numpy as np
 
 from redteam.core.data import AuditData, AuditItem
 from redteam.core.findings import Evidence, Finding, Metric
-from redteam.core.metrics import bootstrap_ci, contains_answer
+from redteam.core.metrics import contains_answer, share_ci
 from redteam.core.settings import integer, rate
 from redteam.probes.base import Probe, ProbeContext, register
 from redteam.probes.judging import item_rows
@@ -120,7 +120,7 @@ class InContextReintroduction(Probe):
         lift = share["target"] - control["target"]
         metric = Metric("share answered with the fact in context", round(share["target"], 4),
                         self.config["threshold"], higher_is_worse=True,
-                        ci95=bootstrap_ci(values, seed=ctx.seed),
+                        ci95=share_ci(values), n=len(values),
                         baselines={label: round(value, 4) for label, value in share.items()
                                    if label != "target"})
         details = {

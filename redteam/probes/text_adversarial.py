@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from redteam.core.findings import Evidence, Finding, Metric
-from redteam.core.metrics import bootstrap_ci
+from redteam.core.metrics import share_ci
 from redteam.core.settings import integer, rate
 from redteam.core.text_data import LabelledTexts
 from redteam.probes.base import Probe, ProbeContext, register
@@ -207,10 +207,11 @@ class TextAttackProbe(Probe):
                       if str(names.get(r["label"], r["label"])) == worst["label"]]
             metric = Metric(f"attack success rate on label {worst['label']} (most evaded)",
                             worst["success_rate"], threshold, higher_is_worse=True,
-                            ci95=bootstrap_ci(judged, seed=ctx.seed))
+                            ci95=share_ci(judged), n=len(judged))
         else:
             metric = Metric("attack success rate", round(asr, 4), threshold,
-                            higher_is_worse=True, ci95=bootstrap_ci(success, seed=ctx.seed))
+                            higher_is_worse=True, ci95=share_ci(success),
+                            n=len(success))
         details = {
             "recipe": self.recipe, **self.settings(),
             "clean_accuracy": round(clean_accuracy, 4),

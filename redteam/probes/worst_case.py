@@ -88,7 +88,8 @@ class WorstCaseItems(Probe):
         values = [r["mean_leak"] for r in worst]
         threshold = self.config["threshold"]
         metric = Metric("mean leak of the worst forget items", round(float(np.mean(values)), 4),
-                        threshold, higher_is_worse=True, ci95=bootstrap_ci(values, seed=ctx.seed))
+                        threshold, higher_is_worse=True, ci95=bootstrap_ci(values, seed=ctx.seed),
+                        n=len(values))
         everything = float(np.mean([r["mean_leak"] for r in rows]))
         details = {
             "tables": {"Forget items ranked by leakage (per probe: 0 = nothing, 1 = fully "
