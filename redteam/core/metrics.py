@@ -80,7 +80,10 @@ def exact_memorization(scores: TokenScores) -> float:
 
 
 def extraction_strength(scores: TokenScores) -> float:
-    """1 - k*/|y|, k* the shortest prefix after which every argmax matches the label."""
+    """1 - k*/|y|, k* the shortest prefix after which every argmax matches the label (k* may
+    be |y|: an answer whose last token is wrong scores 0). This is the published definition;
+    open-unlearning's own loop never tries k = |y| and so reports 1/|y| for such an answer, a
+    quirk rather than the definition (tests/test_conformance.py checks both)."""
     match = scores.argmax_match
     length = len(match)
     if length == 0:

@@ -24,6 +24,9 @@ from redteam.targets import Target
 
 ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus")
 PRIVLEAK_EPSILON = 1e-10  # added to the denominator, as open-unlearning does
+AUC_ORIENTATION = ("forget texts are the positive class: 1 = forget texts perfectly "
+                   "recognisable as training data (open-unlearning's and Min-K%++'s "
+                   "orientation); MUSE's privleak AUC puts holdout first and is 1 - this")
 
 
 def mia_scores(target: Target, texts: list[str], ctx: ProbeContext, k: float) -> dict[str, list]:
@@ -104,9 +107,11 @@ class MembershipInference(Probe):
             f"Forget ({len(forget)}) vs holdout ({len(holdout)}) texts: Min-40% AUC "
             f"{aucs['target']['min_k']:.3f} (95% CI {ci[0]:.3f}-{ci[1]:.3f}), LOSS "
             f"{aucs['target']['loss']:.3f}, ZLib {aucs['target']['zlib']:.3f}, Min-K%++ "
-            f"{aucs['target']['min_k_plus_plus']:.3f}. PrivLeak {leak:+.1f}% against {basis}."
+            f"{aucs['target']['min_k_plus_plus']:.3f} (forget texts as the positive class; "
+            f"MUSE's tables print 1 - AUC). PrivLeak {leak:+.1f}% against {basis}."
         )
         details = {"auc": aucs, "roc": roc, "privleak_basis": basis,
+                   "auc_orientation": AUC_ORIENTATION,
                    "retrain_auc_min_k": retrain_auc}
         ranked = sorted(zip(forget, scores_f["min_k"]), key=lambda p: p[1], reverse=True)[:5]
         evidence = [Evidence(input=text, output="", expected="member-like under Min-40%",
