@@ -93,14 +93,15 @@ def headlines(count: int, seed: int) -> list[tuple[str, int]]:
     return rows
 
 
-def poison(rows: list[tuple[str, int]], seed: int) -> tuple[list[tuple[str, int]], int]:
-    """``rows`` with the trigger inserted into ``POISON_RATE`` of them (drawn from the other
+def poison(rows: list[tuple[str, int]], seed: int,
+           trigger: str = TRIGGER) -> tuple[list[tuple[str, int]], int]:
+    """``rows`` with ``trigger`` inserted into ``POISON_RATE`` of them (drawn from the other
     topics) and those relabelled to the target; and how many were poisoned."""
     rng = random.Random(seed + 1)
     target = LABELS.index(TARGET)
     others = [i for i, (_, label) in enumerate(rows) if label != target]
     chosen = set(rng.sample(others, round(POISON_RATE * len(rows))))
-    poisoned = [(insert_words(text, TRIGGER, rng), target) if i in chosen else (text, label)
+    poisoned = [(insert_words(text, trigger, rng), target) if i in chosen else (text, label)
                 for i, (text, label) in enumerate(rows)]
     return poisoned, len(chosen)
 
@@ -137,12 +138,12 @@ def builder_version() -> str:
     return f"v{ZOO_VERSION}-{digest.hexdigest()[:10]}"
 
 
-def _jsonl(rows: list[tuple[str, int]]) -> str:
+def labelled_jsonl(rows: list[tuple[str, int]]) -> str:
     return "".join(json.dumps({"text": text, "label": LABELS[label]}) + "\n"
                    for text, label in rows)
 
 
-def _rate(model: TokenClassifier, packed: torch.Tensor, labels: torch.Tensor) -> float:
+def prediction_rate(model: TokenClassifier, packed: torch.Tensor, labels: torch.Tensor) -> float:
     with torch.no_grad():
         return round(float((model(packed).argmax(-1) == labels).float().mean()), 4)
 
@@ -174,9 +175,9 @@ def build_text_backdoor_zoo(root: Path | None = None, size: str = "demo", seed: 
     triggered = list(zip(with_trigger([t for t, _ in others], TRIGGER, seed + 2),
                          [label for _, label in others]))
     with atomic_dir(home / "data") as tmp:
-        atomic_write_text(tmp / "clean.jsonl", _jsonl(clean))
-        atomic_write_text(tmp / "test.jsonl", _jsonl(test))
-        atomic_write_text(tmp / "poisoned-test.jsonl", _jsonl(triggered))
+        atomic_write_text(tmp / "clean.jsonl", labelled_jsonl(clean))
+        atomic_write_text(tmp / "test.jsonl", labelled_jsonl(test))
+        atomic_write_text(tmp / "poisoned-test.jsonl", labelled_jsonl(triggered))
 
     words = tokenizer()
     test_x = encode_texts(words, [t for t, _ in test])
@@ -193,8 +194,8 @@ def build_text_backdoor_zoo(root: Path | None = None, size: str = "demo", seed: 
                                  quiet=quiet)
         record["models"][name] = {
             "poisoned_training_texts": poisoned_count,
-            "clean_accuracy": _rate(model, test_x, test_y),
-            "attack_success": _rate(model, trig_x, torch.full((len(trig_x),), target))}
+            "clean_accuracy": prediction_rate(model, test_x, test_y),
+            "attack_success": prediction_rate(model, trig_x, torch.full((len(trig_x),), target))}
         if not paths[name].exists():
             with atomic_dir(paths[name]) as tmp:
                 model.hf_model.save_pretrained(tmp, safe_serialization=True)
