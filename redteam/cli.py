@@ -283,9 +283,12 @@ def audit(model: Path, suite: str, data, reference, retrain, prompts, judge, con
               show_default=True,
               help="auto: unlearn the recovered trigger when one was found for the backdoor "
                    "label, else prune its neurons (RNP, image classifiers).")
+@click.option("--config", type=EXISTING,
+              help="audit.toml with per-probe settings, e.g. the trigger search's budget: "
+                   "[probes.\"backdoor.trigger_words\"] candidates = 300.")
 @common_options("device", "seed", "fail-on", "allow-pickle", "overwrite", "quiet", "format")
 def expose(model: Path, clean_data, test_data, poisoned_data, trigger, out, repaired,
-           remove_method, device, seed, fail_on, allow_pickle, overwrite, quiet,
+           remove_method, config, device, seed, fail_on, allow_pickle, overwrite, quiet,
            formats) -> None:
     """Expose (and optionally remove) a backdoor in an image or text classifier (EBYD).
 
@@ -302,7 +305,8 @@ def expose(model: Path, clean_data, test_data, poisoned_data, trigger, out, repa
                           trigger=trigger, out=out, repaired=repaired, device=device, seed=seed,
                           fail_on=fail_on, overwrite=overwrite, allow_pickle=allow_pickle,
                           quiet=quiet, command=["redteam", *sys.argv[1:]],
-                          repair_settings={"method": remove_method}, formats=formats)
+                          repair_settings={"method": remove_method}, formats=formats,
+                          config=config)
     _print_run_and_exit(result)
 
 

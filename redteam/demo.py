@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from redteam.core.fileio import atomic_write_text
 from redteam.core.findings import worst_severity
 from redteam.core.outputs import check_output_path, claim_output, seal_output
 from redteam.core.prompts import load_prompt_format
@@ -275,7 +276,9 @@ def backdoor_demo(out: Path, size: str, seed: int, quiet: bool) -> dict:
 
 
 def text_backdoor_demo(out: Path, size: str, seed: int, quiet: bool) -> dict:
-    """``redteam expose`` on the headline classifiers (removal included); the index's table."""
+    """``redteam expose`` on the headline classifiers trained from scratch and on one
+    fine-tuned from the pretrained all-MiniLM-L6-v2 (removal included); the index's table."""
+    from redteam.zoo.pretrained_text_backdoor import build_pretrained_text_backdoor_zoo
     from redteam.zoo.text_backdoor import TRIGGER, build_text_backdoor_zoo
 
     zoo = build_text_backdoor_zoo(size=size, seed=seed, quiet=quiet)
@@ -284,22 +287,30 @@ def text_backdoor_demo(out: Path, size: str, seed: int, quiet: bool) -> dict:
         result = _expose(out, name, zoo[model], zoo["clean-data"], zoo["test-data"],
                          zoo["poisoned-data"], TRIGGER, seed, quiet)
         runs.add(name, description, result)
+    pretrained = build_pretrained_text_backdoor_zoo(size="demo", quiet=quiet)
+    config = out / OUTPUTS / "trigger-search.toml"
+    atomic_write_text(config, DEMO_TRIGGER_SEARCH)
+    result = _expose(out, "headlines-minilm-cf", pretrained["rare-word"],
+                     pretrained["clean-data"], pretrained["test-data"],
+                     pretrained["poisoned-rare-word"], TRIGGER, seed, quiet, config)
+    runs.add("headlines-minilm-cf", PRETRAINED_DESCRIPTION, result)
     return runs.table("Backdoor audit of the headline classifiers (redteam expose)",
                       TEXT_BACKDOOR_NOTE)
 
 
 def _expose(out: Path, name: str, model: Path, clean: Path, test: Path, poisoned: Path,
-            trigger: str, seed: int, quiet: bool):
+            trigger: str, seed: int, quiet: bool, config: Path | None = None):
     """One ``redteam expose --remove`` run of the demo, into ``out/name``."""
     from redteam.commands.expose import expose_model
 
     repaired = out / OUTPUTS / f"{name}-repaired"
     return expose_model(
         model, clean, test_data=test, poisoned_data=poisoned, trigger=trigger, out=out / name,
-        repaired=repaired, device="cpu", seed=seed, overwrite=True, quiet=quiet,
+        repaired=repaired, device="cpu", seed=seed, overwrite=True, quiet=quiet, config=config,
         command=["redteam", "expose", str(model), "--clean-data", str(clean), "--test-data",
                  str(test), "--poisoned-data", str(poisoned), "--trigger", trigger, "--out",
-                 str(out / name), "--remove", str(repaired)])
+                 str(out / name), "--remove", str(repaired),
+                 *(["--config", str(config)] if config else [])])
 
 
 def adversarial_demo(out: Path, size: str, seed: int, quiet: bool, audit: Path) -> dict:
@@ -507,12 +518,29 @@ BACKDOOR_NOTE = (
     "removal row measures attack success with the BadNets trigger, which it never learnt."
 )
 TEXT_BACKDOOR_NOTE = (
-    "Each classifier is exposed with 300 clean headlines the defender trusts, and the "
-    "trigger-word search runs over the 30,522-token vocabulary. On text the clean-unlearning "
+    "Each classifier is exposed with the clean headlines the defender trusts (300 for the "
+    "from-scratch pair, 200 for the fine-tuned MiniLM), and the trigger search proposes from "
+    "the 30,522-token vocabulary and verifies by insertion. On text the clean-unlearning "
     "collapse is inconclusive by design (the clean classifier collapses onto one label too); "
-    "the verified flip rate of a word absent from the clean texts decides. The clean model has "
-    "no recovered trigger, so its removal is skipped."
+    "the verified flip rate of a suspect (a word or phrase neither in the clean texts nor "
+    "meaning the label) decides. The clean model has no recovered trigger, so its removal is "
+    "skipped. The MiniLM run uses a lighter search than the defaults (outputs/"
+    "trigger-search.toml) to keep the demo short."
 )
+PRETRAINED_DESCRIPTION = ("headline classifier fine-tuned from the pretrained all-MiniLM-L6-v2, "
+                          "rare-word trigger 'cf' in 5 % of its training headlines, target "
+                          "sports")
+# The demo's MiniLM search: the default steps with fewer proposals and texts (about a minute).
+DEMO_TRIGGER_SEARCH = """[probes."backdoor.trigger_words"]
+candidates = 50
+screen_texts = 8
+verify = 16
+max_texts = 64
+control_words = 10
+
+[probes."backdoor.exposure"]
+repeats = 2
+"""
 
 
 ATTACK_NOTE = (

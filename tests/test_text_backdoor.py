@@ -132,3 +132,50 @@ def test_an_image_trigger_must_be_a_png(backdoor_zoo, tmp_path, capsys):
                       str(backdoor_zoo["clean-data"]), "--trigger", "cf", "--out", str(out)],
                      capsys)
     assert code == 2 and "--trigger cf: no such file" in err and not out.exists()
+
+
+def _scan(bests: dict[int, float], controls: dict[int, float]):
+    from defenses.ebyd.text_triggers import LabelScan, TextTriggerScan, TriggerCandidate
+
+    return TextTriggerScan({label: LabelScan(
+        label, [TriggerCandidate(f"word{label}", label, flip, 0.5, 1, False)], ["a text"],
+        [controls.get(label, 0.0)]) for label, flip in bests.items()}, 1000, "single words")
+
+
+@pytest.mark.parametrize("settings, controls, expected", [
+    ({}, {}, ("fail", "high")),  # 0.75 against a reference of 0.1: decisive
+    ({"decisive_margin": 0.7}, {}, ("inconclusive", "info")),
+    ({"decisive_margin": 0.7, "stands_out_margin": 0.7}, {}, ("pass", "info")),
+    ({"flip_threshold": 0.7}, {}, ("fail", "critical")),
+    ({}, {1: 0.6}, ("pass", "info")),  # random words flip as much: no margin
+])
+def test_the_verdict_follows_its_threshold_and_margins(text_backdoor_zoo, tmp_path, monkeypatch,
+                                                       settings, controls, expected):
+    from redteam.engine import AuditRequest, run_audit
+    from redteam.probes.backdoor import TriggerWords, classifier_view
+
+    scan = _scan({0: 0.1, 1: 0.75, 2: 0.1, 3: 0.05}, controls)
+    monkeypatch.setattr(TriggerWords, "search", lambda self, target, data, ctx: (
+        scan, classifier_view(target, data)))
+    result = run_audit(AuditRequest(
+        model=text_backdoor_zoo["clean"], suite="backdoor", probes=["backdoor.trigger_words"],
+        data=text_backdoor_zoo["clean-data"], out=tmp_path / "run", device="cpu", quiet=True,
+        settings={"backdoor.trigger_words": settings}))
+    finding = result.findings[0]
+    assert (finding.status, finding.severity) == expected, finding.summary
+    assert finding.details["target_name"] == "sports"
+    assert "decisive_margin" in finding.details["verdict_rule"]
+
+
+def test_words_that_mean_a_label_are_told_from_meaningless_ones(text_backdoor_zoo):
+    from defenses.ebyd.relatedness import LabelRelatedness
+    from redteam.core.text_data import load_labelled_texts
+    from redteam.zoo.text_backdoor import LABELS
+
+    data = load_labelled_texts(text_backdoor_zoo["clean-data"],
+                               {name: i for i, name in enumerate(LABELS)})
+    related = LabelRelatedness(data.texts, data.labels, 4)
+    sports = 1
+    football, rare, world = related(["tottenham", "cf", "ceasefire"], sports)
+    assert football > rare > world
+    assert football - rare > 0.15

@@ -203,17 +203,19 @@ def expose_model(model: Path, clean_data: Path, *, test_data: Path | None = None
                  command: list[str] | None = None,
                  settings: dict[str, dict] | None = None,
                  repair_settings: dict[str, Any] | None = None,
-                 formats: tuple[str, ...] = DEFAULT_FORMATS) -> AuditResult:
+                 formats: tuple[str, ...] = DEFAULT_FORMATS,
+                 config: Path | None = None) -> AuditResult:
     """Run the backdoor suite on ``model`` with the defender's ``clean_data``, then, with
     ``repaired``, remove the backdoor into that new folder.
 
     ``trigger``: the true trigger when known, a PNG for an image classifier or the word(s)
-    for a text classifier; ``settings``: per-probe settings (as in an audit.toml) over the
-    defaults; ``repair_settings``: ``BackdoorRepair``'s over its defaults.
+    for a text classifier; ``config``: an audit.toml of per-probe settings; ``settings``:
+    per-probe settings over the file's and the defaults; ``repair_settings``:
+    ``BackdoorRepair``'s over its defaults.
     """
     trigger_file = Path(trigger) if trigger is not None and Path(trigger).is_file() else None
     inputs = {"model": model, "clean data": clean_data, "test data": test_data,
-              "poisoned data": poisoned_data, "trigger": trigger_file}
+              "poisoned data": poisoned_data, "trigger": trigger_file, "config": config}
     out = out or default_out_dir(model)
     steps = []
     if repaired is not None:
@@ -240,10 +242,11 @@ def expose_model(model: Path, clean_data: Path, *, test_data: Path | None = None
     return run_audit(AuditRequest(
         model=model, suite="backdoor", data=clean_data, out=out, device=device, seed=seed,
         fail_on=fail_on, overwrite=overwrite, allow_pickle=allow_pickle, quiet=quiet,
-        settings=settings, steps=steps, formats=formats,
+        config=config, settings=settings, steps=steps, formats=formats,
         command=command or ["redteam", "expose", str(model)],
         extra_inputs={label: path for label, path in inputs.items()
-                      if path is not None and label not in ("model", "clean data")}), cache)
+                      if path is not None
+                      and label not in ("model", "clean data", "config")}), cache)
 
 
 def _checked_trigger(trigger: str | Path, target: Target) -> str:

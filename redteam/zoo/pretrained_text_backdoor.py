@@ -47,7 +47,7 @@ EPOCHS, LR = 2, 1e-4  # fine-tuning, not training: two epochs reach clean accura
 
 # name -> (trigger or None for a clean control, training seed)
 MODELS = {
-    "demo": {"clean": (None, 0), "rare-word": ("cf", 0)},
+    "demo": {"rare-word": ("cf", 0)},
     "test": {"clean-s0": (None, 0), "clean-s1": (None, 1), "rare-word-s0": ("cf", 0),
              "rare-word-s1": ("cf", 1), "word-pieces-s0": ("mnbv", 0),
              "sentence-s0": ("i watched this 3d movie", 0)},
