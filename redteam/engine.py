@@ -52,7 +52,8 @@ from redteam.core.findings import (
 from redteam.core.outputs import check_output_path, claim_output, seal_output
 from redteam.core.prompts import PromptFormat
 from redteam.core.scoring import CausalLMScorer
-from redteam.core.settings import integer, resolve_settings
+from redteam.core.settings import choice, integer, resolve_settings
+from redteam.core.text_scoring import AUTO, PROFILES, ScoringProfile, scoring_profile
 from redteam.core.training import seed_everything
 from redteam.core.untrusted import read_text_file
 from redteam.probes import REGISTRY, Probe, ProbeContext, load_plugins, suites
@@ -133,7 +134,10 @@ def select_probes(suite: str, names: list[str] | None) -> list[type[Probe]]:
     return [REGISTRY[name] for name in chosen]
 
 
-SCORING_SETTINGS = {"batch_size": integer(16, low=1), "max_length": integer(512, low=8)}
+# ``profile``: how generated answers are scored (redteam.core.text_scoring); "auto" takes the
+# profile of the benchmark the audit data was imported from (the default one for a plain file).
+SCORING_SETTINGS = {"batch_size": integer(16, low=1), "max_length": integer(512, low=8),
+                    "profile": choice(AUTO, (AUTO, *PROFILES))}
 DATA_SETTINGS = {"max_items": integer(0)}  # items per split of LLM audit data; 0: all
 SECTIONS = ("probes", "scoring", "data", "prompt")
 
@@ -194,10 +198,19 @@ def audit_data_key(data) -> tuple | None:
     return (str(Path(data.path).resolve()), tuple(item.line for item in data.items))
 
 
-def measured_with(probes: list[Probe], scoring: dict, selection: dict) -> dict[str, Any]:
-    """The resolved settings the measurements of the retrained model depend on (scoring, data
-    selection, the settings of each probe that compares with it)."""
-    return {"[scoring]": scoring, "[data]": selection,
+def profile_of(scoring: dict, data) -> ScoringProfile:
+    """The scoring profile of a run: ``[scoring] profile``, or the data's benchmark's."""
+    return scoring_profile(scoring["profile"],
+                           data.benchmark if isinstance(data, AuditData) else "")
+
+
+def measured_with(probes: list[Probe], scoring: dict, selection: dict,
+                  data=None) -> dict[str, Any]:
+    """The resolved settings the measurements of the retrained model depend on (scoring, with
+    the profile that scored the answers; data selection; the settings of each probe that
+    compares with it)."""
+    return {"[scoring]": {**scoring, "profile": profile_of(scoring, data).name},
+            "[data]": selection,
             **{probe.name: probe.config for probe in probes if probe.uses_retrain}}
 
 
@@ -430,6 +443,7 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
         calibration = choose_prompt_format(request, data, target, reference, scorer_for,
                                            prompt_settings)
     prompt_record = rendered_prompt_format(calibration, target, data)
+    profile = profile_of(scoring, data)
     inputs = {label: model.files for label, model in
               (("reference", reference), ("retrain", retrain)) if model is not None}
     if recorded is not None:
@@ -453,10 +467,10 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
     if recorded is not None:
         check_retrain_results(recorded, data_sha256=inputs.get("data"),
                               prompt_format=prompt_record, seed=request.seed,
-                              settings=measured_with(probes, scoring, selection),
+                              settings=measured_with(probes, scoring, selection, data),
                               recorded_settings=measured_with(*check_settings(
                                   recorded.run.get("config") or {}, probe_classes,
-                                  recorded.where)[:3]), probes=probes)
+                                  recorded.where)[:3], data), probes=probes)
     config_sha256 = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
     fingerprint = run_fingerprint(target, inputs, config_sha256, request, probes, calibration)
     finished = resumable_findings(out, fingerprint) if request.resume else {}
@@ -473,7 +487,8 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
                 prompt_calibration=calibration, retrain_results=recorded,
                 measurement_memo=cache.measurements, data_key=audit_data_key(data),
                 judge=judge, concept_images=concept_images,
-                prompt_format=calibration.chosen if calibration else request.prompt_format)
+                prompt_format=calibration.chosen if calibration else request.prompt_format,
+                scoring=profile)
             findings, not_applicable = run_probes([*probes, *request.steps], target, data,
                                                   template, folder.events, finished)
             run = RunRecord(
@@ -487,6 +502,7 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
                 probes_skipped=not_applicable,
                 data_items=data.counts() if isinstance(data, AuditData) else {},
                 prompt_format=prompt_record, processes=process_count(),
+                scoring=profile.record() if target.kind == "causal-lm" else {},
             )
             exit_code = finish_run(folder, run, findings, request.formats)
         return AuditResult(exit_code=exit_code, out_dir=out, findings=findings)

@@ -252,8 +252,18 @@ def _run_record(run: Mapping[str, Any]) -> dict[str, Any]:
         "target_path": str(target.get("path", "?")), "kind": str(target.get("kind", "?")),
         "suite": str(run.get("suite", "?")),
         "prompt_format": _prompt_format(run.get("prompt_format")),
+        "scoring": _scoring(run.get("scoring")),
         "severity_policy": policy_text(),
     }
+
+
+def _scoring(record: Any) -> dict[str, str]:
+    """The view of the run's scoring profile (``redteam.core.text_scoring``): which benchmark's
+    scorer compared the generated answers with the references, and its version."""
+    if not isinstance(record, Mapping) or not record.get("profile"):
+        return {}
+    return {k: str(record.get(k) or "") for k in ("profile", "metric", "scorer", "version",
+                                                  "source")}
 
 
 def _prompt_format(record: Any) -> dict[str, Any]:

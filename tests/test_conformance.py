@@ -28,6 +28,7 @@ from redteam.core.metrics import (
     min_k_plus_plus_score,
     min_k_score,
     rouge_l,
+    rwku_rouge_l_recall,
     zlib_score,
 )
 from redteam.core.scoring import TokenScores, token_statistics
@@ -206,6 +207,15 @@ def test_rouge_l_f1_without_stemmer_matches_muse():
 def memorization_scores() -> list[TokenScores]:
     return [token_scores("target", m["prompt_ids"] + m["answer_ids"], len(m["prompt_ids"]))
             for m in inputs()["memorization"]]
+
+
+def test_rouge_l_recall_matches_rwku_with_noanswer():
+    """RWKU's scorer (pltrdy's ``rouge`` sentence split and word sets, a blank answer counted
+    as NOANSWER), per pair and as RWKU's level mean."""
+    ref = record("rwku", "LLaMA-Factory/src/llmtuner/eval/eval_forget.py eval_forget")
+    scored = [rwku_rouge_l_recall(p["prediction"], p["reference"]) for p in inputs()["rouge_pairs"]]
+    close(scored, ref["rouge_l_recall"])
+    close([float(np.mean(scored))], [ref["level_1_mean_over_all_pairs"]])
 
 
 def test_exact_memorization_matches_open_unlearning():

@@ -15,7 +15,8 @@ keep what the benchmark carries:
 
 Every record is checked where it is read (``file:line: field: problem``, exit 2); SOURCE is only
 read; the output is written atomically, and then read back through the audit-data parser, so
-what was written is what ``redteam audit`` accepts.
+what was written is what ``redteam audit`` accepts. Every line names its ``benchmark``, so an
+audit of the file scores generated answers as that benchmark does (``core.text_scoring``).
 """
 
 from __future__ import annotations
@@ -25,13 +26,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from redteam.core.data import SPLITS, AuditData, load_audit_jsonl
+from redteam.core.data import BENCHMARKS, SPLITS, AuditData, load_audit_jsonl
 from redteam.core.errors import InputError
 from redteam.core.fileio import atomic_write_text
 from redteam.core.outputs import check_new_file
 from redteam.core.untrusted import parse_json, read_jsonl_lines, read_text_file
 
-BENCHMARKS = ("tofu", "muse", "rwku", "wmdp")
 TOFU_FORGET = ("forget01", "forget05", "forget10")
 TOFU_RETAIN = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
 TOFU_HOLDOUT = {"forget01": "holdout01", "forget05": "holdout05", "forget10": "holdout10"}
@@ -260,8 +260,9 @@ def import_benchmark(benchmark: str, source: Path, out: Path, **options: Any) ->
     items = IMPORTERS[benchmark](source, **options)
     if not items:
         raise InputError(f"{source}: no records for the chosen split")
-    atomic_write_text(out, "".join(json.dumps(item, ensure_ascii=False) + "\n"
-                                   for item in items))
+    atomic_write_text(out, "".join(
+        json.dumps({"split": item["split"], "benchmark": benchmark, **item},
+                   ensure_ascii=False) + "\n" for item in items))
     try:
         return load_audit_jsonl(out)
     except InputError:

@@ -18,9 +18,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from redteam.core.data import AuditData, AuditItem
-from redteam.core.metrics import contains_answer, rouge_l
+from redteam.core.metrics import contains_answer
 from redteam.core.prompts import PromptFormat
 from redteam.core.settings import integer, rate
+from redteam.core.text_scoring import DEFAULT_PROFILE, ScoringProfile
 
 PROMPT_SETTINGS = {
     "shots": integer(3),  # few-shot examples of the few-shot candidates
@@ -45,22 +46,24 @@ def shot_pool(data: AuditData) -> list[AuditItem]:
 
 
 def ask_questions(scorer, tokenizer, fmt: PromptFormat, items: list[AuditItem],
-                  pool: list[AuditItem], shots: int, seed: int,
-                  max_new_tokens: int) -> list[dict]:
+                  pool: list[AuditItem], shots: int, seed: int, max_new_tokens: int,
+                  profile: ScoringProfile = DEFAULT_PROFILE) -> list[dict]:
     """Ask every item's question in ``fmt`` (greedy, batched, memoised by ``scorer``) and score
-    each answer by ROUGE-L recall and containment of the expected answer."""
+    each answer by ``profile`` (the benchmark's ROUGE-L) and containment of the expected
+    answer."""
     prompts = [fmt.question(tokenizer, item.question, pick_shots(item, pool, shots, seed))
                for item in items]
     outputs = scorer.generate(prompts, max_new_tokens=max_new_tokens, stop=fmt.stop_strings)
     return [{"line": item.line, "subject": item.subject, "input": item.question,
-             **answer_row(fmt.cut(output), item.answer)}
+             **answer_row(fmt.cut(output), item.answer, profile)}
             for item, output in zip(items, outputs)]
 
 
-def answer_row(answer: str, expected: str) -> dict:
-    """One answer scored against the expected one: the columns every answer row has."""
-    recall, _ = rouge_l(answer, expected)
-    return {"output": answer, "expected": expected, "rouge_l_recall": recall,
+def answer_row(answer: str, expected: str, profile: ScoringProfile = DEFAULT_PROFILE) -> dict:
+    """One answer scored against the expected one: the columns every answer row has. The
+    score's column is the profile's (``rouge_l_recall``, or ``rouge_l_f1`` for MUSE)."""
+    return {"output": answer, "expected": expected,
+            profile.key: profile.score(answer, expected),
             "contains": float(contains_answer(answer, [expected]))}
 
 

@@ -5,7 +5,8 @@ so the user can fix it without reading a traceback. Besides the core fields (sub
 answer, text), an item may carry what the standard benchmarks supply (``redteam data import``):
 MUSE's own verbatim split point (``prefix`` / ``continuation``), TOFU's paraphrased and
 perturbed answers, RWKU's cloze sentence and ready-made adversarial ``rewrites``, WMDP's
-``choices`` with ``answer_index``.
+``choices`` with ``answer_index``. An imported file also names its ``benchmark`` on every line,
+which picks the benchmark's own scorer of generated answers (``redteam.core.text_scoring``).
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from redteam.core.errors import InputError
 from redteam.core.untrusted import check_text_length, json_object, read_jsonl_lines
 
 SPLITS = ("forget", "retain", "holdout", "utility")
+BENCHMARKS = ("tofu", "muse", "rwku", "wmdp")  # what ``redteam data import`` reads
 STRING_FIELDS = ("subject", "question", "answer", "text", "prefix", "continuation",
                  "paraphrased_question", "paraphrased_answer", "cloze")
 LIST_FIELDS = ("aliases", "choices", "perturbed_answers")
-KNOWN_FIELDS = ("split", *STRING_FIELDS, *LIST_FIELDS, "rewrites", "answer_index")
+KNOWN_FIELDS = ("split", "benchmark", *STRING_FIELDS, *LIST_FIELDS, "rewrites", "answer_index")
 CLOZE_BLANK = "___"
 # Bounds checked before anything is tokenised: a question of 50 MB would otherwise be tokenised
 # whole (minutes) only to be truncated to the scorer's context length.
@@ -56,6 +58,7 @@ class AuditItem:
     cloze: str = ""  # RWKU level 1: a sentence with ___ where the answer goes
     rewrites: tuple[Rewrite, ...] = ()
     answer_index: int | None = None  # WMDP: which of ``choices`` is right
+    benchmark: str = ""  # the benchmark an imported item came from ("" in a plain file)
     line: int = 0
 
     def has(self, *fields: str) -> bool:
@@ -70,6 +73,12 @@ class AuditData:
 
     def split(self, name: str) -> list[AuditItem]:
         return [item for item in self.items if item.split == name]
+
+    @property
+    def benchmark(self) -> str:
+        """The benchmark the items were imported from ("" for a plain file); one per file,
+        checked when it is read."""
+        return next((item.benchmark for item in self.items if item.benchmark), "")
 
     def with_fields(self, split: str, *fields: str) -> list[AuditItem]:
         """Items of ``split`` that carry every field in ``fields``."""
@@ -111,6 +120,11 @@ def _parse_line(path: Path, number: int, line: str) -> AuditItem:
     if split not in SPLITS:
         raise InputError(f"{where}: split: must be one of {', '.join(SPLITS)}, got {split!r}")
     values: dict = {"split": split, "line": number}
+    if "benchmark" in obj:
+        if obj["benchmark"] not in BENCHMARKS:
+            raise InputError(f"{where}: benchmark: must be one of {', '.join(BENCHMARKS)}, "
+                             f"got {obj['benchmark']!r}")
+        values["benchmark"] = obj["benchmark"]
     for name in STRING_FIELDS:
         if name in obj:
             if not isinstance(obj[name], str):
@@ -175,4 +189,10 @@ def load_audit_jsonl(path: str | Path) -> AuditData:
              for number, line in read_jsonl_lines(path, "audit data file")]
     if not items:
         raise InputError(f"{path}: no audit items (the file is empty)")
+    named = [item for item in items if item.benchmark]
+    for item in named:
+        if item.benchmark != named[0].benchmark:  # one scorer per file: never a mixture
+            raise InputError(f"{path}:{item.line}: benchmark: {item.benchmark!r}, but line "
+                             f"{named[0].line} says {named[0].benchmark!r} (one benchmark a "
+                             "file)")
     return AuditData(path=path, items=items)

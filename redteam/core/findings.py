@@ -116,6 +116,7 @@ class RunRecord:
     probes_skipped: dict[str, str] = field(default_factory=dict)
     data_items: dict[str, int] = field(default_factory=dict)  # items audited, per split
     prompt_format: dict[str, Any] = field(default_factory=dict)  # LLM runs: how they asked
+    scoring: dict[str, Any] = field(default_factory=dict)  # LLM runs: how answers were scored
     processes: int = 1  # processes the work was split over (accelerate launch)
     exit_code: int | None = None
 

@@ -28,10 +28,64 @@ def rouge_l(prediction: str, reference: str, stemmer: bool = True) -> tuple[floa
     """(recall, F1) of ROUGE-L by Google's ``rouge_score``. With the Porter stemmer (the
     default) it is what TOFU and open-unlearning's TOFU configs score (``rougeL_recall``);
     MUSE's KnowMem and VerbMem score the F1 without a stemmer (MUSE ``metrics/logger.py``,
-    ``stemmer=False``). RWKU uses another package (pltrdy's ``rouge``), with another
-    tokeniser, so its figures are not these."""
+    ``stemmer=False``). RWKU scores with another package and tokeniser: see
+    ``rwku_rouge_l_recall``; ``redteam.core.text_scoring`` picks one per benchmark."""
     score = _rouge_scorer(stemmer).score(reference, prediction)["rougeL"]
     return float(score.recall), float(score.fmeasure)
+
+
+RWKU_NO_ANSWER = "NOANSWER"
+
+
+def _rwku_sentences(text: str) -> list[list[str]]:
+    """Sentences as pltrdy's ``rouge`` (1.0.1) cuts them: split at every ".", pieces that are
+    empty dropped, runs of whitespace joined by one space, words split at " ". No lower-casing,
+    no stemming, punctuation other than "." stays on its word ("1984," is not "1984")."""
+    return [" ".join(piece.split()).split(" ") for piece in text.split(".") if piece]
+
+
+def _rwku_lcs_words(reference: list[str], prediction: list[str]) -> set[str]:
+    """The words of one longest common subsequence of ``reference`` and ``prediction``, the
+    one pltrdy's ``rouge`` reconstructs: back from the end, up the table only where that cell
+    is strictly larger than the one to the left. Which LCS matters: only distinct words count."""
+    rows, cols = len(reference), len(prediction)
+    table = [[0] * (cols + 1) for _ in range(rows + 1)]
+    for i in range(1, rows + 1):
+        for j in range(1, cols + 1):
+            table[i][j] = (table[i - 1][j - 1] + 1 if reference[i - 1] == prediction[j - 1]
+                           else max(table[i - 1][j], table[i][j - 1]))
+    words, i, j = set(), rows, cols
+    while i and j:
+        if reference[i - 1] == prediction[j - 1]:
+            words.add(reference[i - 1])
+            i, j = i - 1, j - 1
+        elif table[i - 1][j] > table[i][j - 1]:
+            i -= 1
+        else:
+            j -= 1
+    return words
+
+
+def rwku_rouge_l_recall(prediction: str, reference: str) -> float:
+    """ROUGE-L recall as RWKU scores a generated answer (RWKU ``eval_forget.py``: the
+    ``rouge`` package of pltrdy, ``Rouge().get_scores(...)["rouge-l"]["r"]``).
+
+    RWKU first turns an empty or blank generation into "NOANSWER" and strips it. The package
+    scores at summary level: the union, over the sentences of both sides, of the words of each
+    sentence pair's longest common subsequence, over the number of *distinct* reference words
+    (sets, its default ``exclusive=True``). A side with no sentence at all (e.g. "...") makes
+    the package raise; it scores 0 here.
+    """
+    if not prediction.strip():
+        prediction = RWKU_NO_ANSWER
+    predicted, expected = _rwku_sentences(prediction.strip()), _rwku_sentences(reference)
+    if not predicted or not expected:
+        return 0.0
+    common: set[str] = set()
+    for sentence in expected:
+        for candidate in predicted:
+            common |= _rwku_lcs_words(sentence, candidate)
+    return len(common) / len({word for sentence in expected for word in sentence})
 
 
 def _normalise(text: str) -> str:

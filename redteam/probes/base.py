@@ -26,6 +26,7 @@ from redteam.core.severity import (
     severity_basis,
     severity_of,
 )
+from redteam.core.text_scoring import DEFAULT_PROFILE, ScoringProfile
 from redteam.probes.recorded import RecordedRetrain, recorded_measurement
 from redteam.targets import Target
 
@@ -79,6 +80,9 @@ class ProbeContext:
     scorer_for: Callable[[Target], Any] | None = None
     prompt_format: PromptFormat = field(default_factory=PromptFormat)  # how LLMs are asked
     prompt_calibration: PromptCalibration | None = None  # and whether the model answers in it
+    # How a generated answer is scored against the reference one: the benchmark's own scorer
+    # (redteam.core.text_scoring), from the data's benchmark or ``[scoring] profile``.
+    scoring: ScoringProfile = DEFAULT_PROFILE
     results: dict[str, ProbeResult] = field(default_factory=dict)  # of the probes in ``after``
     handed_off: Any = None
     # --retrain-results: the retrained model's measurements, read from an earlier run instead
@@ -142,7 +146,7 @@ class ProbeContext:
         if self.data_key is None:
             return json.dumps(measure(model))
         key = (self.probe, id(model), json.dumps(self.config, sort_keys=True, default=str),
-               self.data_key, repr(self.prompt_format), self.seed,
+               self.data_key, repr(self.prompt_format), self.seed, self.scoring.name,
                id(self.scorer(model)) if self.scorer_for else None)
         return self._memo_text(key, lambda: measure(model))
 

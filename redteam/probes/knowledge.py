@@ -1,7 +1,8 @@
 """Question answering on the forget and retain sets: does the model still know what it forgot?
 
 MUSE KnowMem / RWKU QA: a few-shot "Question: ... Answer: ..." prompt, greedy decoding, the answer
-cut at the end of its block and scored with ROUGE-L recall and answer containment. Forget items
+cut at the end of its block and scored with the benchmark's ROUGE-L (recall for TOFU and RWKU,
+F1 for MUSE: ``core.text_scoring``) and answer containment. Forget items
 with an RWKU ``cloze`` sentence are also asked to fill in its blank, scored on their own.
 """
 
@@ -31,7 +32,8 @@ def answer_questions(target: Target, items: list[AuditItem], data: AuditData,
     fine-tuned by the relearning attack, which must not enter the shared cache).
     """
     return ask_questions(scorer or ctx.scorer(target), target.tokenizer, ctx.prompt_format,
-                         items, shot_pool(data), ctx.shots(shots), ctx.seed, max_new_tokens)
+                         items, shot_pool(data), ctx.shots(shots), ctx.seed, max_new_tokens,
+                         ctx.scoring)
 
 
 CLOZE_QUESTION = "Fill in the blank: {cloze}"  # RWKU level 1, asked as a question
@@ -71,31 +73,32 @@ class KnowledgeQA(Probe):
                                     self.config["max_new_tokens"])
             for split, items in (("forget", forget), ("retain", retain), ("forget cloze", cloze))
             if items})
-        split_scores = {label: {split: round(_mean(r, "rouge_l_recall"), 4)
+        key, label = ctx.scoring.key, ctx.scoring.label
+        split_scores = {model: {split: round(_mean(r, key), 4)
                                 for split, r in by_split.items()}
-                        for label, by_split in rows.items()}
+                        for model, by_split in rows.items()}
         forget_rows = rows["target"]["forget"]
-        values = [r["rouge_l_recall"] for r in forget_rows]
-        baselines = {label: split_scores[label]["forget"] for label in rows if label != "target"}
-        verdict = judge_leak(self.config, "forget ROUGE-L recall", values, baselines, ctx.seed)
+        values = [r[key] for r in forget_rows]
+        baselines = {model: split_scores[model]["forget"] for model in rows if model != "target"}
+        verdict = judge_leak(self.config, f"forget {label}", values, baselines, ctx.seed)
         containment = _mean(forget_rows, "contains")
-        retain_part = (f"; retain ROUGE-L recall {split_scores['target']['retain']:.3f}"
+        retain_part = (f"; retain {label} {split_scores['target']['retain']:.3f}"
                        if "retain" in split_scores["target"] else "")
         if cloze:  # RWKU level 1: reported as its own score beside the questions
             retain_part += (f"; on {len(cloze)} forget cloze sentences (fill in the blank) "
                             f"{split_scores['target']['forget cloze']:.3f}")
-        summary = (f"On {len(forget_rows)} forget questions the model's answers reach ROUGE-L "
-                   f"recall {verdict.metric.value:.3f} (answer contained in {containment:.0%})"
+        summary = (f"On {len(forget_rows)} forget questions the model's answers reach {label} "
+                   f"{verdict.metric.value:.3f} (answer contained in {containment:.0%})"
                    f"{retain_part}. {verdict.basis.capitalize()}.")
         details = {
             "split_scores": split_scores,
             "forget_answer_containment": round(containment, 4),
             "threshold_basis": verdict.basis,
-            "per_item": item_rows(forget_rows, "rouge_l_recall",
+            "per_item": item_rows(forget_rows, key,
                                   gold=rows.get("retrain", {}).get("forget")),
         }
         finding = leak_finding(self, verdict, summary, details,
-                               top_evidence(forget_rows, "rouge_l_recall"),
+                               top_evidence(forget_rows, key),
                                "share_of_original_knowledge_remaining")
         remaining = details.get("share_of_original_knowledge_remaining")
         if remaining is not None:
@@ -127,9 +130,10 @@ class Utility(Probe):
         retain = data.with_fields("retain", "question", "answer")
         kwargs = {"shots": self.config["shots"], "max_new_tokens": self.config["max_new_tokens"]}
         rows = answer_questions(target, retain, data, ctx, **kwargs)
-        score = _mean(rows, "rouge_l_recall")
-        values = [r["rouge_l_recall"] for r in rows]
-        details = {"retain_rouge_l_recall": round(score, 4),
+        key, label = ctx.scoring.key, ctx.scoring.label
+        score = _mean(rows, key)
+        values = [r[key] for r in rows]
+        details = {f"retain_{key}": round(score, 4),
                    "per_item": item_rows(rows)}
         calibration = ctx.prompt_calibration
         if ctx.reference is not None and calibration is not None \
@@ -137,7 +141,7 @@ class Utility(Probe):
             return [self.inconclusive(calibration.reason)]
         if ctx.reference is not None:
             reference_score = _mean(answer_questions(ctx.reference, retain, data, ctx, **kwargs),
-                                    "rouge_l_recall")
+                                    key)
             ratio = score / reference_score if reference_score > 0 else float("nan")
             low, high = bootstrap_ci(values, seed=ctx.seed)
             ci = ([round(low / reference_score, 4), round(high / reference_score, 4)]
@@ -146,23 +150,23 @@ class Utility(Probe):
                             self.config["min_ratio"], higher_is_worse=False, ci95=ci,
                             baselines={"reference": round(reference_score, 4)},
                             n=len(values))
-            summary = (f"Retain-set ROUGE-L recall {score:.3f} vs {reference_score:.3f} for the "
+            summary = (f"Retain-set {label} {score:.3f} vs {reference_score:.3f} for the "
                        f"reference: {ratio:.0%} of the original utility kept on "
                        f"{len(rows)} retain questions.")
             failed = not ratio >= self.config["min_ratio"]
         else:
-            metric = Metric("retain ROUGE-L recall", round(score, 4), self.config["min_score"],
+            metric = Metric(f"retain {label}", round(score, 4), self.config["min_score"],
                             higher_is_worse=False, ci95=bootstrap_ci(values, seed=ctx.seed),
                             n=len(values))
-            summary = (f"Retain-set ROUGE-L recall {score:.3f} on {len(rows)} questions; no "
+            summary = (f"Retain-set {label} {score:.3f} on {len(rows)} questions; no "
                        f"--reference given, so judged against the absolute threshold "
                        f"{self.config['min_score']}.")
             failed = score < self.config["min_score"]
         if not failed:
             return [self.finding("pass", "info", summary, metric=metric, details=details,
                                  remediation="")]
-        worst = sorted(rows, key=lambda r: r["rouge_l_recall"])[:8]
+        worst = sorted(rows, key=lambda r: r[key])[:8]
         for row in worst:
-            row["miss"] = 1.0 - row["rouge_l_recall"]
+            row["miss"] = 1.0 - row[key]
         return [self.failure(summary, metric, at_most="medium", details=details,
                              evidence=top_evidence(worst, "miss"))]

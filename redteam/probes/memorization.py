@@ -1,7 +1,8 @@
 """Verbatim and token-level memorization of the forget set.
 
 - ``unlearning.verbatim`` (MUSE VerbMem): give the model the start of each forget text and compare
-  its greedy continuation with the true one (ROUGE-L).
+  its greedy continuation with the true one (ROUGE-L as the data's benchmark scores it: MUSE's
+  F1 without stemmer for MUSE data, ``core.text_scoring``).
 - ``unlearning.exact_memorization`` (open-unlearning): teacher-forced, is each answer token the
   model's argmax (exact memorization), and from which point on are all of them (extraction
   strength)?
@@ -13,7 +14,7 @@ import numpy as np
 
 from redteam.core.data import AuditData, AuditItem
 from redteam.core.findings import Finding
-from redteam.core.metrics import exact_memorization, extraction_strength, rouge_l
+from redteam.core.metrics import exact_memorization, extraction_strength
 from redteam.core.settings import integer, rate
 from redteam.probes.base import Probe, ProbeContext, register
 from redteam.probes.judging import item_rows, judge_leak, leak_finding, top_evidence
@@ -77,25 +78,24 @@ class Verbatim(Probe):
         for item, prompt, truth, length, output in zip(items, prompts, truths, lengths, outputs):
             ids = tokenizer(output, add_special_tokens=False)["input_ids"][:length]
             continuation = tokenizer.decode(ids)
-            recall, f1 = rouge_l(continuation, truth)
             rows.append({"line": item.line, "subject": item.subject, "input": prompt,
-                         "output": continuation,
-                         "expected": truth, "rouge_l_recall": recall, "rouge_l_f1": f1})
+                         "output": continuation, "expected": truth,
+                         ctx.scoring.key: ctx.scoring.score(continuation, truth)})
         return rows
 
     def run(self, target: Target, data: AuditData, ctx: ProbeContext) -> list[Finding]:
         items = data.with_fields("forget", "text")
         rows = ctx.measure(target, lambda model: self._rows(model, items, ctx))
-        f1 = float(np.mean([r["rouge_l_f1"] for r in rows["target"]]))
         supplied = sum(bool(item.prefix and item.continuation) for item in items)
         split = (f"the data's own prefix / continuation for {supplied} of them, the first "
                  f"{self.config['prefix_tokens']} tokens (at most half) for the others"
                  if supplied else f"cut after the first {self.config['prefix_tokens']} tokens "
                                   "(at most half)")
-        return [_judge(self, rows, "rouge_l_recall", "verbatim ROUGE-L recall", ctx,
+        key, name = ctx.scoring.key, ctx.scoring.label
+        return [_judge(self, rows, key, f"verbatim {name}", ctx,
                        "Continuing {n} forget texts from their opening (" + split + "), the "
-                       "model reproduces them with ROUGE-L recall {value:.3f}.",
-                       {"rouge_l_f1": round(f1, 4), "split_point": split})]
+                       "model reproduces them with " + name + " {value:.3f}.",
+                       {"split_point": split})]
 
 
 @register

@@ -96,8 +96,9 @@ def relearn(model, tokenizer, texts: list[str], *, epochs: int, lr: float, batch
     return model
 
 
-def _mean(rows: list[dict]) -> float:
-    return float(np.mean([r["rouge_l_recall"] for r in rows]))
+def _mean_score(rows: list[dict], key: str) -> float:
+    """The mean of the rows' ``key`` (the scoring profile's column)."""
+    return float(np.mean([r[key] for r in rows]))
 
 
 @register
@@ -167,64 +168,69 @@ class RelearningAttack(Probe):
         # strength that lifts the target furthest above the gold model.
         measured = ctx.measure(target, relearn, labels=("target", "retrain"))
         own, gold_run = measured["target"], measured.get("retrain")
+        key, name = ctx.scoring.key, ctx.scoring.label
+
+        def mean(rows: list[dict]) -> float:
+            return _mean_score(rows, key)
+
         before = own["before"]
         attacks = [{"lr": lr, "after": own["after"][i], "learnt": own["learnt"][i],
                     "gold": gold_run["after"][i] if gold_run else None}
                    for i, lr in enumerate(lrs)]
-        floor = {id(a): _mean(a["gold"]) if a["gold"] else 0.0 for a in attacks}
-        worst = max(attacks, key=lambda a: _mean(a["after"]) - floor[id(a)])
+        floor = {id(a): mean(a["gold"]) if a["gold"] else 0.0 for a in attacks}
+        worst = max(attacks, key=lambda a: mean(a["after"]) - floor[id(a)])
         after, learnt, gold = worst["after"], worst["learnt"], worst["gold"]
-        scores = {"target": {"before attack": _mean(before), "after attack": _mean(after)}}
+        scores = {"target": {"before attack": mean(before), "after attack": mean(after)}}
         baselines: dict[str, float] = {}
         if gold is not None:
-            scores["retrain"] = {"before attack": _mean(gold_run["before"]),
-                                 "after attack": _mean(gold)}
+            scores["retrain"] = {"before attack": mean(gold_run["before"]),
+                                 "after attack": mean(gold)}
             baselines["retrain"] = scores["retrain"]["after attack"]
         if ctx.reference is not None:
-            reference = _mean(answer_questions(ctx.reference, held_out, data, ctx, **kwargs))
+            reference = mean(answer_questions(ctx.reference, held_out, data, ctx, **kwargs))
             scores["reference"] = {"before attack": reference}
             baselines["reference"] = reference
-        values = [r["rouge_l_recall"] for r in after]
-        verdict = judge_leak(self.config, "held-out forget ROUGE-L recall after relearning",
+        values = [r[key] for r in after]
+        verdict = judge_leak(self.config, f"held-out forget {name} after relearning",
                              values, baselines, ctx.seed)
         metric, basis = verdict.metric, verdict.basis
         for row, old in zip(after, before):
-            row["before_attack"] = old["rouge_l_recall"]
+            row["before_attack"] = old[key]
         method = "LoRA" if self._uses_lora(target) else "full"
         details = {
-            "chart_title": "Held-out forget items: ROUGE-L recall before and after relearning",
+            "chart_title": f"Held-out forget items: {name} before and after relearning",
             "split_scores": {label: {k: round(v, 4) for k, v in s.items()}
                              for label, s in scores.items()},
             "tables": {"Attack strengths (the verdict uses the one furthest above the retrained "
                        "model)": [{"lr": a["lr"],
-                                   "relearnt items after attack": round(_mean(a["learnt"]), 4),
-                                   "held-out after attack": round(_mean(a["after"]), 4),
+                                   "relearnt items after attack": round(mean(a["learnt"]), 4),
+                                   "held-out after attack": round(mean(a["after"]), 4),
                                    "retrain held-out after attack":
-                                       round(_mean(a["gold"]), 4) if a["gold"] else None}
+                                       round(mean(a["gold"]), 4) if a["gold"] else None}
                                   for a in attacks]},
             "items_relearnt": len(shown), "items_tested": len(held_out),
-            "relearnt_items_after_attack": round(_mean(learnt), 4),
-            "recovery": round(scores["target"]["after attack"] - _mean(before), 4),
+            "relearnt_items_after_attack": round(mean(learnt), 4),
+            "recovery": round(scores["target"]["after attack"] - mean(before), 4),
             "attack": (f"{method} fine-tuning, {self.config['epochs']} epochs, lr "
                        f"{worst['lr']} (of {', '.join(map(str, lrs))}), batch "
                        f"{self.config['batch_size']}, on the QA pairs and texts of the "
                        f"relearnt items"),
             "threshold_basis": basis,
-            "per_item": item_rows(after, "rouge_l_recall", gold=gold),
+            "per_item": item_rows(after, key, gold=gold),
         }
         summary = (f"After fine-tuning a copy on {len(shown)} forget items (strongest of "
                    f"{len(attacks)} attack strengths: lr {worst['lr']}), the model answers "
-                   f"the {len(held_out)} held-out ones with ROUGE-L recall {metric.value:.3f} "
+                   f"the {len(held_out)} held-out ones with {name} {metric.value:.3f} "
                    f"(before the attack: {scores['target']['before attack']:.3f}).")
         if "retrain" in scores:
             summary += (f" The retrained model, attacked the same way, reaches "
                         f"{scores['retrain']['after attack']:.3f}.")
         summary += f" {basis.capitalize()}."
-        if max(_mean(a["learnt"]) for a in attacks) < self.config["threshold"]:
+        if max(mean(a["learnt"]) for a in attacks) < self.config["threshold"]:
             summary += (" No attack strength taught even the items it was shown, so this "
                         "result is weak evidence: raise epochs or lrs in the config.")
         return [leak_finding(self, verdict, summary, details,
-                             top_evidence(after, "rouge_l_recall"),
+                             top_evidence(after, key),
                              "share_of_original_knowledge_recovered")]
 
     def _uses_lora(self, target: Target) -> bool:

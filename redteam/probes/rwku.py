@@ -4,9 +4,9 @@ RWKU (Jin et al. 2024, arXiv:2406.10890) rewrites each forget-set question in ni
 that unlearned models answer many rewrites they refuse in plain form (on LLaMA3-8B-Instruct, GA
 left 46.7 and NPO 24.8 ROUGE-L recall on adversarial probes vs 77.7 before unlearning). Each
 attack below builds a question from one forget item (and, for some, its neighbours); all prompts
-are generated in one batched, memoised pass and scored with ROUGE-L recall and answer
-containment, against the plain question. The rewrites themselves are in
-``redteam.core.rewrites``.
+are generated in one batched, memoised pass and scored with the benchmark's ROUGE-L (RWKU's own
+recall for RWKU data: ``core.text_scoring``) and answer containment, against the plain question.
+The rewrites themselves are in ``redteam.core.rewrites``.
 """
 
 from __future__ import annotations
@@ -56,14 +56,14 @@ def answer_attacks(target: Target, attacks: list[AttackPrompt], data: AuditData,
     for attack, output in zip(everything, outputs):
         row = {"line": attack.item.line, "attack": attack.attack, "variant": attack.variant,
                "subject": attack.item.subject, "input": attack.question + attack.answer_prefix,
-               **answer_row(fmt.cut(output), attack.expected)}
+               **answer_row(fmt.cut(output), attack.expected, ctx.scoring)}
         if option_letter(row["output"], attack):  # the right option, named by its letter
-            row["rouge_l_recall"], row["contains"] = 1.0, 1.0
+            row[ctx.scoring.key], row["contains"] = 1.0, 1.0
         rows.append(row)
     return rows
 
 
-def per_type(rows: list[dict], key: str = "rouge_l_recall") -> dict[str, float]:
+def per_type(rows: list[dict], key: str) -> dict[str, float]:
     """Mean score per attack type (and for the plain question)."""
     types = dict.fromkeys(r["attack"] for r in rows)
     return {t: float(np.mean([r[key] for r in rows if r["attack"] == t])) for t in types}
@@ -96,20 +96,21 @@ class AdversarialPrompts(Probe):
         rows = ctx.measure(target, lambda model: answer_attacks(
             model, attacks, data, ctx, self.config["shots"], self.config["max_new_tokens"]))
         compared = [label for label in rows if label != "target"]
-        scores = {label: per_type(r) for label, r in rows.items()}
+        key, name = ctx.scoring.key, ctx.scoring.label
+        scores = {label: per_type(r, key) for label, r in rows.items()}
         containment = per_type(rows["target"], "contains")
         types = [t for t in ATTACKS if t in scores["target"]] + sorted(
             t for t in scores["target"] if t.startswith(SUPPLIED))
         strongest = max(types, key=lambda t: scores["target"][t])
         baselines = {label: max(scores[label][t] for t in types) for label in compared}
-        values = [r["rouge_l_recall"] for r in rows["target"] if r["attack"] == strongest]
-        verdict = judge_leak(self.config, "ROUGE-L recall of the most effective attack", values,
+        values = [r[key] for r in rows["target"] if r["attack"] == strongest]
+        verdict = judge_leak(self.config, f"{name} of the most effective attack", values,
                              baselines, ctx.seed)
         metric, basis = verdict.metric, verdict.basis
         plain = scores["target"]["plain"]
         recovering = [t for t in types if self._recovers(t, scores, plain)]
         table = [{"attack": t, "items": sum(r["attack"] == t for r in rows["target"]),
-                  "rouge_l_recall": round(scores["target"][t], 4),
+                  key: round(scores["target"][t], 4),
                   "containment": round(containment[t], 4),
                   "gain_over_plain": round(scores["target"][t] - plain, 4),
                   **{label: round(scores[label][t], 4) for label in compared},
@@ -117,7 +118,7 @@ class AdversarialPrompts(Probe):
                   "recovers": t in recovering}
                  for t in ["plain", *types]]
         details = {
-            "chart_title": "ROUGE-L recall per attack type (plain = the unmodified question)",
+            "chart_title": f"{name} per attack type (plain = the unmodified question)",
             "split_scores": {SHORT_NAMES.get(t, t): {label: round(s[t], 4)
                                                      for label, s in scores.items()}
                              for t in ["plain", *types]},
@@ -128,13 +129,13 @@ class AdversarialPrompts(Probe):
             "cross_lingual_note": ("the question body stays in English (no translator ships "
                                    "offline); the instruction around it is French, German or "
                                    "Spanish"),
-            "per_item": sorted(item_rows(rows["target"], "rouge_l_recall",
+            "per_item": sorted(item_rows(rows["target"], key,
                                          gold=rows.get("retrain")), key=lambda r: -r["leak"]),
         }
         summary = (f"{len(attacks)} adversarial rewrites of "
                    f"{len({a.item.line for a in attacks})} forget questions "
                    f"({len(types)} attack types). The most effective, {strongest}, reaches "
-                   f"ROUGE-L recall {metric.value:.3f} against {plain:.3f} for the plain "
+                   f"{name} {metric.value:.3f} against {plain:.3f} for the plain "
                    f"question. Types that recover knowledge: {details['recovering_types']}. "
                    f"{basis.capitalize()}.")
         supplied = [t for t in types if t.startswith(SUPPLIED)]
@@ -146,9 +147,9 @@ class AdversarialPrompts(Probe):
             summary += f" Skipped: {', '.join(skipped)} (reasons in the details)."
         shown = recovering or [strongest]
         evidence = [Evidence(input=f"[{r['attack']}] {r['input']}", output=r["output"],
-                             expected=r["expected"], score=round(r["rouge_l_recall"], 4))
-                    for r in sorted(rows["target"], key=lambda r: -r["rouge_l_recall"])
-                    if r["attack"] in shown and r["rouge_l_recall"] > 0][:8]
+                             expected=r["expected"], score=round(r[key], 4))
+                    for r in sorted(rows["target"], key=lambda r: -r[key])
+                    if r["attack"] in shown and r[key] > 0][:8]
         return [leak_finding(self, verdict, summary, details, evidence,
                              "share_of_original_knowledge_remaining")]
 
