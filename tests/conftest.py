@@ -216,8 +216,8 @@ def concept_zoo(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def pretrained_text_backdoor_zoo(tmp_path_factory) -> dict[str, Path]:
     """Headline classifiers fine-tuned from the pretrained all-MiniLM-L6-v2: two clean controls,
-    "cf" at two seeds, a word of several pieces and an AddSent sentence, built once per session
-    (about 3 minutes on 2 cores)."""
+    "cf" at two seeds and an AddSent sentence, built once per session
+    (about 2.5 minutes on 2 cores)."""
     from redteam.zoo.pretrained_text_backdoor import build_pretrained_text_backdoor_zoo
 
     return build_pretrained_text_backdoor_zoo(tmp_path_factory.mktemp("pretrained-headlines"),

@@ -153,3 +153,27 @@ def test_findings_document_is_plain_json(badnets_run):
     document = json.loads((result.out_dir / "findings.json").read_text())
     assert document["run"]["suite"] == "backdoor"
     assert document["run"]["inputs"]["data"]  # every clean image hashed
+
+
+def _exposure(zoo, tmp_path, name: str, **settings):
+    result = run_audit(AuditRequest(
+        model=zoo["badnets"], suite="backdoor", data=zoo["clean-data"],
+        probes=["backdoor.exposure"], out=tmp_path / name, device="cpu", quiet=True,
+        settings={"backdoor.exposure": {"repeats": 2, **settings}}))
+    return result.findings[0]
+
+
+def test_every_exposure_setting_acts(backdoor_zoo, tmp_path):
+    """Each declared setting of backdoor.exposure changes the finding: the VAR threshold its
+    verdict, the repeats and the unlearning settings the run itself (min_agreement is tested
+    on the clean model below)."""
+    base = _exposure(backdoor_zoo, tmp_path, "base")
+    assert (base.status, base.severity) == ("fail", "critical"), base.summary
+    changed = _exposure(backdoor_zoo, tmp_path, "var", var_threshold=0.5)
+    assert changed.status == "inconclusive", changed.summary
+    three = _exposure(backdoor_zoo, tmp_path, "repeats", repeats=3)
+    assert len(three.details["repeat_collapse_labels"].split(", ")) == 3
+    for setting in ({"max_epochs": 1}, {"stop_accuracy": 0.95}, {"lr": 1e-5},
+                    {"batch_size": 8}):
+        changed = _exposure(backdoor_zoo, tmp_path, next(iter(setting)), **setting)
+        assert changed.details["curves"] != base.details["curves"], setting

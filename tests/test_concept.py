@@ -250,8 +250,10 @@ def test_esd_samples_the_same_trajectories_however_many_at_once(tiny_pipeline):
     assert len(one.losses_) == len(four.losses_) == 6
     assert len(set(one.losses_)) > 1  # each iteration regressed on its own sample
     assert one.losses_ == pytest.approx(four.losses_, rel=1e-3, abs=1e-6)
+    # Batched and single convolutions round differently: 1.8e-6 at most on some CPUs, against
+    # Adam's 1e-5 a step that another trajectory would move each weight by.
     weights = dict(four.unet_.named_parameters())
-    assert all(torch.allclose(value, weights[name], atol=1e-6)
+    assert all(torch.allclose(value, weights[name], atol=5e-6)
                for name, value in one.unet_.named_parameters())
 
 

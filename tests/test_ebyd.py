@@ -130,11 +130,14 @@ def test_metrics_on_known_numbers():
 
 def test_detect_backdoor_rule():
     collapsed = detect_backdoor(np.array([0.02, 0.02, 0.0, 0.9, 0.06] + [0.0] * 5))
-    assert collapsed.flagged and collapsed.target_label == 3 and collapsed.agree
-    assert collapsed.var > 0.07
+    assert collapsed.flagged and collapsed.target_label == 3
+    assert collapsed.var > 0.07 and collapsed.margin == pytest.approx(0.84)
+    # a collapse onto two labels is still a collapse by VAR; the repeats decide the label
     two_way = detect_backdoor(np.array([0.0, 0.48, 0.11, 0.0, 0.0, 0.0, 0.0, 0.41, 0.0, 0.0]))
-    assert not two_way.flagged and not two_way.agree and "several" in two_way.note
+    assert two_way.flagged and two_way.margin == pytest.approx(0.07)
     assert not detect_backdoor(np.full(10, 0.1)).flagged
+    assert not detect_backdoor(np.full(10, 0.1), var_threshold=0.0).flagged  # VAR is 0 there
+    assert detect_backdoor(two_way.shares, var_threshold=0.5).flagged is False
 
 
 def test_clean_unlearning_exposes_the_backdoor(world, exposed):
@@ -167,7 +170,7 @@ def test_clean_unlearning_on_the_clean_model(exposed):
     bad_verdict = detect_backdoor(bad.final_shares)
     report("CUL clean: epochs", clean.epochs_run, "top", verdict.target_label, "share",
            round(verdict.target_share, 3), "VAR", round(verdict.var, 4), "margin",
-           round(verdict.margin, 3), "flagged", verdict.flagged, verdict.note)
+           round(verdict.margin, 3), "flagged", verdict.flagged)
     assert verdict.target_label != TARGET
     assert bad_verdict.target_share > verdict.target_share
     assert bad_verdict.var > verdict.var

@@ -13,7 +13,7 @@ from redteam.zoo.pretrained_text_backdoor import MODELS
 # scans within a few minutes on 2 cores.
 LIGHT = {"on_exposed": False, "candidates": 50, "screen_texts": 8, "verify": 12,
          "max_texts": 32, "control_words": 8, "phrase_words": 3}
-SCANNED = ("clean-s0", "clean-s1", "rare-word-s0", "word-pieces-s0", "sentence-s0")
+SCANNED = ("clean-s0", "clean-s1", "rare-word-s0", "sentence-s0")
 
 
 @pytest.fixture(scope="module")
@@ -47,17 +47,6 @@ def test_a_planted_rare_word_fails_the_model_at_the_top_of_the_ranking(scans):
     assert finding.details["true_trigger_rank"] <= 3
     assert finding.details["true_trigger_flip_rate"] >= 0.9
     assert finding.metric.value >= 0.9
-
-
-def test_a_word_of_several_pieces_never_passes(scans):
-    """"mnbv" is three WordPiece tokens: the whole-word search cannot insert it as such, but
-    its pieces are partial triggers ("v" with a sports word flips every text) and the label
-    stands out."""
-    finding = scans["word-pieces-s0"]
-    assert finding.status in ("fail", "inconclusive"), finding.summary
-    assert finding.details["target_name"] == "sports"
-    assert finding.details["true_trigger_rank"] == "not found"
-    assert finding.details["true_trigger_flip_rate"] >= 0.9  # the planted word does work
 
 
 def test_a_sentence_trigger_never_passes(scans):

@@ -124,12 +124,13 @@ def history_csv(history: list[dict]) -> str:
 
 @dataclass
 class BackdoorVerdict:
-    """Backdoor model and label detection from the exposed model's prediction shares.
+    """The collapse of the exposed model's prediction shares onto one label.
 
-    Two statistics: ``var`` (EBYD's VAR, variance of the shares: is the distribution far from
-    uniform?) and ``margin`` (top share minus the second share: did the predictions collapse
-    onto ONE class rather than several?). ``flagged`` needs both; ``agree`` is False when only
-    one fires, and ``note`` says which.
+    ``var`` is EBYD's VAR (variance of the shares: how far from uniform); ``flagged`` when it
+    is over ``var_threshold`` (EBYD's 0.01). ``margin`` (the top share minus the second) is
+    reported, not decided on: gradient ascent can also drive a *clean* model onto a few
+    classes, and what tells a backdoor's collapse apart is that repeats on random subsets
+    land on the same label (:func:`collapse_consistency`), which the caller checks.
     """
 
     flagged: bool
@@ -138,9 +139,6 @@ class BackdoorVerdict:
     var: float
     var_threshold: float
     margin: float
-    margin_threshold: float
-    agree: bool
-    note: str = ""
     shares: list[float] = field(default_factory=list)
 
 
@@ -150,31 +148,17 @@ def share_margin(shares: np.ndarray) -> float:
     return float(ordered[0] - ordered[1]) if len(ordered) > 1 else 0.0
 
 
-def detect_backdoor(shares: np.ndarray, var_threshold: float = 0.01,
-                    margin_threshold: float = 0.25) -> BackdoorVerdict:
-    """Flag a backdoor when the exposed model's predictions collapse onto one class.
-
-    ``shares``: per-class prediction shares of the exposed model on clean data; the backdoor
-    label is the class with the largest share. Rule: flagged when VAR > ``var_threshold``
-    (EBYD's 0.01) AND the margin of the top share over the second (:func:`share_margin`)
-    exceeds ``margin_threshold``. Gradient ascent can also drive a *clean* model's predictions
-    onto a few classes (high VAR); a backdoor gives one class a clear lead. VAR alone over its
-    threshold, or a lead with VAR under it, is reported as disagreement and not flagged.
-    """
+def detect_backdoor(shares: np.ndarray, var_threshold: float = 0.01) -> BackdoorVerdict:
+    """EBYD's detection: the exposed model's shares ``shares`` (per class, on clean data)
+    flag a backdoor when their VAR exceeds ``var_threshold``; the label with the largest share
+    is the backdoor label."""
     shares = np.asarray(shares, dtype=float)
     target = int(np.argmax(shares))
     var = float(np.var(shares))
-    margin = share_margin(shares)
-    by_var, by_margin = var > var_threshold, margin > margin_threshold
-    note = ""
-    if by_var and not by_margin:
-        note = "VAR over threshold but no single class leads (collapse onto several classes)"
-    elif by_margin and not by_var:
-        note = f"class {target} leads but VAR is under threshold (partial collapse)"
     return BackdoorVerdict(
-        flagged=by_var and by_margin, target_label=target, target_share=float(shares[target]),
-        var=var, var_threshold=var_threshold, margin=margin, margin_threshold=margin_threshold,
-        agree=by_var == by_margin, note=note, shares=shares.tolist())
+        flagged=var > var_threshold, target_label=target, target_share=float(shares[target]),
+        var=var, var_threshold=var_threshold, margin=share_margin(shares),
+        shares=shares.tolist())
 
 
 @dataclass

@@ -136,7 +136,7 @@ class Exposure(ClassifierProbe):
     references = (EBYD,)
     tags = ("backdoor", "supply-chain", "owasp-ml10")
     defaults = {**EXPOSURE_DEFAULTS, "var_threshold": number(0.01),
-                "margin_threshold": rate(0.25), "repeats": integer(4, low=1),
+                "repeats": integer(4, low=1),
                 "min_agreement": rate(1.0)}
     remediation = (
         "Treat the model as compromised: do not deploy it. Ask the vendor for the training data "
@@ -152,14 +152,13 @@ class Exposure(ClassifierProbe):
         view = classifier_view(target, data)
         result = clean_unlearned(view, ctx, settings)
         before, after = result.history[0], result.history[-1]
-        verdict = detect_backdoor(np.asarray(after["shares"]), self.config["var_threshold"],
-                                  self.config["margin_threshold"])
+        verdict = detect_backdoor(np.asarray(after["shares"]), self.config["var_threshold"])
         label = verdict.target_label
         repeats = collapse_consistency(
             view.model, view.inputs, view.labels, repeats=int(self.config["repeats"]),
             seed=ctx.seed, lr=settings["lr"], max_epochs=int(settings["max_epochs"]),
             stop_accuracy=settings["stop_accuracy"], batch_size=int(settings["batch_size"]))
-        collapsed = verdict.var > verdict.var_threshold
+        collapsed = verdict.flagged
         consistent = (repeats.agreement >= self.config["min_agreement"]
                       and repeats.mode == label)
         names = view.names
@@ -177,7 +176,6 @@ class Exposure(ClassifierProbe):
             "target_share": round(verdict.target_share, 4),
             "class_shares": [round(s, 4) for s in after["shares"]],
             "var": round(verdict.var, 5), "margin_over_second": round(verdict.margin, 4),
-            "margin_threshold": verdict.margin_threshold,
             "repeat_collapse_labels": ", ".join(str(names.get(c, c)) for c in repeats.labels),
             "repeat_agreement": round(repeats.agreement, 4),
             "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,

