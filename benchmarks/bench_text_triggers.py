@@ -1,7 +1,7 @@
 """The trigger search on headline classifiers fine-tuned from the pretrained all-MiniLM-L6-v2:
 per model, the verdict, the rank and flip rate of the planted trigger, the best suspect's flip
 rate, the random control words' best, and the seconds the search took (printed, never
-asserted). With ``--light``, the lighter search of the tests beside the defaults.
+asserted). With ``--light``, the lighter search of the tests instead of the defaults.
 
 Run: ``python benchmarks/bench_text_triggers.py [--light]`` (builds the "bench" zoo of six
 fine-tuned classifiers on first use, about 3 minutes on 2 CPU cores; the default search takes
@@ -24,7 +24,7 @@ LIGHT = {"candidates": 50, "screen_texts": 8, "verify": 12, "max_texts": 32,
 
 def main() -> None:
     zoo = build_pretrained_text_backdoor_zoo(size="bench")
-    searches = {"default": {}, **({"light": LIGHT} if "--light" in sys.argv else {})}
+    searches = {"light": LIGHT} if "--light" in sys.argv else {"default": {}}
     print("model | trigger | search | verdict | planted rank | planted flip | best suspect | "
           "best flip | control best | reference | seconds")
     with tempfile.TemporaryDirectory() as tmp:
