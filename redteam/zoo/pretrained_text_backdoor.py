@@ -37,6 +37,7 @@ from redteam.zoo.text_backdoor import (
     labelled_jsonl,
     poison,
     prediction_rate,
+    save_text_classifier,
     tokenizer,
 )
 
@@ -134,9 +135,6 @@ def build_pretrained_text_backdoor_zoo(root: Path | None = None, size: str = "te
             "clean_accuracy": prediction_rate(model, test_x, test_y),
             "attack_success": prediction_rate(model, trig_x,
                                               torch.full((len(trig_x),), target))}
-        if not paths[name].exists():
-            with atomic_dir(paths[name]) as tmp:
-                model.hf_model.save_pretrained(tmp, safe_serialization=True)
-                words.save_pretrained(tmp)
+        save_text_classifier(paths[name], model, words)
     atomic_write_json(paths["zoo.json"], record)
     return paths

@@ -143,6 +143,14 @@ def labelled_jsonl(rows: list[tuple[str, int]]) -> str:
                    for text, label in rows)
 
 
+def save_text_classifier(path: Path, model: TokenClassifier, tokenizer) -> None:
+    """Write the classifier (safetensors) and its tokenizer into ``path``, unless it exists."""
+    if not path.exists():
+        with atomic_dir(path) as tmp:
+            model.hf_model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+
+
 def prediction_rate(model: TokenClassifier, packed: torch.Tensor, labels: torch.Tensor) -> float:
     with torch.no_grad():
         return round(float((model(packed).argmax(-1) == labels).float().mean()), 4)
@@ -196,9 +204,6 @@ def build_text_backdoor_zoo(root: Path | None = None, size: str = "demo", seed: 
             "poisoned_training_texts": poisoned_count,
             "clean_accuracy": prediction_rate(model, test_x, test_y),
             "attack_success": prediction_rate(model, trig_x, torch.full((len(trig_x),), target))}
-        if not paths[name].exists():
-            with atomic_dir(paths[name]) as tmp:
-                model.hf_model.save_pretrained(tmp, safe_serialization=True)
-                words.save_pretrained(tmp)
+        save_text_classifier(paths[name], model, words)
     atomic_write_json(paths["zoo.json"], record)
     return paths
