@@ -201,3 +201,26 @@ def test_worst_case_items_ranks_the_leaking_items(unlearning_zoo, tmp_path):
     assert {"knowledge_qa", "exact_memorization"} <= set(rows[0])
     alone = _audit(unlearning_zoo, "original", tmp_path, ["unlearning.worst_case_items"])
     assert alone.findings[0].status == "skipped"
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_relearning_gives_a_model_the_same_figure_as_target_and_as_baseline(
+        unlearning_zoo, tmp_path, threads):
+    """In one prompt format, the retrained model's relearning figures are the same whether it
+    is the audited model or another audit's --retrain baseline. (With ``--prompt-format auto``
+    they may differ: the baseline is asked in the format calibrated on the audited model.)"""
+    from redteam.core.prompts import PromptFormat
+    from redteam.core.training import fixed_threads
+
+    def scores(model: str, retrain: str | None) -> dict:
+        with fixed_threads(threads):
+            result = run_audit(AuditRequest(
+                model=unlearning_zoo[model], suite="unlearning", data=unlearning_zoo["audit"],
+                retrain=unlearning_zoo[retrain] if retrain else None,
+                probes=["unlearning.relearning_attack"], out=tmp_path / f"{model}-{retrain}",
+                device="cpu", quiet=True, prompt_format=PromptFormat("plain")))
+        return result.findings[0].details["split_scores"]
+
+    as_target = scores("retrain", None)["target"]
+    as_baseline = scores("original", "retrain")["retrain"]
+    assert as_target == as_baseline
