@@ -32,6 +32,7 @@ from redteam.targets import Target
 
 if TYPE_CHECKING:
     from defenses.ebyd import CleanUnlearningResult
+    from defenses.ebyd.text_triggers import TextTriggerScan
 
 EBYD = "arXiv:2410.19427 (Expose Before You Defend)"
 
@@ -421,7 +422,9 @@ class TriggerWords(Probe):
         return [self.finding("pass", "info", summary, metric=metric, details=details,
                              remediation="")]
 
-    def search(self, target: Target, data: LabelledTexts, ctx: ProbeContext):
+    def search(self, target: Target, data: LabelledTexts,
+               ctx: ProbeContext) -> tuple[TextTriggerScan, ClassifierView]:
+        """The trigger search over every label, and the view of the model it searched."""
         from tqdm.auto import tqdm
 
         from defenses.ebyd.relatedness import LabelRelatedness
@@ -440,7 +443,7 @@ class TriggerWords(Probe):
                   disable=ctx.quiet, leave=False) as progress:
             return search.scan(data.texts, data.labels, len(view.names), progress), view
 
-    def measured(self, scan, names: dict, label: int) -> dict:
+    def measured(self, scan: TextTriggerScan, names: dict, label: int) -> dict:
         """The details: per label, its best suspect against its reference; the best candidates
         of every label with what rules them in or out."""
         per_label = [{"label": names.get(c, c), "best_suspect": s.best.words if s.best else "",
@@ -471,7 +474,7 @@ class TriggerWords(Probe):
                        "Best candidates per label (verified by insertion; top 5 each)":
                            candidates}}
 
-    def known_trigger(self, scan, view: ClassifierView, label: int, details: dict,
+    def known_trigger(self, scan: TextTriggerScan, view: ClassifierView, label: int, details: dict,
                       ctx: ProbeContext) -> str:
         """Where the user's known trigger ranks, and what it does, for the flagged label."""
         from defenses.ebyd.text_triggers import flip_rate
