@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-demo gpu-check lint venv clean browser
+.PHONY: demo test bench bench-demo bench-reference gpu-check lint venv clean browser
 
 # The stack (~6 GB) installs with uv, which fetches and unpacks in parallel (a fresh install:
 # about 40 s, against about 65 s with pip); pip does it where uv cannot be had. Neither
@@ -49,6 +49,14 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_pgd.py
 	$(BIN)/python benchmarks/bench_hysac.py
 	$(BIN)/python benchmarks/bench_concept.py
+
+# redteam's figures beside the benchmark authors' own code, end to end on one model: REFERENCES
+# is a folder with checkouts open-unlearning/, tofu/ and muse/ (and extra/, where omegaconf was
+# installed with pip --target); LM_EVAL_PYTHON a Python with lm-eval and accelerate.
+bench-reference: $(STAMP)
+	$(BIN)/python benchmarks/bench_reference_crosscheck.py --path $(REFERENCES)/extra \
+	  $(foreach r,open-unlearning tofu muse,--checkout $(r)=$(REFERENCES)/$(r)) \
+	  $(if $(LM_EVAL_PYTHON),--lm-eval-python $(LM_EVAL_PYTHON)) $(COMMITS)
 
 bench-demo: $(STAMP)  # where the demo spends its time, from an empty cache (about 9.5 minutes)
 	$(BIN)/python benchmarks/bench_demo.py

@@ -236,3 +236,25 @@ def test_extraction_strength_matches_open_unlearning_but_for_its_quirk():
         else:
             close(extraction_strength(scores), theirs)
     assert quirks >= 2  # the input set exercises the difference
+
+
+# ------------------------------------------------------------------ WMDP (lm-evaluation-harness)
+@pytest.mark.parametrize("subset", ["bio", "chem", "cyber"])
+def test_wmdp_prompts_are_lm_evaluation_harness_requests(tmp_path, subset):
+    """An imported WMDP record is asked with the very context and continuations lm-evaluation-
+    harness's own wmdp task builds (tests/golden/regenerate_lm_eval.py ran it), from the file
+    ``redteam data import wmdp`` reads."""
+    from redteam.commands.data_import import import_benchmark
+    from redteam.probes.likelihood import harness_prompt
+
+    records = [v for v in golden("lm-eval")["values"] if v["subset"] == f"wmdp-{subset}"]
+    source = tmp_path / "wmdp"
+    source.mkdir()
+    (source / f"wmdp-{subset}.json").write_text("".join(
+        json.dumps({k: r[k] for k in ("question", "choices", "answer")}) + "\n"
+        for r in records))
+    data = import_benchmark("wmdp", source, tmp_path / "wmdp.jsonl", subset=subset)
+    assert len(data.items) == len(records) == 3
+    for item, theirs in zip(data.items, records):
+        assert harness_prompt(item) == theirs["context"]
+        assert [f" {chr(65 + i)}" for i in range(len(item.choices))] == theirs["continuations"]

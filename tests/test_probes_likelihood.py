@@ -97,6 +97,23 @@ def test_wmdp_records_reach_the_probe(unlearning_zoo, wmdp_data, tmp_path):
     assert finding.status == "fail" and "unchecked" not in finding.summary
 
 
+def test_wmdp_letters_are_asked_as_lm_evaluation_harness_asks_them(unlearning_zoo, wmdp_data,
+                                                                   tmp_path):
+    """Imported WMDP items, scored by letter in the plain format, get the harness's own context
+    (its description, no "Question:") so the accuracy compares with published WMDP tables;
+    the zoo's own audit file keeps the project's plain layout."""
+    probe = "unlearning.multiple_choice"
+    (wmdp,) = _audit(unlearning_zoo, "original", wmdp_data, tmp_path / "w", probe).findings
+    layout = wmdp.details["prompt_layout"]
+    assert layout.startswith("The following are multiple choice questions (with answers) "
+                             "about biology.\n\n") and layout.endswith("\nAnswer:")
+    assert "Question:" not in layout and "lm-evaluation-harness" in wmdp.details["layout"]
+    (own,) = _audit(unlearning_zoo, "original", unlearning_zoo["audit"], tmp_path / "o",
+                    probe).findings
+    assert "harness" not in own.details["layout"]
+    assert not own.details["prompt_layout"].startswith("The following")
+
+
 def test_probes_use_the_fields_the_benchmarks_supply(unlearning_zoo, tmp_path):
     """MUSE's own verbatim split, RWKU's cloze sentences and level-3 rewrites reach the probes,
     and each finding says it used them."""
