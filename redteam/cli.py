@@ -6,6 +6,7 @@ usage or bad input (one line, no traceback), 3 no probe applied to the target.
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -19,7 +20,26 @@ from redteam.core.findings import SEVERITIES
 EXISTING = click.Path(path_type=Path)
 SEED = click.IntRange(0, 2**32 - 1)  # what numpy and torch accept
 AT_LEAST_ONE = click.IntRange(min=1)
-POSITIVE = click.FloatRange(min=0, min_open=True)
+
+
+class FiniteFloat(click.FloatRange):
+    """A float in a range that must also be finite: Click's ranges let NaN through (it compares
+    false with every bound) and inf past an open upper end, and a training run on either
+    writes a model of NaN weights."""
+
+    name = "finite float"
+
+    def convert(self, value, param, ctx) -> float:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+POSITIVE = FiniteFloat(min=0, min_open=True)
+NON_NEGATIVE = FiniteFloat(min=0)
+FRACTION = FiniteFloat(0, 1, min_open=True, max_open=True)
+FINITE = FiniteFloat()
 
 
 class Interrupted(Exception):
@@ -401,8 +421,8 @@ def report_diff(run_a: Path, run_b: Path, out: Path | None, fail_on: str) -> Non
 @click.option("--batch-size", type=AT_LEAST_ONE, default=8, show_default=True)
 @click.option("--beta", type=POSITIVE,
               help="Inverse temperature of NPO / SimNPO [default: 0.1 / 4.5].")
-@click.option("--delta", type=float, help="SimNPO's margin on the mean token NLL [default: 0].")
-@click.option("--saliency", type=click.FloatRange(0, 1, min_open=True),
+@click.option("--delta", type=FINITE, help="SimNPO's margin on the mean token NLL [default: 0].")
+@click.option("--saliency", type=FiniteFloat(0, 1, min_open=True),
               help="SalUn: fraction of the weights (most salient) allowed to change "
                    "[default: 0.5].")
 @prompt_format_options
@@ -689,19 +709,19 @@ def hysac() -> None:
 @click.argument("data", type=EXISTING)
 @click.option("--base", required=True, type=EXISTING, help="The CLIP model folder to fine-tune.")
 @click.option("--out", required=True, type=EXISTING, help="New folder for the HySAC model.")
-@click.option("--epochs", type=int, default=20, show_default=True,
+@click.option("--epochs", type=AT_LEAST_ONE, default=20, show_default=True,
               help="At most this many epochs (early stopping on the validation loss).")
-@click.option("--lr", type=float, default=1e-4, show_default=True)
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--weight-decay", type=float, default=0.2, show_default=True)
-@click.option("--val-fraction", type=float, default=0.2, show_default=True)
-@click.option("--patience", type=int, default=3, show_default=True,
+@click.option("--lr", type=POSITIVE, default=1e-4, show_default=True)
+@click.option("--batch-size", type=AT_LEAST_ONE, default=32, show_default=True)
+@click.option("--weight-decay", type=NON_NEGATIVE, default=0.2, show_default=True)
+@click.option("--val-fraction", type=FRACTION, default=0.2, show_default=True)
+@click.option("--patience", type=AT_LEAST_ONE, default=3, show_default=True,
               help="Stop after this many epochs without a better validation loss.")
-@click.option("--entailment-weight", type=float, default=0.2, show_default=True,
+@click.option("--entailment-weight", type=NON_NEGATIVE, default=0.2, show_default=True,
               help="Weight of the entailment-cone terms (MERU's 0.2).")
-@click.option("--lora-rank", type=int, default=0, show_default=True,
+@click.option("--lora-rank", type=click.IntRange(min=0), default=0, show_default=True,
               help="Train LoRA adapters of this rank (HySAC: 16) instead of every weight.")
-@click.option("--curvature", type=float, default=1.0, show_default=True,
+@click.option("--curvature", type=POSITIVE, default=1.0, show_default=True,
               help="Initial curvature c (learnt, within [c/10, 10c]).")
 @common_options("device", "seed", "allow-pickle", "quiet")
 def hysac_train(data: Path, base: Path, out: Path, epochs: int, lr: float, batch_size: int,
@@ -855,23 +875,43 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 0
     except Interrupted as exc:
-        if exc.out is not None:
-            click.echo(f"error: interrupted; the finished probes are kept in {exc.out}: run the "
-                       f"same command with --out {exc.out} --resume to finish it", err=True)
+        if exc.out is None:
+            _error("interrupted")
+        elif _takes_resume(argv):
+            _error(f"interrupted; the finished probes are kept in {exc.out}: run the same "
+                   f"command with --out {exc.out} --resume to finish it")
         else:
-            click.echo("error: interrupted", err=True)
+            _error(f"interrupted; what had finished is kept in {exc.out} (run the command "
+                   f"again with a new --out, or with --overwrite)")
         return 130
     except (click.exceptions.Abort, KeyboardInterrupt):
-        click.echo("error: interrupted", err=True)
+        _error("interrupted")
         return 130
     except click.UsageError as exc:
-        hint = f"see `redteam {_command(argv)}--help`"
-        click.echo(f"error: {exc.format_message()} ({hint})", err=True)
+        _error(f"{exc.format_message()} (see `redteam {_command(argv)}--help`)")
         return 2
     except InputError as exc:
-        click.echo(f"error: {exc}", err=True)
+        _error(str(exc))
+        return 2
+    except BaseException as exc:
+        if type(exc).__name__ != "PanicException":  # a Rust library's panic (pyo3)
+            raise
+        _error(f"a native library failed on the input ({type(exc).__name__}: "
+               f"{str(exc).strip()[:300]})")
         return 2
     return 0
+
+
+def _error(message: str) -> None:
+    """One line on stderr: control characters of user strings (a newline in a path, ANSI
+    escapes in a JSON key) are shown escaped, never sent to the terminal."""
+    shown = "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in message)
+    click.echo(f"error: {shown}", err=True)
+
+
+def _takes_resume(argv: list[str] | None) -> bool:
+    command = cli.commands.get(_command(argv).strip())
+    return command is not None and any(p.name == "resume" for p in command.params)
 
 
 def _command(argv: list[str] | None) -> str:

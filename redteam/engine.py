@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import platform
 import sys
 import tempfile
@@ -33,6 +34,7 @@ from redteam.core.answers import (
     calibrate_prompt_format,
     format_candidates,
 )
+from redteam.core.budget import PASS_THROUGH
 from redteam.core.data import AuditData
 from redteam.core.distributed import (
     is_main_process,
@@ -304,7 +306,9 @@ def run_probe(probe: FindingSource, target: Target, data: AuditData | None,
     else:
         try:
             findings = probe.run(target, data, ctx)
-        except Exception as exc:  # noqa: BLE001  (isolation is the point)
+        except PASS_THROUGH:
+            raise
+        except BaseException as exc:  # noqa: BLE001  (isolation is the point; Rust panics too)
             ctx.handed_off = None  # nothing half-made reaches the probes after it
             findings = [probe.finding(
                 "error", "high",
@@ -315,7 +319,8 @@ def run_probe(probe: FindingSource, target: Target, data: AuditData | None,
             )]
     if ctx.measurements and findings[0].status != "error":  # what --retrain-results reads
         findings[0].details[MEASUREMENTS] = ctx.measurements
-    findings = [withhold_unmeasurable_pass(probe, finding, ctx) for finding in findings]
+    findings = [withhold_unmeasurable_pass(probe, refuse_non_finite_verdict(probe, finding), ctx)
+                for finding in findings]
     duration = round(time.perf_counter() - started, 3)
     for finding in findings:
         finding.duration_s = duration
@@ -323,6 +328,28 @@ def run_probe(probe: FindingSource, target: Target, data: AuditData | None,
                      severity=finding.severity, duration_s=duration,
                      finding=finding.to_dict())  # what --resume re-uses
     return findings
+
+
+def refuse_non_finite_verdict(probe: FindingSource, finding: Finding) -> Finding:
+    """A verdict on a NaN or infinite figure becomes an ``error`` naming it. NaN compares false
+    with every threshold, so a probe would call it a pass (or, as an anomaly index, anything):
+    a broken model or input that got past the load checks never gets a verdict."""
+    metric = finding.metric
+    if finding.status in ("error", "skipped") or metric is None:
+        return finding
+    figures = {f"The measured {metric.name}": metric.value,
+               f"The threshold of {metric.name}": metric.threshold,
+               **{f"The {label} baseline of {metric.name}": value
+                  for label, value in metric.baselines.items()}}
+    for name, value in figures.items():
+        if isinstance(value, int | float) and not math.isfinite(value):
+            return probe.finding(
+                "error", "high", f"{name} is {value}, so no verdict was given: "
+                f"the model's outputs (or the data) are not finite numbers.",
+                details={"measured": finding.to_dict()},
+                remediation="Check the model's weights and the data; re-run before relying on "
+                            "the audit.")
+    return finding
 
 
 def withhold_unmeasurable_pass(probe: FindingSource, finding: Finding,

@@ -16,10 +16,13 @@ from typing import Any
 
 from hyperbolic import HYSAC_CONFIG
 from redteam.core import attention_masks
+from redteam.core.budget import PASS_THROUGH, BudgetExceeded, deadline, native_stderr_silenced
 from redteam.core.errors import InputError, UnsupportedKindError
 from redteam.core.fileio import hash_tree
 from redteam.core.untrusted import read_json_object
 from redteam.core.weights import (
+    check_finite,
+    check_label_map,
     check_loading_info,
     check_safetensors_file,
     check_shard_index,
@@ -146,6 +149,7 @@ def _from_pretrained(path: Path, auto_class, device: str, allow_pickle: bool, dt
     except Exception as exc:  # noqa: BLE001  (any failure inside the loaders is bad input)
         raise InputError(f"{path}: model could not be loaded ({one_line(exc)})") from None
     check_loading_info(path, model, info)
+    check_finite(path, model)
     if device == "cpu" or not has_safetensors:
         model.to(device)
     return model.eval()
@@ -153,6 +157,12 @@ def _from_pretrained(path: Path, auto_class, device: str, allow_pickle: bool, dt
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt",
                    "tokenizer.model", "spiece.model", "merges.txt")
+
+
+# Prose, numbers, accents, CJK, an emoji, and a long run of words ending in punctuation (what
+# makes a backtracking pre-tokenizer pattern give up)
+TOKENIZER_SMOKE_TEST = ("Where was Mara Vidal born? She was born in Bergen, in 1970.\n"
+                        "Answer: 42 -- naïve café, 東京, emoji 🙂. " + "word " * 60 + "?!")
 
 
 def _tokenizer(path: Path):
@@ -164,7 +174,11 @@ def _tokenizer(path: Path):
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True,
                                                   trust_remote_code=False)
-    except Exception as exc:  # noqa: BLE001  (a corrupt tokenizer file raises anything)
+        with native_stderr_silenced():  # a hostile pre-tokenizer panics here, not in a probe
+            tokenizer(TOKENIZER_SMOKE_TEST)
+    except PASS_THROUGH:
+        raise
+    except BaseException as exc:  # noqa: BLE001  (a corrupt file raises anything; Rust panics)
         raise InputError(f"{path}: tokenizer could not be loaded ({one_line(exc)})") from None
     if isinstance(tokenizer, bool) or not callable(tokenizer):
         raise InputError(f"{path}: no usable tokenizer (tokenizer.json or vocabulary files)")
@@ -204,6 +218,7 @@ def load_image_classifier(path: Path, device: str, allow_pickle: bool) -> tuple[
     processor = _image_processor(path)
     model = _from_pretrained(path, AutoModelForImageClassification, device, allow_pickle,
                              torch.float32)
+    check_label_map(path, model.config)
     return PixelClassifier(model, processor).to(device).eval(), processor
 
 
@@ -244,6 +259,7 @@ def load_text_classifier(path: Path, device: str, allow_pickle: bool) -> tuple[A
     tokenizer = _tokenizer(path)
     model = _from_pretrained(path, AutoModelForSequenceClassification, device, allow_pickle,
                              torch.float32)
+    check_label_map(path, model.config)
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         # GPT-style classifiers ship without a pad token; batched queries need one.
         tokenizer.pad_token = tokenizer.eos_token
@@ -300,6 +316,7 @@ def _diffusers_model(folder: Path, cls, device: str, allow_pickle: bool, dtype):
     except Exception as exc:  # noqa: BLE001  (any failure inside the loaders is bad input)
         raise InputError(f"{folder}: could not be loaded ({one_line(exc)})") from None
     check_loading_info(folder, model, info)
+    check_finite(folder, model)
     return model.to(device).eval()
 
 
@@ -337,6 +354,7 @@ def load_diffusion(path: Path, device: str, allow_pickle: bool) -> tuple[Any, An
         scheduler = scheduler_cls.from_pretrained(scheduler_folder, local_files_only=True)
     except Exception as exc:  # noqa: BLE001  (a corrupt scheduler config raises anything)
         raise InputError(f"{scheduler_folder}: could not be loaded ({one_line(exc)})") from None
+    check_scheduler(scheduler_folder, scheduler)
     if text_encoder.config.hidden_size != unet.config.cross_attention_dim:
         raise InputError(f"{path}: the text encoder's width {text_encoder.config.hidden_size} "
                          f"is not the UNet's cross-attention width "
@@ -349,7 +367,31 @@ def load_diffusion(path: Path, device: str, allow_pickle: bool) -> tuple[Any, An
     return pipeline, tokenizer
 
 
+def check_scheduler(folder: Path, scheduler) -> None:
+    """Refuse a scheduler whose numbers are not finite (``"beta_start": NaN`` makes every
+    sample NaN) or whose settings cannot make a schedule (``timestep_spacing`` unknown): both
+    would surface only inside a probe, as an error or a verdict on noise."""
+    import math
+
+    import torch
+
+    for key, value in dict(scheduler.config).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InputError(f"{folder}: scheduler config: {key} is {value} (not finite)")
+    try:
+        scheduler.set_timesteps(10)
+    except Exception as exc:  # noqa: BLE001  (a bad setting raises anything)
+        raise InputError(f"{folder}: scheduler config cannot make a schedule "
+                         f"({one_line(exc)})") from None
+    for name in ("betas", "alphas_cumprod", "sigmas"):
+        values = getattr(scheduler, name, None)
+        if isinstance(values, torch.Tensor) and values.is_floating_point() \
+                and not bool(torch.isfinite(values).all()):
+            raise InputError(f"{folder}: scheduler config gives non-finite {name}")
+
+
 ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_SECONDS = 60
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
@@ -403,10 +445,15 @@ def load_adapter_lm(path: Path, base: Path, device: str,
     try:
         config = LoraConfig.from_pretrained(path)
         config.inference_mode, config.base_model_name_or_path = True, str(base)
-        wrapped = get_peft_model(model, config)
+        with deadline(ADAPTER_SECONDS):  # target_modules may be a regex that never finishes
+            wrapped = get_peft_model(model, config)
         result = set_peft_model_state_dict(wrapped, load_file(weights))
     except InputError:
         raise
+    except BudgetExceeded:
+        raise InputError(f"{path / ADAPTER_CONFIG}: target_modules: matching it against the "
+                         f"base's modules took more than {ADAPTER_SECONDS} s (a pathological "
+                         f"pattern?)") from None
     except Exception as exc:  # noqa: BLE001  (a malformed adapter raises anything)
         raise InputError(f"{path}: adapter does not fit the base {base} "
                          f"({one_line(exc)})") from None
@@ -417,7 +464,9 @@ def load_adapter_lm(path: Path, base: Path, device: str,
     if unexpected:
         raise InputError(f"{weights}: tensor {sorted(unexpected)[0]} has no place in the base "
                          f"{base} (an adapter for another model?)")
-    return wrapped.merge_and_unload().eval(), tokenizer
+    merged = wrapped.merge_and_unload().eval()
+    check_finite(weights, merged)
+    return merged, tokenizer
 
 
 def _audit_jsonl(path: Path, target: Target | None) -> Any:

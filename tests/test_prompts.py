@@ -62,7 +62,7 @@ def test_bad_formats_are_bad_input(chat_tokenizer):
         with pytest.raises(InputError, match="no chat template"):
             PromptFormat("chat").question(chat_tokenizer, "Where?")
         chat_tokenizer.chat_template = "{{ raise_exception('no system role') }}"
-        with pytest.raises(InputError, match="chat template failed to render"):
+        with pytest.raises(InputError, match="chat template: failed to render"):
             PromptFormat("chat").question(chat_tokenizer, "Where?")
     finally:
         chat_tokenizer.chat_template = saved

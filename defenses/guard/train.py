@@ -49,6 +49,7 @@ from redteam.core.errors import InputError
 from redteam.core.fileio import atomic_write_json, atomic_write_text, sha256_file
 from redteam.core.outputs import staged_output
 from redteam.core.prompts import few_shot_prompt
+from redteam.core.training import check_trained
 
 LABELS = ("allow", "flag")
 ALLOW, FLAG = 0, 1
@@ -418,6 +419,7 @@ def train_guard(data_path: str | Path, out: str | Path, *, seed: int = 0, quiet:
         "note": ("forget rewrites (flag) and retain questions (allow), for `redteam audit GUARD "
                  "--suite adversarial --data GUARD/guard-eval.jsonl`"),
     }
+    check_trained(model, "guard training")
     with staged_output(out, "prompt guard") as staging:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)

@@ -15,6 +15,7 @@ from defenses.unlearning.methods import (
     unlearn,
 )
 from redteam.core.prompts import PromptFormat
+from redteam.core.training import check_trained
 
 __all__ = ["METHODS", "method_settings", "training_texts", "unlearn", "unlearn_directory"]
 
@@ -32,6 +33,7 @@ def unlearn_directory(model, tokenizer, items: list[dict], method: str, out_dir:
     forget = training_texts([i for i in items if i.get("split") == "forget"], fmt, tokenizer)
     retain = training_texts([i for i in items if i.get("split") == "retain"], fmt, tokenizer)
     model = unlearn(model, tokenizer, forget, retain, method, **hyper)
+    check_trained(model, f"unlearning ({method})")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from redteam.core.diffusion import text_states, token_ids
+from redteam.core.training import check_loss, check_trained
 
 METHODS = ("esd-x", "esd-u")
 REFERENCE = "arXiv:2303.07345"
@@ -100,6 +101,7 @@ class ESD:
             for x_t, t, target in zip(latents, timesteps, targets):
                 predicted = erased(x_t[None].float(), t, concept.float()).sample
                 loss = nn.functional.mse_loss(predicted, target[None])
+                check_loss(loss, len(self.losses_) + 1)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -107,6 +109,7 @@ class ESD:
                 progress.set_postfix(loss=f"{self.losses_[-1]:.4f}", refresh=False)
                 progress.update()
         progress.close()
+        check_trained(erased, "ESD erasure")
         self.unet_ = erased.eval().requires_grad_(False).to(frozen.dtype)
         return self
 

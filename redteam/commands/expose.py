@@ -18,6 +18,7 @@ from redteam.core.outputs import check_output_path, staged_output
 from redteam.core.settings import choice, integer, rate, resolve_settings
 from redteam.core.text_classifiers import encode_texts, with_trigger
 from redteam.core.text_data import LabelledTexts
+from redteam.core.training import check_trained
 from redteam.core.vision import ImageFolder
 from redteam.engine import (
     DEFAULT_FORMATS,
@@ -189,6 +190,7 @@ class BackdoorRepair(FindingSource):
 def save_repaired(model, target: Target, output: Path) -> Path:
     """Write the repaired model in the target's format (safetensors + processor), atomically."""
     check_output_path(output, {"model": target.path}, flag="--remove")
+    check_trained(model, "backdoor removal")
     with staged_output(output, "repaired model") as staging:
         model.hf_model.save_pretrained(staging, safe_serialization=True)
         target.tokenizer.save_pretrained(staging)

@@ -72,6 +72,9 @@ def check_prompts(guard_dir: Path, prompts: list[str], *,
     threshold = float(record.get("threshold", THRESHOLD))
     target = load_target(guard_dir, kind="text-classifier")
     model, tokenizer = target.model, target.tokenizer
+    if "flag" not in (model.config.label2id or {}):
+        raise InputError(f"{guard_dir / 'config.json'}: label2id: no \"flag\" label (a guard's "
+                         f"labels are allow and flag)")
     flag = int(model.config.label2id["flag"])
     results = []
     with torch.inference_mode():

@@ -15,6 +15,7 @@ from typing import Any
 from hyperbolic.losses import ENTAILMENT_WEIGHT
 from redteam.core.errors import InputError
 from redteam.core.outputs import check_output_path, staged_output
+from redteam.core.training import check_trained
 from redteam.targets import CLIP_KINDS, detect_kind, load_target, resolve_device
 
 TRAINING_RECORD = "hysac_training.json"
@@ -47,12 +48,13 @@ def train_hysac_folder(data: Path, base: Path, out: Path, *, epochs: int = 20,
     data, base, out = Path(data), Path(base), Path(out)
     for name, value, ok in (("--epochs", epochs, epochs >= 1), ("--lr", lr, lr > 0),
                             ("--batch-size", batch_size, batch_size >= 2),
+                            ("--weight-decay", weight_decay, weight_decay >= 0),
                             ("--val-fraction", val_fraction, 0 < val_fraction < 1),
                             ("--patience", patience, patience >= 1),
                             ("--entailment-weight", entailment_weight, entailment_weight >= 0),
                             ("--lora-rank", lora_rank, lora_rank >= 0),
-                            ("--curvature", curvature, curvature > 0 and math.isfinite(curvature))):
-        if not ok:
+                            ("--curvature", curvature, curvature > 0)):
+        if not ok or (isinstance(value, float) and not math.isfinite(value)):
             raise InputError(f"{name} {value}: out of range")
     rows = load_quadruplets(data)
     if len(rows) < 4:
@@ -79,6 +81,7 @@ def train_hysac_folder(data: Path, base: Path, out: Path, *, epochs: int = 20,
                            "curvature": curvature, "seed": seed, "device": device,
                            "torch": torch.__version__},
               **result}
+    check_trained(model, "HySAC training")
     with staged_output(out, "HySAC model") as tmp:
         model.save(tmp)
         encoder.tokenizer.save_pretrained(tmp)

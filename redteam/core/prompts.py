@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from redteam.core.errors import InputError
+from redteam.core.templates import render_bounded
 
 QA_SEPARATOR = "\n\n"
 
@@ -51,7 +52,7 @@ PROMPT_STYLES = ("plain", "chat", "template", "auto")
 
 @dataclass(frozen=True)
 class PromptFormat:
-    """How a question is put to an LLM and how its answer follows (issue 19, part 1).
+    """How a question is put to an LLM and how its answer follows.
 
     ``plain`` is the "Question: …\\nAnswer:" form above (few-shot examples as earlier blocks);
     ``chat`` renders the tokenizer's own chat template (``apply_chat_template``), few-shot
@@ -116,24 +117,19 @@ class PromptFormat:
     def _chat(self, tokenizer, examples, question, context) -> str:
         if not getattr(tokenizer, "chat_template", None):
             raise InputError("--prompt-format chat: the tokenizer has no chat template")
-        try:
-            return tokenizer.apply_chat_template(self._messages(examples, question, context),
-                                                 tokenize=False, add_generation_prompt=True)
-        except Exception as exc:  # noqa: BLE001  (a template is code of the model's author)
-            raise InputError(f"the tokenizer's chat template failed to render "
-                             f"({type(exc).__name__}: {exc})") from None
+        messages = self._messages(examples, question, context)
+        return render_bounded(lambda: tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True),
+            "the tokenizer's chat template")
 
     def _template(self, examples, question, context) -> str:
-        from jinja2 import TemplateError
         from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-        try:
-            return ImmutableSandboxedEnvironment().from_string(self.template or "").render(
+        return render_bounded(lambda: ImmutableSandboxedEnvironment().from_string(
+            self.template or "").render(
                 question=question, examples=[{"question": q, "answer": a} for q, a in examples],
-                context=context or "", system_prompt=self.system_prompt or "")
-        except TemplateError as exc:
-            raise InputError(f"{self.source or 'prompt template'}: failed to render "
-                             f"({type(exc).__name__}: {exc})") from None
+                context=context or "", system_prompt=self.system_prompt or ""),
+            self.source or "prompt template")
 
 
 def load_prompt_format(spec: str, shots: int | None = None,

@@ -8,13 +8,43 @@ itself (backward, gradient clipping, update, schedule, progress) written once.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from weakref import WeakKeyDictionary
 
 import numpy as np
 import torch
 from torch import nn
+
+from redteam.core.errors import InputError
+from redteam.core.weights import first_non_finite
+
+
+class TrainingDiverged(InputError):
+    """A training run whose loss or weights stopped being finite (a learning rate too large, a
+    hyper-parameter that makes the loss explode): nothing is written, and the line says when."""
+
+
+def check_loss(loss: torch.Tensor, step: int) -> float:
+    """The loss as a float; refused from the first step it is NaN or infinite."""
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise TrainingDiverged(f"training diverged at step {step}: the loss is {value} (lower "
+                               f"the learning rate or check the hyper-parameters); nothing was "
+                               f"written")
+    return value
+
+
+def check_trained(model: nn.Module, what: str) -> None:
+    """Refuse to save a model whose weights are no longer finite (a finite last loss does not
+    prove the last update was)."""
+    name = first_non_finite(model)
+    if name is not None:
+        raise TrainingDiverged(f"{what} diverged: {name} is NaN or inf after training (lower the "
+                               f"learning rate or check the hyper-parameters); nothing was "
+                               f"written")
 
 
 def seed_everything(seed: int) -> None:
@@ -47,9 +77,16 @@ def fixed_threads(count: int = DEMO_THREADS) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+_STEPS: WeakKeyDictionary = WeakKeyDictionary()  # optimiser -> steps taken (progress may be off)
+
+
 def optimizer_step(accelerator, params, optimizer, loss, progress, scheduler=None,
                    max_grad_norm: float = 1.0) -> None:
-    """Backward ``loss``, clip, update (and advance ``scheduler``), report on ``progress``."""
+    """Backward ``loss``, clip, update (and advance ``scheduler``), report on ``progress``;
+    a loss that is not finite stops the run (``TrainingDiverged``) before it reaches the
+    weights."""
+    _STEPS[optimizer] = _STEPS.get(optimizer, 0) + 1
+    value = check_loss(loss, _STEPS[optimizer])
     accelerator.backward(loss)
     accelerator.clip_grad_norm_(params, max_grad_norm)
     optimizer.step()
@@ -57,7 +94,7 @@ def optimizer_step(accelerator, params, optimizer, loss, progress, scheduler=Non
         scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     progress.update(1)
-    progress.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    progress.set_postfix(loss=f"{value:.3f}", refresh=False)
 
 
 def finish_training(accelerator, model, progress):

@@ -70,7 +70,33 @@ def parse_json(text: str, where: str, *, allow_nan: bool = False) -> Any:
         raise InputError(f"{where}: not valid JSON (NaN is not a number JSON allows)")
     if _depth(value) > MAX_JSON_DEPTH:
         raise InputError(f"{where}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    if "\\ud" in text.lower():  # only a \uD800-\uDFFF escape can make a lone surrogate
+        broken = _lone_surrogate(value)
+        if broken is not None:
+            raise InputError(f"{where}: {broken}: holds a lone surrogate escape (\\ud800 to "
+                             f"\\udfff without its pair), which is not text")
     return value
+
+
+def _lone_surrogate(value: Any) -> str | None:
+    """The field (key, or "a string in a list") holding a string that is not valid Unicode
+    text, or None. Such a string passes parsing and fails at the first write (UTF-8)."""
+    stack: list[tuple[Any, str]] = [(value, "value")]
+    while stack:
+        node, name = stack.pop()
+        if isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                return name
+        elif isinstance(node, dict):
+            for key, child in node.items():
+                if _lone_surrogate(key) is not None:
+                    return "a key"
+                stack.append((child, str(key)))
+        elif isinstance(node, list):
+            stack.extend((child, name) for child in node)
+    return None
 
 
 def read_text_file(path: str | Path, what: str = "file",

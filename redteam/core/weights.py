@@ -141,6 +141,67 @@ def check_loading_info(path: Path, model, info: dict) -> None:
                              f"{sorted(names)[0]}{more}")
 
 
+def first_non_finite(module) -> str | None:
+    """The name of ``module``'s first floating parameter holding NaN or inf, or of its first
+    floating buffer holding NaN (some architectures keep -inf masks as buffers); None when all
+    are finite. Tensors not materialised (on the meta device) are skipped."""
+    import torch
+
+    def broken(tensor, allowed_inf: bool) -> bool:
+        if not tensor.is_floating_point() or tensor.device.type == "meta":
+            return False
+        return bool(torch.isnan(tensor).any()) if allowed_inf \
+            else not bool(torch.isfinite(tensor).all())
+
+    with torch.no_grad():
+        for name, tensor in module.named_parameters():
+            if broken(tensor, allowed_inf=False):
+                return name
+        for name, tensor in module.named_buffers():
+            if broken(tensor, allowed_inf=True):
+                return name
+    return None
+
+
+def check_finite(path: Path, module) -> None:
+    """Refuse a model with a NaN or infinite weight: every output it gives is NaN, and a verdict
+    on NaN (a pass, a "critical" anomaly) would be a verdict on a broken file."""
+    name = first_non_finite(module)
+    if name is not None:
+        raise InputError(f"{path}: weights are not finite: {name} holds NaN or inf (a broken "
+                         f"model gets no verdict)")
+
+
+def check_label_map(path: Path, config) -> None:
+    """A classifier's labels as ``config.json`` declares them: ids 0..n-1, names unique, and
+    ``label2id`` the inverse of ``id2label``. A shifted or duplicated map makes every per-label
+    verdict (a backdoor's target label, a flip to it) name the wrong label or none."""
+    id2label = {int(k): str(v) for k, v in (getattr(config, "id2label", None) or {}).items()}
+    count = int(getattr(config, "num_labels", len(id2label)) or len(id2label))
+    where = path / "config.json"
+    if sorted(id2label) != list(range(count)):
+        raise InputError(f"{where}: id2label: expected the ids 0..{count - 1}, got "
+                         f"{sorted(id2label)[:8]}")
+    names = list(id2label.values())
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise InputError(f"{where}: id2label: the label name {repeated[0]!r} is given to "
+                         f"several ids")
+    label2id = getattr(config, "label2id", None) or {}
+    for name, index in label2id.items():
+        if id2label.get(_as_int(index)) != str(name):
+            raise InputError(f"{where}: label2id: {name!r} -> {index!r}, but id2label gives "
+                             f"that id {id2label.get(_as_int(index))!r} (the two maps must "
+                             f"agree)")
+
+
+def _as_int(value) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def _unpickler_refusal(exc: BaseException) -> str:
     """What the weights-only unpickler refused, without torch's advice to retry unsafely."""
     text, marker = str(exc), "WeightsUnpickler error:"
