@@ -48,11 +48,38 @@ def refused(capsys, root: Path, args: list[str], message: str) -> str:
     assert sorted(set(after) - set(before)) == [], "created files"
     assert sorted(set(before) - set(after)) == [], "removed files"
     assert [k for k in before if before[k] != after[k]] == [], "changed files"
+    _record(args, code, lines[0])
+    return lines[0]
+
+
+def refused_in_subprocess(root: Path, args: list, message: str, *, timeout: float = 300,
+                          env: dict[str, str] | None = None) -> str:
+    """As ``refused``, through a real ``python -m redteam`` process: what libraries print to the
+    terminal (warnings, native panics) counts, and a hang fails the test instead of the suite."""
+    import subprocess
+    import sys
+
+    before = tree_state(root)
+    run = subprocess.run([sys.executable, "-m", "redteam", *[str(a) for a in args]],
+                         capture_output=True, text=True, timeout=timeout,
+                         env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2, run.stderr + run.stdout
+    assert len(lines) == 1, run.stderr
+    assert message in lines[0], lines[0]
+    assert "Traceback" not in run.stderr + run.stdout
+    after = tree_state(root)
+    assert sorted(set(after) ^ set(before)) == [], "created or removed files"
+    assert [k for k in before if before[k] != after[k]] == [], "changed files"
+    _record(args, run.returncode, lines[0])
+    return lines[0]
+
+
+def _record(args: list, code: int, line: str) -> None:
     if os.environ.get("REDTEAM_FUZZ_TABLE"):  # the table of cases for a closing note
         case = os.environ.get("PYTEST_CURRENT_TEST", "?").split("::")[-1].split(" (")[0]
         with open(os.environ["REDTEAM_FUZZ_TABLE"], "a", encoding="utf-8") as table:
-            table.write(f"{case}\t{args[0]}\t{code}\t{lines[0]}\n")
-    return lines[0]
+            table.write(f"{case}\t{args[0]}\t{code}\t{line}\n")
 
 
 def bomb_png(path: Path, side: int = 40_000) -> Path:
