@@ -38,17 +38,38 @@ def load_quadruplets(path: str | Path) -> list[Quadruplet]:
             if not isinstance(value, str) or not value.strip():
                 raise InputError(f"{where}: {name}: expected a non-empty string")
             check_text_length(where, name, value, MAX_FIELD_CHARS)
-        images = {}
-        for name in ("safe_image", "unsafe_image"):
-            image = (path.parent / obj[name]).resolve()
-            if not image.is_file():
-                raise InputError(f"{where}: {name}: image {obj[name]} not found")
-            images[name] = image
+        images = {name: _image(where, name, path.parent, obj[name])
+                  for name in ("safe_image", "unsafe_image")}
         rows.append(Quadruplet(images["safe_image"], images["unsafe_image"],
                                obj["safe_caption"], obj["unsafe_caption"], number))
     if not rows:
         raise InputError(f"{path}: no quadruplets")
     return rows
+
+
+MAX_PATH_BYTES, MAX_NAME_BYTES = 4096, 255  # what Linux file systems accept
+
+
+def _image(where: str, name: str, folder: Path, given: str) -> Path:
+    """The image a line names, resolved against the JSONL's folder: a path the file system
+    cannot hold (a NUL, a name past 255 bytes) or a file that is not an image (``/etc/passwd``)
+    is refused here, naming the line, not later inside a probe."""
+    from redteam.core.untrusted import open_image
+
+    encoded = given.encode("utf-8", "surrogateescape")
+    if "\0" in given or len(encoded) > MAX_PATH_BYTES or any(
+            len(part.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES
+            for part in Path(given).parts):
+        raise InputError(f"{where}: {name}: not a usable file path ({len(given):,} characters"
+                         + (", a NUL byte" if "\0" in given else "") + ")")
+    image = (folder / given).resolve()
+    if not image.is_file():
+        raise InputError(f"{where}: {name}: image {given} not found")
+    try:
+        open_image(image, decode=False).close()
+    except InputError as exc:
+        raise InputError(f"{where}: {name}: {exc}") from None
+    return image
 
 
 def hash_quadruplets(path: str | Path, rows: list[Quadruplet]) -> dict[str, str]:

@@ -6,7 +6,9 @@ usage or bad input (one line, no traceback), 3 no probe applied to the target.
 
 from __future__ import annotations
 
+import errno
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -363,11 +365,12 @@ def report_render(run_dir: Path, formats: tuple[str, ...]) -> None:
     Example:
       redteam report reports/x --format html,sarif,junit
     """
-    from redteam.core.outputs import record_rewritten
+    from redteam.core.outputs import check_replace, record_rewritten
     from reports.html import load_document, write_report
-    from reports.machine import write_machine_formats
+    from reports.machine import FILES, write_machine_formats
 
     document = load_document(run_dir)
+    check_replace(run_dir, [FILES[name] for name in formats if name != "json"])
     names = [write_report(run_dir).name] if "html" in formats else []
     names += write_machine_formats(run_dir, document, formats)
     record_rewritten(run_dir, *names)  # so that --overwrite may still replace the run
@@ -389,11 +392,13 @@ def report_diff(run_a: Path, run_b: Path, out: Path | None, fail_on: str) -> Non
     Exit code 1 when a new failure at or above --fail-on appears.
     """
     from redteam.core.outputs import check_new_file
-    from reports.diff import diff_documents, new_failures_at, write_diff
+    from reports.diff import diff_documents, diff_files, new_failures_at, write_diff
     from reports.html import load_document
 
     if out is not None:
-        check_new_file(out, [("run folder", run_a), ("run folder", run_b)])
+        page, data = diff_files(out)
+        check_new_file(page, [("run folder", run_a), ("run folder", run_b)],
+                       companions=[data])
     diff = diff_documents(load_document(run_a), load_document(run_b), f"{run_a} vs {run_b}")
     for row in diff["rows"]:
         if row["change"] != "unchanged":
@@ -767,12 +772,11 @@ def hysac_evaluate(model: Path, data: Path, reference, out, device, fail_on, all
     Example:
       redteam hysac evaluate ./hysac visu-test.jsonl --reference ./clip-vit-b32
     """
-    from redteam.engine import AuditRequest, run_audit
+    from redteam.commands.hysac import evaluate
 
-    result = run_audit(AuditRequest(
-        model=model, suite="safety", data=data, reference=reference, out=out, device=device,
-        fail_on=fail_on, allow_pickle=allow_pickle, overwrite=overwrite, quiet=quiet,
-        formats=formats, command=["redteam", *sys.argv[1:]]))
+    result = evaluate(model, data, reference=reference, out=out, device=device,
+                      fail_on=fail_on, allow_pickle=allow_pickle, overwrite=overwrite,
+                      quiet=quiet, formats=formats, command=["redteam", *sys.argv[1:]])
     _print_run_and_exit(result)
 
 
@@ -893,6 +897,12 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         _error(str(exc))
         return 2
+    except OSError as exc:
+        if exc.errno not in WRITE_FAILURES:
+            raise
+        _error(f"{exc.filename or 'output'}: cannot be written ({os.strerror(exc.errno)}); "
+               f"what was written before is left as it is")
+        return 2
     except BaseException as exc:
         if type(exc).__name__ != "PanicException":  # a Rust library's panic (pyo3)
             raise
@@ -900,6 +910,11 @@ def main(argv: list[str] | None = None) -> int:
                f"{str(exc).strip()[:300]})")
         return 2
     return 0
+
+
+# The file system refusing a write (full, over quota, read-only, a name too long): the user's
+# environment, not a bug, so one line and exit 2 like bad input.
+WRITE_FAILURES = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENAMETOOLONG, errno.EFBIG}
 
 
 def _error(message: str) -> None:

@@ -129,6 +129,7 @@ def _from_pretrained(path: Path, auto_class, device: str, allow_pickle: bool, dt
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # "Loading checkpoint shards": stderr is for our lines
+    hf_logging.set_verbosity_error()  # "Some weights were not used": check_loading_info says it
     try:
         if has_safetensors:
             model, info = auto_class.from_pretrained(
@@ -203,6 +204,11 @@ def load_causal_lm(path: Path, device: str, allow_pickle: bool) -> tuple[Any, An
     tokenizer = _tokenizer(path)
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     model = _from_pretrained(path, AutoModelForCausalLM, device, allow_pickle, dtype)
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:
+        raise InputError(f"{path}: the tokenizer has {len(tokenizer):,} tokens but the model's "
+                         f"embedding only {rows:,} rows (config.json vocab_size): token ids past "
+                         f"it cannot be scored")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer

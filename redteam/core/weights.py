@@ -51,6 +51,10 @@ SAFETENSORS_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3":
                            "U16": 2, "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8,
                            "U64": 8, "F64": 8}
 MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
+# Tensors in one file: the largest real checkpoints hold a few thousand a shard; loading time
+# grows quadratically with the count (200,000 empty tensors: minutes), so a header listing more
+# is refused before any loader reads it.
+MAX_SAFETENSORS_TENSORS = 50_000
 
 
 def check_safetensors_file(file: Path) -> None:
@@ -76,6 +80,9 @@ def check_safetensors_file(file: Path) -> None:
         raise InputError(f"{file}: corrupt safetensors header (not UTF-8)") from None
     if not isinstance(header, dict):
         raise InputError(f"{file}: corrupt safetensors header (not an object)")
+    if len(header) > MAX_SAFETENSORS_TENSORS:
+        raise InputError(f"{file}: safetensors header lists {len(header):,} tensors, more than "
+                         f"the {MAX_SAFETENSORS_TENSORS:,} accepted in one file")
     available, end_of_data = size - 8 - length, 0
     for name, info in header.items():
         if name == "__metadata__":
