@@ -296,3 +296,33 @@ def test_control_characters_never_reach_the_terminal(capsys, lm):
                                         lm["J"], "--out", lm["M"] / "x\nfake error"],
                    "must not be inside the model")
     assert "\n" not in line and "\\n" in line
+
+
+# --- F. what libraries print stays off the terminal ---------------------------------------------
+
+def test_extra_tensors_are_one_line_without_library_warnings(lm):
+    """Transformers prints "Some weights ... were not used" (one line per thousands of names) to
+    stderr before our check refuses the file; only our line may reach the terminal."""
+    file = lm["M"] / "model.safetensors"
+    tensors = load_file(file)
+    tensors.update({f"extra.block{i}.weight": torch.zeros(2) for i in range(500)})
+    save_file(tensors, file, metadata={"format": "pt"})
+    refused_in_subprocess(lm["root"], ["audit", lm["M"], "--suite", "unlearning", "--data",
+                                       lm["J"], "--out", lm["root"] / "run"],
+                          "unexpected tensor")
+
+
+def test_interrupted_commands_advise_resume_only_where_they_have_it(capsys, monkeypatch,
+                                                                     tmp_path):
+    import redteam.commands.expose
+    from redteam.cli import main
+    from redteam.core.errors import RunInterrupted
+
+    def interrupted(*args, **kwargs):
+        raise RunInterrupted(tmp_path / "run")
+
+    monkeypatch.setattr(redteam.commands.expose, "expose_model", interrupted)
+    assert main(["expose", str(tmp_path), "--clean-data", str(tmp_path), "--out",
+                 str(tmp_path / "run")]) == 130
+    line = capsys.readouterr().err
+    assert "--resume" not in line and str(tmp_path / "run") in line
