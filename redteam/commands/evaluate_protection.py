@@ -17,7 +17,12 @@ from redteam.core.errors import InputError
 from redteam.core.fileio import hash_tree
 from redteam.core.outputs import check_output_path
 from redteam.core.untrusted import read_json_object
-from redteam.core.vision import ImageFolder, load_image_folder
+from redteam.core.vision import (
+    ImageFolder,
+    check_one_8bit_picture,
+    list_image_files,
+    load_image_folder,
+)
 from redteam.engine import (
     DEFAULT_FORMATS,
     AuditResult,
@@ -106,6 +111,16 @@ def _paired(clean: ImageFolder, protected: ImageFolder) -> None:
                          f"in {clean.path}")
 
 
+def check_pictures(folders: tuple[Path, ...]) -> None:
+    """Refuse, from the headers and before anything trains, an image of the class folders that
+    cannot be read as one 8-bit picture (16-bit, multipage, animated): reading it would compare
+    clipped or first-page pixels and report on images that are not the user's."""
+    for folder in folders:
+        for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            for file in list_image_files(sub):
+                check_one_8bit_picture(file)
+
+
 def evaluate_protection(clean_dir: Path, protected_dir: Path, test_dir: Path, *,
                         out: Path | None = None, learner: str | None = None,
                         groups: str | None = None, epochs: int = 15,
@@ -142,6 +157,7 @@ def evaluate_protection(clean_dir: Path, protected_dir: Path, test_dir: Path, *,
     out = out or default_out_dir(protected_dir)
     check_output_path(out, {"clean folder": clean_dir, "protected folder": protected_dir,
                             "test data": test_dir}, overwrite=overwrite)
+    check_pictures((clean_dir, protected_dir, test_dir))
     device = resolve_device(device)
     index = {name: i for i, name in enumerate(classes)}
     clean, protected, test = (load_image_folder(folder, (size, size), index)

@@ -5,6 +5,22 @@ image, runs the method, and writes the protected images in the same layout and f
 new folder, atomically, with a manifest (``protection.json``) that records the parameters, the
 surrogate, each image's cluster, the SHA-256 of every input and output, and the L∞ and L2 size
 of every perturbation measured on the written file. The input folder is only ever read.
+
+Which images are protected, and how (decided from the headers, before any work):
+
+- written back in their own mode: 8-bit RGB, RGBA, grey (L) and grey + alpha (LA);
+- converted first, the conversion recorded per file in the manifest (``conversion``): bilevel
+  (1) to grey; palette (P) to RGB, or RGBA when it has a transparent entry, and palette + alpha
+  (PA) to RGBA; RGB or grey with a transparent colour (PNG tRNS) to RGBA or LA; CMYK to RGB
+  (approximate, and the CMYK colour profile is dropped). All but CMYK are exact;
+- refused, naming the file (exit 2): more than 8 bits per channel (16-bit grey, 16 bits per
+  channel, 32-bit integer or float), several pages or frames (a multipage TIFF, an animated
+  PNG or WebP), GIF, any other mode, and a mode the format cannot be written back in (RGBA
+  BMP). Each of these would lose data on the way through 8-bit pixels, silently.
+
+The L∞ and L2 of the manifest compare the written file, read back, with the input as read
+(after its recorded conversion): a written file that does not read back in the recorded mode
+and size is an error, not a measurement.
 """
 
 from __future__ import annotations
@@ -25,7 +41,13 @@ from redteam.core.fileio import atomic_write_json, sha256_file
 from redteam.core.metrics import perturbation_size, within_epsilon
 from redteam.core.outputs import check_output_path, staged_output
 from redteam.core.untrusted import open_image
-from redteam.core.vision import PixelEncoder, images_tensor, list_image_files
+from redteam.core.vision import (
+    PixelEncoder,
+    frame_count,
+    images_tensor,
+    list_image_files,
+    not_one_8bit_picture,
+)
 
 if TYPE_CHECKING:
     from defenses.unlearnable_clusters import UnlearnableClusters
@@ -39,6 +61,25 @@ MANIFEST = "protection.json"
 SAVE_OPTIONS = {"PNG": {}, "BMP": {}, "TIFF": {}, "WEBP": {"lossless": True},
                 "JPEG": {"quality": 100, "subsampling": 0}}
 KEPT_MODES = ("RGB", "RGBA", "L", "LA")
+# Modes converted before the perturbation is added: mode -> (mode written, what was done, exact).
+CONVERSIONS = {
+    "1": ("L", "bilevel (1-bit) to 8-bit grey", True),
+    "P": ("RGB", "palette to RGB", True),
+    "PA": ("RGBA", "palette + alpha to RGBA", True),
+    "CMYK": ("RGB", "CMYK to RGB by Pillow's formula; the CMYK colour profile is dropped", False),
+}
+# Conversions into another colour space, after which the input's colour profile is wrong.
+NEW_COLOUR_SPACE = ("CMYK",)
+# The same for images with a transparent colour or palette entry (PNG tRNS): kept as alpha.
+TRANSPARENT_CONVERSIONS = {
+    "1": ("LA", "bilevel (1-bit) with a transparent level to grey + alpha", True),
+    "L": ("LA", "grey with a transparent level to grey + alpha", True),
+    "P": ("RGBA", "palette with transparency to RGBA", True),
+    "RGB": ("RGBA", "RGB with a transparent colour to RGBA", True),
+}
+# Modes each format is written back in (Pillow writes RGBA BMP but reads it back as RGB).
+WRITABLE = {"PNG": ("RGB", "RGBA", "L", "LA"), "TIFF": ("RGB", "RGBA", "L", "LA"),
+            "WEBP": ("RGB", "RGBA"), "BMP": ("RGB", "L"), "JPEG": ("RGB", "L")}
 
 
 def parse_epsilon(text: str | float) -> float:
@@ -54,7 +95,9 @@ def parse_epsilon(text: str | float) -> float:
 
 
 def scan_images(data_dir: Path) -> list[dict]:
-    """Every image of ``data_dir`` with its format, mode and size (headers only)."""
+    """Every image of ``data_dir`` with its format, mode, size and the mode it is written in
+    (headers only): an image protect cannot carry through unchanged is refused here, before
+    any work, so that nothing is lost silently."""
     files = list_image_files(data_dir)
     if not files:
         raise InputError(f"{data_dir}: no images found")
@@ -62,24 +105,59 @@ def scan_images(data_dir: Path) -> list[dict]:
     for file in files:
         with open_image(file, decode=False) as image:
             fmt, mode, (width, height) = image.format, image.mode, image.size
-        if fmt == "GIF":
-            raise InputError(f"{file}: GIF keeps at most 256 colours, which cannot carry the "
-                             "perturbation; convert it to PNG first")
-        if fmt not in SAVE_OPTIONS:
-            raise InputError(f"{file}: image format {fmt} is not supported "
-                             f"(supported: {', '.join(SAVE_OPTIONS)})")
+            _check_format(file, fmt)
+            problem = not_one_8bit_picture(image, file)
+            transparent = "transparency" in image.info
+        if problem:
+            raise InputError(f"{file}: {problem}")
+        written_mode, conversion = plan_mode(file, fmt, mode, transparent)
         records.append({"file": file, "input": file.relative_to(data_dir).as_posix(),
-                        "format": fmt, "mode": mode, "width": width, "height": height})
+                        "format": fmt, "mode": mode, "width": width, "height": height,
+                        "written_mode": written_mode, "conversion": conversion})
     return records
 
 
-def _pixels(image) -> tuple[np.ndarray, str, dict]:
-    """The image's 8-bit pixels in a mode the perturbation is applied to, that mode, and the
-    metadata to write back (EXIF, which holds the orientation, and the colour profile)."""
-    mode = image.mode if image.mode in KEPT_MODES else (
-        "RGBA" if "transparency" in image.info else "RGB")
-    metadata = {key: image.info[key] for key in ("exif", "icc_profile") if image.info.get(key)}
-    return np.asarray(image.convert(mode)), mode, metadata
+def _check_format(file: Path, fmt: str | None) -> None:
+    if fmt == "GIF":
+        raise InputError(f"{file}: GIF keeps at most 256 colours, which cannot carry the "
+                         "perturbation; convert it to PNG first")
+    if fmt not in SAVE_OPTIONS:
+        raise InputError(f"{file}: image format {fmt} is not supported "
+                         f"(supported: {', '.join(SAVE_OPTIONS)})")
+
+
+def plan_mode(file: Path, fmt: str, mode: str, transparent: bool) -> tuple[str, dict | None]:
+    """(mode the protected copy is written in, the conversion to record or None).
+
+    Only modes whose pixels survive the trip through 8-bit arrays and back into ``fmt`` are
+    accepted: a conversion is named so that the manifest says what was measured against."""
+    table = TRANSPARENT_CONVERSIONS if transparent and mode in TRANSPARENT_CONVERSIONS \
+        else CONVERSIONS
+    if mode in table:
+        written, how, exact = table[mode]
+        conversion = {"from": mode, "to": written, "how": how, "exact": exact}
+    elif mode in KEPT_MODES:
+        written, conversion = mode, None
+    else:
+        known = ", ".join(sorted({*KEPT_MODES, *CONVERSIONS}))
+        raise InputError(f"{file}: image mode {mode} is not supported (protect reads {known}); "
+                         "convert it to 8-bit RGB first")
+    if written not in WRITABLE[fmt]:
+        lost = "its alpha channel" if "A" in written else "data"
+        raise InputError(f"{file}: {mode} {fmt}: {fmt} is written back only as "
+                         f"{' or '.join(WRITABLE[fmt])}, so this image would lose {lost}; "
+                         "convert it to PNG first")
+    return written, conversion
+
+
+def _pixels(image, record: dict) -> tuple[np.ndarray, dict]:
+    """The image's 8-bit pixels in the mode the copy is written in (after the recorded
+    conversion), and the metadata to write back (EXIF, which holds the orientation, and the
+    colour profile unless the conversion changed the colour space)."""
+    conversion = record["conversion"] or {}
+    keys = ("exif",) if conversion.get("from") in NEW_COLOUR_SPACE else ("exif", "icc_profile")
+    metadata = {key: image.info[key] for key in keys if image.info.get(key)}
+    return np.asarray(image.convert(record["written_mode"])), metadata
 
 
 def _perturb(pixels: np.ndarray, mode: str, delta: torch.Tensor, epsilon: float) -> np.ndarray:
@@ -207,22 +285,36 @@ def _write_protected(records: list[dict], fitted: ProtectionMethod, eps: float, 
     entries = []
     for record, cluster in tqdm(list(zip(records, fitted.labels_.tolist())),
                                 desc="write protected images", disable=quiet):
-        original, mode, metadata = _pixels(open_image(record["file"]))
+        original, metadata = _pixels(open_image(record["file"]), record)
         delta = fitted.perturbation(cluster, *original.shape[:2])
+        mode = record["written_mode"]
         data = _encode(_perturb(original, mode, delta, eps), mode, record["format"], metadata)
         written = staging / record["input"]
         written.parent.mkdir(parents=True, exist_ok=True)
         written.write_bytes(data)
-        decoded = np.asarray(open_image(written))
-        linf, l2 = perturbation_size(original, decoded)
+        linf, l2 = measure_written(original, written, record)
         entries.append({
             "input": record["input"], "output": record["input"], "cluster": cluster,
             "format": record["format"], "mode": mode,
-            **({"converted_from": record["mode"]} if mode != record["mode"] else {}),
+            **({"conversion": record["conversion"]} if record["conversion"] else {}),
             "input_sha256": sha256_file(record["file"]),
             "output_sha256": sha256_file(written), "linf": round(linf, 6),
             "l2": round(l2, 6), "within_epsilon": within_epsilon(linf, eps)})
     return entries
+
+
+def measure_written(original: np.ndarray, written: Path, record: dict) -> tuple[float, float]:
+    """(L∞, L2) of the file as written, read back, against the input's pixels as read (after
+    the recorded conversion). The copy must read back as one picture in the recorded mode and
+    size: otherwise the figures would compare two different things, so that is an error."""
+    with open_image(written, decode=False) as image:
+        frames = frame_count(image, written)
+    decoded = open_image(written)
+    expected = (record["written_mode"], (record["width"], record["height"]), 1)
+    if (decoded.mode, decoded.size, frames) != expected:
+        raise RuntimeError(f"{written}: written as {expected} (mode, size, frames) but reads "
+                           f"back as {(decoded.mode, decoded.size, frames)}")
+    return perturbation_size(original, np.asarray(decoded))
 
 
 def check_one_output_each(records: list[dict], folder: Path) -> None:
@@ -258,7 +350,8 @@ def _manifest(data_dir: Path, out: Path, method: str, described: dict,
                     "max_linf": max(linf), "mean_l2": round(float(np.mean(
                         [e["l2"] for e in entries])), 6),
                     "all_within_epsilon": all(e["within_epsilon"] for e in entries),
-                    "outside_epsilon": [e["output"] for e in entries if not e["within_epsilon"]]},
+                    "outside_epsilon": [e["output"] for e in entries if not e["within_epsilon"]],
+                    "converted": [e["output"] for e in entries if "conversion" in e]},
         "images": entries,
     }
 

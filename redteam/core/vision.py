@@ -10,6 +10,7 @@ unreadable image or a class the model does not know is reported with the file, e
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,6 +130,58 @@ def list_image_files(folder: str | Path, ignore: tuple[str, ...] = ()) -> list[P
             raise InputError(f"{file}: not an image file (expected {', '.join(IMAGE_SUFFIXES)})")
         files.append(file)
     return files
+
+
+DEEP_MODES = {"I;16": "16-bit grey", "I;16B": "16-bit grey", "I;16L": "16-bit grey",
+              "I;16N": "16-bit grey", "I;16S": "16-bit grey", "I": "32-bit integer",
+              "F": "32-bit floating-point"}
+DEEP_RAWMODE = re.compile(r";(16|32|64)")
+
+
+def _rawmode(image) -> str:
+    """How the file stores its pixels (Pillow's raw mode), or "" when the header does not say."""
+    tile = getattr(image, "tile", None) or []
+    args = getattr(tile[0], "args", None) if tile else None
+    rawmode = args[0] if isinstance(args, tuple) and args else args
+    return rawmode if isinstance(rawmode, str) else ""
+
+
+def frame_count(image, file: Path) -> int:
+    """Pages or frames of an opened image (1 for most files); a broken frame table is bad
+    input naming ``file``, not a crash, since counting walks the file's own offsets."""
+    try:
+        return int(getattr(image, "n_frames", 1) or 1)
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise InputError(f"{file}: unreadable image ({exc})") from None
+
+
+def not_one_8bit_picture(image, file: Path) -> str | None:
+    """Why ``image`` (its header read) cannot be read as one 8-bit picture, or None.
+
+    Pillow reads such files without complaint and loses data on the way to 8-bit RGB: a 16-bit
+    grey PNG clips to white, 16 bits per channel are cut to 8, and only the first page of a
+    TIFF (or frame of an animation) is read. Commands that write or measure pixels refuse these
+    rather than report on an image that is not the user's."""
+    if image.mode in DEEP_MODES:
+        return (f"{DEEP_MODES[image.mode]} pixels (mode {image.mode}) cannot be carried in "
+                "8 bits without losing their levels; convert the image to 8 bits first")
+    deep = DEEP_RAWMODE.search(_rawmode(image)) if image.format != "BMP" else None
+    if deep:  # BMP's 16-bit raw modes are 5-6-5 bits: less than 8 a channel
+        return (f"{deep.group(1)} bits per channel ({_rawmode(image)}) would be cut to 8; "
+                "convert the image to 8 bits per channel first")
+    frames = frame_count(image, file)
+    if frames > 1:
+        return (f"{frames} pages or frames (multipage or animated); only the first would be "
+                "read: split it into one file per page first")
+    return None
+
+
+def check_one_8bit_picture(file: Path) -> None:
+    """Refuse ``file`` (headers only) when ``not_one_8bit_picture`` finds a problem."""
+    with open_image(file, decode=False) as image:
+        problem = not_one_8bit_picture(image, file)
+    if problem:
+        raise InputError(f"{file}: {problem}")
 
 
 def read_resized(file: Path, size: tuple[int, int]) -> np.ndarray:
