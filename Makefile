@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-demo bench-reference gpu-check lint venv clean browser
+.PHONY: demo test docs bench bench-demo bench-reference gpu-check lint venv clean browser
 
 # The stack (~6 GB) installs with uv, which fetches and unpacks in parallel (a fresh install:
 # about 40 s, against about 65 s with pip); pip does it where uv cannot be had. Neither
@@ -34,10 +34,15 @@ browser:
 	    chromium chromium-driver) >/dev/null 2>&1 || \
 	  echo "chromium could not be installed: the browser test will be skipped"
 
-test: $(STAMP) browser
+test: $(STAMP) browser docs
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
+
+# The documentation site (mkdocs.yml) into site/: strict, so a broken link or anchor fails it;
+# the probe, command and module pages are generated from the code (mkdocs_hooks.py).
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_scoring.py
