@@ -87,7 +87,7 @@ def _repair_methods() -> tuple[str, ...]:
 # The options several commands share, one definition each: ``@common_options("device", ...)``.
 COMMON_OPTIONS = {
     "out": click.option("--out", type=EXISTING,
-                        help="Run folder [default: reports/<model>-<UTC time>]."),
+                        help="Run folder [default: redteam-runs/<model>-<UTC time>]."),
     "device": click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]),
                            default="auto", show_default=True,
                            help="Where models run: auto takes CUDA when there is one."),
@@ -144,7 +144,7 @@ def cli() -> None:
     \b
     Example:
       redteam audit ./unlearned-llm --suite unlearning --data audit.jsonl \\
-          --reference ./original --retrain ./gold --out reports/x
+          --reference ./original --retrain ./gold --out runs/x
     """
 
 
@@ -259,11 +259,10 @@ def audit(model: Path, suite: str, data, reference, retrain, prompts, judge, con
     \b
     Example:
       redteam audit ./my-unlearned-llm --suite unlearning --data audit.jsonl \\
-          --reference ./original --retrain ./gold --out reports/x
+          --reference ./original --retrain ./gold --out runs/x
       redteam audit ./erased-pipeline --suite concept --prompts prompts.txt \\
           --judge ./classifier --concept-label 3 --reference ./original
     """
-    from redteam.core.errors import InputError
     from redteam.core.prompts import load_prompt_format
     from redteam.engine import AuditRequest, run_audit
 
@@ -319,7 +318,7 @@ def expose(model: Path, clean_data, test_data, poisoned_data, trigger, out, repa
     \b
     Example:
       redteam expose ./vendor-model --clean-data clean/ --poisoned-data poisoned/ \\
-          --out reports/vendor --remove ./vendor-model-repaired
+          --out runs/vendor --remove ./vendor-model-repaired
     """
     from redteam.commands.expose import expose_model
 
@@ -348,8 +347,8 @@ def report() -> None:
 
     \b
     Examples:
-      redteam report reports/x --format html,sarif,junit
-      redteam report diff reports/before reports/after --out diff.html
+      redteam report runs/x --format html,sarif,junit
+      redteam report diff runs/before runs/after --out diff.html
     """
 
 
@@ -363,7 +362,7 @@ def report_render(run_dir: Path, formats: tuple[str, ...]) -> None:
 
     \b
     Example:
-      redteam report reports/x --format html,sarif,junit
+      redteam report runs/x --format html,sarif,junit
     """
     from redteam.core.outputs import check_replace, record_rewritten
     from reports.html import load_document, write_report
@@ -564,7 +563,7 @@ def evaluate_protection(clean_dir: Path, protected_dir: Path, test_data, out, le
 
     \b
     Example:
-      redteam evaluate-protection photos/ protected/ --test-data test/ --out reports/uc
+      redteam evaluate-protection photos/ protected/ --test-data test/ --out runs/uc
     """
     from redteam.commands.evaluate_protection import evaluate_protection as evaluate
 
@@ -838,7 +837,7 @@ def hysac_retrieve(model: Path, query: str, gallery: Path, traverse: bool, k: in
 
 
 @cli.command()
-@click.option("--out", type=EXISTING, default=Path("reports/demo"), show_default=True)
+@click.option("--out", type=EXISTING, default=Path("redteam-runs/demo"), show_default=True)
 @click.option("--size", type=click.Choice(["demo", "test"]), default="demo", show_default=True,
               help="`test` builds a smaller, faster zoo.")
 @common_options("seed", "quiet")
@@ -847,7 +846,7 @@ def demo(out: Path, size: str, seed: int, quiet: bool) -> None:
 
     \b
     Example:
-      redteam demo && open reports/demo/index.html
+      redteam demo && open redteam-runs/demo/index.html
     """
     from redteam.demo import run_demo
 

@@ -34,7 +34,7 @@ VARIANTS = {
 
 
 @fixed_threads()
-def run_demo(out: Path = Path("reports/demo"), size: str = "demo", seed: int = 0,
+def run_demo(out: Path = Path("redteam-runs/demo"), size: str = "demo", seed: int = 0,
              quiet: bool = False) -> Path:
     """Build what is missing, audit each variant into ``out/<variant>``, write the index.
 

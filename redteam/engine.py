@@ -373,9 +373,12 @@ def exit_code_for(findings: list[Finding], fail_on: str) -> int:
     return EXIT_FINDINGS if failing else EXIT_OK
 
 
+RUNS = Path("redteam-runs")  # where runs go without --out (relative to the working folder)
+
+
 def default_out_dir(model: Path) -> Path:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return Path("reports") / f"{model.resolve().name}-{stamp}"
+    return RUNS / f"{model.resolve().name}-{stamp}"
 
 
 class ModelCache:
