@@ -354,7 +354,7 @@ def test_attack_is_deterministic_under_the_seed(sentiment_model, tmp_path):
 
 # ---------------------------------------------------------------- offline, outside the home
 def test_cache_dir_made_by_someone_else_is_not_used(tmp_path, monkeypatch):
-    from redteam.textattack_env import cache_dir
+    from redteam.core.textattack_env import cache_dir
 
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
     shared = tmp_path / f"redteam-textattack-{os.getuid()}"

@@ -51,7 +51,7 @@ def _wrapper_class() -> type:
     """
     import torch
 
-    from redteam.textattack_env import import_textattack
+    from redteam.core.textattack_env import import_textattack
 
     import_textattack()
     from textattack.models.wrappers import HuggingFaceModelWrapper
