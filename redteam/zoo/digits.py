@@ -26,7 +26,6 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -187,8 +186,3 @@ def build_backdoor_zoo(root: Path | None = None, size: str = "demo", seed: int =
 
 def zoo_record(paths: dict[str, Path]) -> dict:
     return json.loads(paths["zoo.json"].read_text())
-
-
-def true_trigger_mask(attack: str) -> np.ndarray:
-    """The true trigger's mask ``[H, W]`` (for the overlap with a recovered one)."""
-    return TRIGGERS[attack]().mask[0].numpy()
