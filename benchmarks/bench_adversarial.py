@@ -2,7 +2,7 @@
 
 Every attack prompt of the demo audit data (nine types) is answered greedily, batched with left
 padding as the probe does, then one prompt at a time with the same decoding loop, and one at a
-time through ``model.generate`` (what a plain loop over prompts would do). Target (issue #3):
+time through ``model.generate`` (what a plain loop over prompts would do). Target:
 batched >= 5 x one at a time.
 
 On this 2-layer model on CPU the prompts (three solved examples + the question, ~100 tokens)

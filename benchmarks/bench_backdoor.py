@@ -1,7 +1,7 @@
 """Clean unlearning with early stopping vs the reference's fixed 20 epochs (printed, never
 asserted), and the wall time of the whole backdoor suite on a demo classifier.
 
-Target (issue #4): the early-stopped run reaches the same verdict in a fraction of the epochs;
+Target: the early-stopped run reaches the same verdict in a fraction of the epochs;
 the backdoor suite runs in under a minute on 2 CPU cores.
 
 Run: ``make bench`` (builds the digits zoo on first use).

@@ -3,7 +3,7 @@
 Printed, never asserted: retrieval of the demo's held-out unsafe captions against all its safe
 and unsafe images (embed, traverse, rank), batched vs one query at a time; image embedding
 batched vs one at a time; and training the demo HySAC as ``redteam demo`` does, with full
-fine-tuning and with LoRA (r = 16). Target (issue #7): the demo HySAC trains in under three
+fine-tuning and with LoRA (r = 16). Target: the demo HySAC trains in under three
 minutes on 2 CPU cores.
 
 Run: ``make bench`` (builds the HySAC demo zoo on first use).

@@ -1,7 +1,7 @@
 """PGD on the demo digits classifier: images/s batched vs one image at a time (printed side by
 side, never asserted), and the wall time of the whole adversarial suite on that classifier.
 
-Target (issue #6): attacks run batched on the whole evaluation set; the adversarial suite on the
+Target: attacks run batched on the whole evaluation set; the adversarial suite on the
 demo classifier runs in under a minute on 2 CPU cores.
 
 Run: ``make bench`` (builds the digits zoo on first use).

@@ -2,7 +2,7 @@
 
 (a) a bare batched forward pass, (b) the project's scoring (all four MIA scores from one pass),
 (c) the same scores one text at a time; then batched (left-padded) vs one-at-a-time generation.
-Targets (issue #2): (b) >= 0.8 x (a) and (b) >= 5 x (c).
+Targets: (b) >= 0.8 x (a) and (b) >= 5 x (c).
 
 Run: ``make bench`` (builds the demo zoo on first use).
 """

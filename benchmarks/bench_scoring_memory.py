@@ -4,7 +4,7 @@ the model's full logits against the chunked vocabulary projection, side by side 
 Each path runs in a fresh process on the same random-init Llama (2 layers, width 64, so the
 vocabulary projection dominates as it does in a real model's scoring) and scores the same 32
 texts of 200 tokens at batch 16. Peak memory is the growth of the process's resident set over
-the scoring call (the kernel's high-water mark, reset just before it). Target (issue #19):
+the scoring call (the kernel's high-water mark, reset just before it). Target:
 chunked peak <= 25% of the full-logits peak at >= 0.9x its tokens/s.
 
 Run: ``python benchmarks/bench_scoring_memory.py`` (part of ``make bench``).

@@ -1,4 +1,4 @@
-"""Several processes through accelerate (issue 19, part 4): `accelerate launch -m redteam audit`
+"""Several processes through accelerate: `accelerate launch -m redteam audit`
 splits the scorer's batches between the processes, the main process alone writes the run
 folder, and the findings equal a one-process run's.
 

@@ -1,4 +1,4 @@
-"""Lorentz geometry (issue 7, part 1): property tests against closed forms."""
+"""Lorentz geometry of HySAC: property tests against closed forms."""
 
 from __future__ import annotations
 

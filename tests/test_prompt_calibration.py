@@ -1,4 +1,4 @@
-"""`--prompt-format auto` and `inconclusive` (issue 19, part 1): the audit asks in the format the
+"""`--prompt-format auto` and `inconclusive`: the audit asks in the format the
 model answers its retain questions in, and never passes a model it could not get an answer from.
 
 The models learnt the same facts in one form only: through a chat template of their own, or as

@@ -1,4 +1,4 @@
-"""The one prompt format object (issue 19, part 1): plain, chat and a user's template."""
+"""The one prompt format object every LLM probe asks in: plain, chat and a user's template."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The safety suite and `redteam hysac` (issue 7): a plain CLIP fails where its HySAC passes."""
+"""The safety suite and `redteam hysac`: a plain CLIP fails where its HySAC passes."""
 
 from __future__ import annotations
 
