@@ -121,12 +121,23 @@ def render_diff(diff: Mapping[str, Any]) -> str:
     return _env().get_template("diff.html.j2").render(csp=CSP, css=_css(), diff=diff, rows=rows)
 
 
+def diff_files(out: Path) -> tuple[Path, Path]:
+    """The two files ``write_diff`` writes for ``--out out``: the HTML page and its JSON form
+    beside it (same name, ``.json``), so that both are checked as new before either is written.
+    An ``out`` ending in ``.json`` would be both at once, and is refused."""
+    out = Path(out)
+    if out.suffix.lower() == ".json":
+        raise InputError(f"{out}: --out names the HTML page; its JSON form is written beside it "
+                         f"(choose e.g. {out.with_suffix('.html').name})")
+    return out, out.with_suffix(".json")
+
+
 def write_diff(diff: Mapping[str, Any], out: Path) -> Path:
-    """``out`` (HTML) and the JSON form beside it (same name, ``.json``), atomically."""
+    """``out`` (HTML) and the JSON form beside it (``diff_files``), atomically."""
     import json
 
     from redteam.core.fileio import atomic_write_text
 
-    out = Path(out)
-    atomic_write_text(out.with_suffix(".json"), json.dumps(diff, indent=2, ensure_ascii=False))
-    return atomic_write_text(out, render_diff(diff))
+    page, data = diff_files(out)
+    atomic_write_text(data, json.dumps(diff, indent=2, ensure_ascii=False))
+    return atomic_write_text(page, render_diff(diff))

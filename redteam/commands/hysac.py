@@ -90,6 +90,29 @@ def train_hysac_folder(data: Path, base: Path, out: Path, *, epochs: int = 20,
     return record
 
 
+def evaluate(model: Path, data: Path, *, reference: Path | None = None,
+             out: Path | None = None, overwrite: bool = False, **settings: Any) -> Any:
+    """``redteam hysac evaluate``: the safety suite of ``redteam audit`` on ``model`` with the
+    quadruplets of ``data``; ``settings`` are the other ``AuditRequest`` fields (device,
+    fail_on, quiet, formats, ...). Returns the ``AuditResult``.
+
+    The folders of the images the quadruplets name are inputs too, as for ``hysac train``: an
+    ``--out`` (with ``--overwrite``) that holds them would delete them before a probe reads
+    them.
+    """
+    from hyperbolic.data import load_quadruplets
+    from redteam.engine import AuditRequest, run_audit
+
+    rows = load_quadruplets(data)
+    folders = sorted({image.parent for row in rows for image in (row.safe_image,
+                                                                  row.unsafe_image)})
+    images = {f"folder of the data's images{'' if i == 0 else f' #{i + 1}'}": folder
+              for i, folder in enumerate(folders)}
+    return run_audit(AuditRequest(model=model, suite="safety", data=data, reference=reference,
+                                  out=out, overwrite=overwrite, extra_inputs=images,
+                                  **settings))
+
+
 def classify(model_dir: Path, texts: list[str], images: list[Path], *,
              device: str = "cpu") -> list[dict[str, Any]]:
     """Each caption and image with its distance from the origin and its verdict against the
