@@ -22,7 +22,13 @@ from markupsafe import Markup
 
 from redteam.core.errors import InputError
 from redteam.core.fileio import atomic_write_text
-from redteam.core.findings import RENDERED_DETAILS, SEVERITIES, STATUSES, check_document
+from redteam.core.findings import (
+    RENDERED_DETAILS,
+    SEVERITIES,
+    STATUSES,
+    check_document,
+    is_run_relative,
+)
 from redteam.core.severity import policy_text
 from redteam.core.untrusted import read_json_file
 from reports import charts
@@ -90,9 +96,11 @@ def _clip(text: Any, limit: int = TEXT_LIMIT) -> str:
 
 
 def safe_href(path: Any) -> str | None:
-    """A relative, percent-encoded link, or None for absolute paths and anything with a scheme."""
+    """A relative, percent-encoded link, or None for a path that leaves the run folder
+    (absolute, ``..``, a scheme): ``findings.json`` refuses those, and the report, rendered
+    also from a run still in memory, never links them either."""
     text = str(path or "")
-    if not text or text.startswith(("/", "\\")) or re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", text):
+    if not is_run_relative(text):
         return None
     return quote(text.replace("\\", "/"), safe="/#.-_~")
 

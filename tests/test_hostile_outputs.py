@@ -31,6 +31,10 @@ from redteam.core.outputs import (
 from tests.conftest import write_jsonl
 from tests.test_hostile_input import AUDIT_ITEMS, refused, tree_state
 
+HOSTILE_ARTIFACTS = ["../../../../etc/passwd", "../../secret.png", "..\\..\\win.png",
+                     "/etc/passwd", "C:\\Windows\\win.ini", "artifacts/../../up.png",
+                     "file:///etc/passwd", "\\\\server\\share\\x.png"]
+
 
 @pytest.fixture(scope="module")
 def audit_run(tmp_path_factory, tiny_lm) -> Path:
@@ -118,6 +122,33 @@ def test_report_replaces_its_own_files_but_not_those_added_or_edited(capsys, tmp
     (run / "findings.sarif").write_text("edited by hand")
     refused(capsys, tmp_path, ["report", run, "--format", "sarif"],
             "findings.sarif: not replaced, because it changed since redteam wrote it")
+
+
+# --- 4. artifact paths stay inside the run folder ----------------------------------------------
+
+@pytest.mark.parametrize("artifact", HOSTILE_ARTIFACTS)
+def test_artifacts_outside_the_run_folder_are_refused(capsys, tmp_path, audit_run, artifact):
+    run = _run_copy(audit_run, tmp_path)
+    document = json.loads((run / "findings.json").read_text())
+    document["findings"][0]["artifacts"] = ["artifacts/fine.png", artifact]
+    (run / "findings.json").write_text(json.dumps(document))
+    line = refused(capsys, tmp_path, ["report", run],
+                   "findings[0].artifacts[1]: expected a relative path inside the run folder")
+    assert str(run / "findings.json") in line
+
+
+def test_the_report_never_links_outside_the_run_folder(audit_run):
+    """A document still in memory (not read back, so not schema-checked) is rendered with the
+    same rule: such a path is shown as text, never linked or loaded."""
+    from reports.html import render_report, safe_href
+
+    assert safe_href("artifacts/trigger.png") == "artifacts/trigger.png"
+    assert [safe_href(path) for path in HOSTILE_ARTIFACTS] == [None] * len(HOSTILE_ARTIFACTS)
+    document = json.loads((audit_run / "findings.json").read_text())
+    document["findings"][0]["artifacts"] = ["artifacts/ok.png", "../../secret.png"]
+    html = render_report(document)
+    assert 'src="artifacts/ok.png"' in html and "secret.png" in html
+    assert 'src="../' not in html and 'href="../' not in html
 
 
 # --- 5. two runs on one new folder ------------------------------------------------------------

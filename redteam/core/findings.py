@@ -6,6 +6,7 @@ The JSON form is the one in docs/architecture.md ("A finding"); ``findings.json`
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -139,6 +140,16 @@ def worst_severity(findings: list[Finding]) -> str | None:
     return SEVERITIES[max(ranks)] if ranks else None
 
 
+def is_run_relative(path: str) -> bool:
+    """Whether an artifact path stays inside the run folder: relative, with no ``..`` step (``/``
+    or ``\\`` separated), no drive letter or URL scheme. The report links and shows artifacts,
+    so one pointing elsewhere (``../../secret.png``, ``/etc/passwd``, ``C:\\x``) would make a
+    reader's browser load a file the run never wrote."""
+    parts = re.split(r"[/\\]", path)
+    return bool(path.strip()) and parts[0] != "" and ".." not in parts and not re.match(
+        r"^[A-Za-z][A-Za-z0-9+.-]*:", path)
+
+
 def _is_number(value: Any, optional: bool = False) -> bool:
     if value is None:
         return optional
@@ -195,6 +206,9 @@ def _check_finding(finding: Any, where: str, at: str) -> None:
     _check(isinstance(finding.get("details", {}), dict), where, f"{at}.details", "an object")
     for name in ("artifacts", "references"):
         _check_strings(finding.get(name, []), where, f"{at}.{name}")
+    for i, path in enumerate(finding.get("artifacts", [])):
+        _check(is_run_relative(path), where, f"{at}.artifacts[{i}]",
+               f"a relative path inside the run folder, not {path[:200]!r}")
     _check(_is_number(finding.get("duration_s", 0.0)), where, f"{at}.duration_s", "a number")
 
 
