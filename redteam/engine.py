@@ -51,7 +51,12 @@ from redteam.core.findings import (
     findings_document,
     severity_rank,
 )
-from redteam.core.outputs import check_output_path, claim_output, seal_output
+from redteam.core.outputs import (
+    check_output_path,
+    claim_output,
+    seal_output,
+    terminate_as_interrupt,
+)
 from redteam.core.prompts import PromptFormat
 from redteam.core.scoring import CausalLMScorer
 from redteam.core.settings import choice, integer, resolve_settings
@@ -61,7 +66,7 @@ from redteam.core.untrusted import read_text_file
 from redteam.probes import REGISTRY, Probe, ProbeContext, load_plugins, suites
 from redteam.probes.base import FindingSource, ProbeResult
 from redteam.probes.recorded import MEASUREMENTS, check_retrain_results, read_retrain_results
-from redteam.targets import TARGET_KINDS, Target, load_target, resolve_device
+from redteam.targets import TARGET_KINDS, Target, detect_kind, load_target, resolve_device
 
 EXIT_OK, EXIT_FINDINGS, EXIT_BAD_INPUT, EXIT_NOTHING_APPLIED = 0, 1, 2, 3
 DEFAULT_FORMATS = ("html", "json")  # what a run folder holds unless --format says more
@@ -217,8 +222,6 @@ def measured_with(probes: list[Probe], scoring: dict, selection: dict,
 
 
 def kind_of(request: AuditRequest) -> str:
-    from redteam.targets import detect_kind
-
     return request.kind or detect_kind(request.model)
 
 
@@ -228,8 +231,6 @@ CONCEPT_OPTIONS = ("judge", "concept_label", "concept_images")
 def check_concept_request(request: AuditRequest, kind: str, probes: list[Probe]) -> None:
     """The concept options go with a diffusion pipeline, which needs a judge; the attack needs
     an image of the concept (``--concept-images`` or a ``--reference`` pipeline to make one)."""
-    from redteam.targets import detect_kind
-
     given = [name for name in CONCEPT_OPTIONS if getattr(request, name)]
     if kind != "diffusion":
         if given:
@@ -398,7 +399,10 @@ class ModelCache:
 
     def target(self, path: Path, kind: str | None, device: str, allow_pickle: bool,
                base: Path | None = None) -> Target:
-        key = (str(Path(path).resolve()), kind, device, allow_pickle, str(base))
+        # keyed by the kind it loads as, given or detected: one model audited in one run and
+        # compared with in another is loaded once
+        key = (str(Path(path).resolve()), kind or detect_kind(path), device, allow_pickle,
+               str(base))
         if key not in self._targets:
             self._targets[key] = load_target(path, kind=kind, device=device,
                                              allow_pickle=allow_pickle, base=base)
@@ -414,12 +418,68 @@ class ModelCache:
         return self._scorers[key]
 
 
+@dataclass
+class AuditPlan:
+    """A request once checked (step 1): the probes with their settings, the resolved
+    ``[scoring]``, ``[data]`` and ``[prompt]`` values, the target kind (detected once), the
+    device, the run folder, and what was read before any model loads."""
+
+    probes: list[Probe]
+    probe_classes: list[type[Probe]]
+    config: dict
+    scoring: dict
+    selection: dict
+    prompt_settings: dict
+    kind: str
+    device: str
+    quiet: bool
+    out: Path
+    early_data: Any = None  # audit data that does not depend on the model, read in step 1
+    recorded: Any = None  # --retrain-results: the earlier run's measurements
+
+
+@dataclass
+class LoadedInputs:
+    """The models and data of an audit (step 2)."""
+
+    target: Target
+    data: Any
+    reference: Target | None = None
+    retrain: Target | None = None
+    judge: Any = None
+    concept_images: Any = None
+
+
 def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditResult:
     """Run ``request`` end to end; returns the exit code and the run folder.
 
-    ``cache`` shares loaded models between runs of one process (see ``ModelCache``).
+    The steps, each a function below: 1. check the request (nothing loads before it passes),
+    2. load the models and the data, 3. choose the prompt format (LLMs), 4. hash every input
+    into the record, 5. run the probes in the run folder and write it. ``cache`` shares loaded
+    models between runs of one process (see ``ModelCache``).
     """
     cache = cache or ModelCache()
+    plan = check_request(request)
+    wait_for_everyone()  # every process has checked the folder before the main one claims it
+    started = now()
+    seed_everything(request.seed)
+    loaded = load_inputs(request, plan, cache)
+    scorer_for = _scorers(cache, plan)
+    calibration = None
+    if loaded.target.kind == "causal-lm":
+        calibration = choose_prompt_format(request, loaded.data, loaded.target,
+                                           loaded.reference, scorer_for, plan.prompt_settings)
+    prompt_record = rendered_prompt_format(calibration, loaded.target, loaded.data)
+    inputs = hash_inputs(request, plan, loaded)
+    check_recorded_retrain(request, plan, loaded.data, inputs, prompt_record)
+    return run_in_folder(request, plan, loaded, calibration, prompt_record, inputs, scorer_for,
+                         cache, started)
+
+
+def check_request(request: AuditRequest) -> AuditPlan:
+    """Step 1: the flags, the probes and every setting, the kind, the data that does not depend
+    on the model, and the output folder; any problem is an ``InputError`` before anything
+    loads."""
     if request.fail_on not in SEVERITIES:
         raise InputError(f"--fail-on {request.fail_on}: must be one of {', '.join(SEVERITIES)}")
     if request.resume and request.out is None:
@@ -438,102 +498,136 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
             config.setdefault(section, {})[name] = value
     probes, scoring, selection, prompt_settings = check_settings(
         config, probe_classes, str(request.config or "settings"))
-    device = process_device(resolve_device(request.device))
-    quiet = request.quiet or not is_main_process()
     kind = kind_of(request)
     if selection["max_items"] and kind != "causal-lm":
         raise InputError(f"--max-items {selection['max_items']}: applies to the JSONL audit "
                          "data of an LLM only")
     check_concept_request(request, kind, probes)
     early = load_data(request.data, kind) if request.data and kind in TARGET_KINDS else None
+    named = TARGET_KINDS[kind].data_inputs(early) if early is not None else {}
     out = request.out or default_out_dir(request.model)
-    check_output_path(out, audit_inputs(request), overwrite=request.overwrite or request.resume)
-    wait_for_everyone()  # every process has checked the folder before the main one claims it
-    started = now()
-    seed_everything(request.seed)
+    check_output_path(out, {**audit_inputs(request), **named},
+                      overwrite=request.overwrite or request.resume)
+    return AuditPlan(probes=probes, probe_classes=probe_classes, config=config,
+                     scoring=scoring, selection=selection, prompt_settings=prompt_settings,
+                     kind=kind, device=process_device(resolve_device(request.device)),
+                     quiet=request.quiet or not is_main_process(), out=out, early_data=early,
+                     recorded=recorded)
 
-    def load(path: Path | None) -> Target | None:
+
+def load_inputs(request: AuditRequest, plan: AuditPlan, cache: ModelCache) -> LoadedInputs:
+    """Step 2: the judge, the target (of the kind found in step 1), the data read against it
+    where it depends on it (and sampled by ``--max-items``), the comparison models, and the
+    images of a concept."""
+    def load(path: Path | None, kind: str | None) -> Target | None:
         if path is None:
             return None
-        return cache.target(path, request.kind, device, request.allow_pickle, request.base)
+        return cache.target(path, kind, plan.device, request.allow_pickle, request.base)
 
-    judge = load_concept_judge(request, device)
-    target = load(request.model)
-    data = early if early is not None or not request.data else load_data(request.data,
-                                                                            target.kind, target)
-    if selection["max_items"]:
-        data = data.sample(selection["max_items"], request.seed)
-    reference, retrain = load(request.reference), load(request.retrain)
-
-    def scorer_for(model: Target) -> CausalLMScorer:
-        return cache.scorer(model, scoring["batch_size"], scoring["max_length"], quiet)
-
-    calibration = None
-    if target.kind == "causal-lm":
-        calibration = choose_prompt_format(request, data, target, reference, scorer_for,
-                                           prompt_settings)
-    prompt_record = rendered_prompt_format(calibration, target, data)
-    profile = profile_of(scoring, data)
-    inputs = {label: model.files for label, model in
-              (("reference", reference), ("retrain", retrain)) if model is not None}
-    if recorded is not None:
-        inputs["retrain"] = recorded.files
-        inputs["retrain results"] = {"findings.json": recorded.findings_sha256}
-    inputs.update({f"{label} base": model.base_files for label, model in
-                   (("target", target), ("reference", reference), ("retrain", retrain))
-                   if model is not None and model.base is not None})
-    if request.data:
-        inputs["data"] = TARGET_KINDS[target.kind].hash_data(request.data, data)
+    judge = load_concept_judge(request, plan.device)
+    target = load(request.model, plan.kind)
+    data = plan.early_data
+    if data is None and request.data:
+        data = load_data(request.data, target.kind, target)
+    if plan.selection["max_items"]:
+        data = data.sample(plan.selection["max_items"], request.seed)
     concept_images = None
-    if judge is not None:
-        inputs["judge"] = judge.files
     if request.concept_images:
         from redteam.core.concept_data import load_concept_images
         from redteam.core.diffusion import image_size
-        from redteam.core.fileio import hash_tree
 
         concept_images = load_concept_images(request.concept_images, image_size(target.model))
+    # a comparison model may be of another kind (a plain CLIP beside a HySAC model)
+    return LoadedInputs(target=target, data=data,
+                        reference=load(request.reference, request.kind),
+                        retrain=load(request.retrain, request.kind), judge=judge,
+                        concept_images=concept_images)
+
+
+def _scorers(cache: ModelCache, plan: AuditPlan):
+    def scorer_for(model: Target) -> CausalLMScorer:
+        return cache.scorer(model, plan.scoring["batch_size"], plan.scoring["max_length"],
+                            plan.quiet)
+    return scorer_for
+
+
+def hash_inputs(request: AuditRequest, plan: AuditPlan,
+                loaded: LoadedInputs) -> dict[str, dict[str, str]]:
+    """Step 4: the SHA-256 of every input but the target (whose files are in its own record),
+    by label, for the run record and the resume fingerprint."""
+    from redteam.core.fileio import hash_tree
+
+    models = (("target", loaded.target), ("reference", loaded.reference),
+              ("retrain", loaded.retrain))
+    inputs = {label: model.files for label, model in models[1:] if model is not None}
+    if plan.recorded is not None:
+        inputs["retrain"] = plan.recorded.files
+        inputs["retrain results"] = {"findings.json": plan.recorded.findings_sha256}
+    inputs.update({f"{label} base": model.base_files for label, model in models
+                   if model is not None and model.base is not None})
+    if request.data:
+        inputs["data"] = TARGET_KINDS[loaded.target.kind].hash_data(request.data, loaded.data)
+    if loaded.judge is not None:
+        inputs["judge"] = loaded.judge.files
+    if request.concept_images:
         inputs["concept images"] = hash_tree(request.concept_images)
-    if recorded is not None:
-        check_retrain_results(recorded, data_sha256=inputs.get("data"),
-                              prompt_format=prompt_record, seed=request.seed,
-                              settings=measured_with(probes, scoring, selection, data),
-                              recorded_settings=measured_with(*check_settings(
-                                  recorded.run.get("config") or {}, probe_classes,
-                                  recorded.where)[:3], data), probes=probes)
-    config_sha256 = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
-    fingerprint = run_fingerprint(target, inputs, config_sha256, request, probes, calibration)
+    return inputs
+
+
+def check_recorded_retrain(request: AuditRequest, plan: AuditPlan, data, inputs: dict,
+                           prompt_record: dict) -> None:
+    """With ``--retrain-results``: its measurements were taken the same way (data, seed,
+    settings, prompt format) as this run's, else bad input."""
+    recorded = plan.recorded
+    if recorded is None:
+        return
+    check_retrain_results(recorded, data_sha256=inputs.get("data"),
+                          prompt_format=prompt_record, seed=request.seed,
+                          settings=measured_with(plan.probes, plan.scoring, plan.selection,
+                                                 data),
+                          recorded_settings=measured_with(*check_settings(
+                              recorded.run.get("config") or {}, plan.probe_classes,
+                              recorded.where)[:3], data), probes=plan.probes)
+
+
+def run_in_folder(request: AuditRequest, plan: AuditPlan, loaded: LoadedInputs,
+                  calibration: PromptCalibration | None, prompt_record: dict, inputs: dict,
+                  scorer_for, cache: ModelCache, started: str) -> AuditResult:
+    """Step 5: open (or resume) the run folder, run the probes and the command's steps, write
+    the record, the findings and the reports. Under ``accelerate launch`` the main process
+    alone writes the run folder; the others write theirs into a scratch folder that is removed
+    (same code path, nothing of theirs is kept)."""
+    target, data, out = loaded.target, loaded.data, plan.out
+    config_sha256 = hashlib.sha256(json.dumps(plan.config, sort_keys=True).encode()).hexdigest()
+    fingerprint = run_fingerprint(target, inputs, config_sha256, request, plan.probes,
+                                  calibration)
     finished = resumable_findings(out, fingerprint) if request.resume else {}
-    # Under accelerate launch the main process alone writes the run folder; the others write
-    # theirs into a scratch folder that is removed (same code path, nothing of theirs is kept).
     scratch = None if is_main_process() else tempfile.TemporaryDirectory(prefix="redteam-")
     run_dir = out if scratch is None else Path(scratch.name) / "run"
+    profile = profile_of(plan.scoring, data)
     try:
         with open_run_folder(run_dir, "audit run", request.suite, str(request.model),
                              fingerprint, resume=request.resume and scratch is None) as folder:
             template = ProbeContext(
-                config={}, seed=request.seed, device=device, artifacts_dir=folder.artifacts,
-                quiet=quiet, reference=reference, retrain=retrain, scorer_for=scorer_for,
-                prompt_calibration=calibration, retrain_results=recorded,
-                measurement_memo=cache.measurements, data_key=audit_data_key(data),
-                judge=judge, concept_images=concept_images,
+                config={}, seed=request.seed, device=plan.device,
+                artifacts_dir=folder.artifacts, quiet=plan.quiet, reference=loaded.reference,
+                retrain=loaded.retrain, scorer_for=scorer_for, prompt_calibration=calibration,
+                retrain_results=plan.recorded, measurement_memo=cache.measurements,
+                data_key=audit_data_key(data), judge=loaded.judge,
+                concept_images=loaded.concept_images,
                 prompt_format=calibration.chosen if calibration else request.prompt_format,
                 scoring=profile)
-            findings, not_applicable = run_probes([*probes, *request.steps], target, data,
+            findings, not_applicable = run_probes([*plan.probes, *request.steps], target, data,
                                                   template, folder.events, finished)
-            run = RunRecord(
-                tool_version=__version__, command=request.command, suite=request.suite,
-                target={"path": str(request.model), "name": target.name, "kind": target.kind,
-                        "files": target.files,
-                        **({"adapter_base": str(target.base)} if target.base else {})},
-                config=config, config_sha256=config_sha256,
-                seed=request.seed, fail_on=request.fail_on, device=device,
-                libraries=library_versions(), started=started, inputs=inputs,
+            run = run_record(
+                target, request.command, request.suite, config=plan.config,
+                config_sha256=config_sha256, seed=request.seed, fail_on=request.fail_on,
+                device=plan.device, started=started, inputs=inputs,
                 probes_skipped=not_applicable,
                 data_items=data.counts() if isinstance(data, AuditData) else {},
                 prompt_format=prompt_record, processes=process_count(),
                 scoring=profile.record() if target.kind == "causal-lm" else {},
-            )
+                model_path=request.model)
             exit_code = finish_run(folder, run, findings, request.formats)
         return AuditResult(exit_code=exit_code, out_dir=out, findings=findings)
     except KeyboardInterrupt:
@@ -541,6 +635,22 @@ def run_audit(request: AuditRequest, cache: ModelCache | None = None) -> AuditRe
     finally:
         if scratch is not None:
             scratch.cleanup()
+
+
+def run_record(target: Target, command: list[str], suite: str, *, config: dict,
+               model_path: Path | None = None, config_sha256: str | None = None,
+               **fields: Any) -> RunRecord:
+    """The run record of an audit or of a command's prepared run: the tool and library
+    versions, the command, the target and its files, the settings and their hash, and
+    ``fields`` (seed, device, inputs, ...)."""
+    digest = config_sha256 or hashlib.sha256(
+        json.dumps(config, sort_keys=True).encode()).hexdigest()
+    return RunRecord(
+        tool_version=__version__, command=command, suite=suite,
+        target={"path": str(model_path or target.path), "name": target.name,
+                "kind": target.kind, "files": target.files,
+                **({"adapter_base": str(target.base)} if target.base else {})},
+        config=config, config_sha256=digest, libraries=library_versions(), **fields)
 
 
 FINGERPRINT_NAMES = {"model_sha256": "model", "inputs_sha256": "data or comparison model",
@@ -608,18 +718,19 @@ class RunFolder:
 def open_run_folder(out: Path, what: str, suite: str, target: str,
                     fingerprint: dict | None = None, resume: bool = False) -> Iterator[RunFolder]:
     """Claim ``out`` (checked beforehand by ``check_output_path``), start ``events.jsonl``;
-    the ownership marker is sealed on the way out, also after Ctrl-C, so what was written is
-    recorded (``--overwrite`` may replace it later, ``--resume`` continue it). Every command
-    that writes a run folder goes through here."""
+    the ownership marker is sealed on the way out, also after Ctrl-C or SIGTERM, so what was
+    written is recorded (``--overwrite`` may replace it later, ``--resume`` continue it).
+    Every command that writes a run folder goes through here."""
     if not resume:
         claim_output(out, what)
     try:
-        events = EventLog(out / "events.jsonl")
-        events.write("run_resumed" if resume else "run_start", suite=suite, target=target,
-                     fingerprint=fingerprint or {})
-        artifacts = out / "artifacts"
-        artifacts.mkdir(exist_ok=True)
-        yield RunFolder(out, events, artifacts)
+        with terminate_as_interrupt():  # SIGTERM seals what was written, as Ctrl-C does
+            events = EventLog(out / "events.jsonl")
+            events.write("run_resumed" if resume else "run_start", suite=suite, target=target,
+                         fingerprint=fingerprint or {})
+            artifacts = out / "artifacts"
+            artifacts.mkdir(exist_ok=True)
+            yield RunFolder(out, events, artifacts)
     finally:
         seal_output(out)
 
@@ -692,14 +803,9 @@ def run_prepared(probes: list[Probe], target: Target, data, *, out: Path, what: 
                                 artifacts_dir=folder.artifacts, quiet=quiet,
                                 measurement_memo=(cache or ModelCache()).measurements)
         findings, not_applicable = run_probes(probes, target, data, template, folder.events)
-        run = RunRecord(
-            tool_version=__version__, command=command or list(sys.argv), suite=suite,
-            target={"path": str(target.path), "name": target.name, "kind": target.kind,
-                    "files": target.files},
-            config=config,
-            config_sha256=hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest(),
-            seed=seed, fail_on=fail_on, device=device, libraries=library_versions(),
-            started=started, inputs=inputs or {}, probes_skipped=not_applicable)
+        run = run_record(target, command or list(sys.argv), suite, config=config, seed=seed,
+                         fail_on=fail_on, device=device, started=started,
+                         inputs=inputs or {}, probes_skipped=not_applicable)
         exit_code = finish_run(folder, run, findings, formats)
     return AuditResult(exit_code=exit_code, out_dir=out, findings=findings)
 

@@ -505,6 +505,19 @@ def _quadruplets(path: Path, target: Target | None) -> Any:
     return load_quadruplets(path)
 
 
+def quadruplet_folders(rows: Any) -> dict[str, Path]:
+    """The folders of the images a quadruplet file names: inputs of the run as much as the
+    file itself (an ``--out --overwrite`` holding them would delete them)."""
+    folders = sorted({image.parent for row in rows for image in (row.safe_image,
+                                                                  row.unsafe_image)})
+    return {f"folder of the data's images{'' if i == 0 else f' #{i + 1}'}": folder
+            for i, folder in enumerate(folders)}
+
+
+def _no_folders(data: Any) -> dict[str, Path]:
+    return {}
+
+
 def _hash_quadruplets(path: Path, data: Any) -> dict[str, str]:
     from hyperbolic.data import hash_quadruplets
 
@@ -533,6 +546,7 @@ class TargetKind:
     load_data: Callable[[Path, Target | None], Any] | None = None
     data_needs_model: bool = False
     hash_data: Callable[[Path, Any], dict[str, str]] = _hash_folder
+    data_inputs: Callable[[Any], dict[str, Path]] = _no_folders  # folders the data names
 
 
 TARGET_KINDS = {kind.name: kind for kind in (
@@ -543,9 +557,9 @@ TARGET_KINDS = {kind.name: kind for kind in (
     TargetKind("text-classifier", "labelled-text JSONL ({\"text\", \"label\"})",
                load_text_classifier, _labelled_texts, data_needs_model=True),
     TargetKind("clip", "ViSU quadruplet JSONL", load_clip_encoder, _quadruplets,
-               hash_data=_hash_quadruplets),
+               hash_data=_hash_quadruplets, data_inputs=quadruplet_folders),
     TargetKind("hysac", "ViSU quadruplet JSONL", load_hysac_encoder, _quadruplets,
-               hash_data=_hash_quadruplets),
+               hash_data=_hash_quadruplets, data_inputs=quadruplet_folders),
     TargetKind("diffusion", "prompts: text, one per line, or CSV with a prompt column",
                load_diffusion, _concept_prompts),
 )}

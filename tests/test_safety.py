@@ -144,7 +144,7 @@ def test_hysac_classify_and_retrieve(visu_zoo, tmp_path, capsys):
     (("hysac", "train", "DATA", "--base", "HYSAC", "--out", "OUT"), "a hysac model, expected"),
     (("hysac", "train", "BAD", "--base", "CLIP", "--out", "OUT"), "bad.jsonl:2: not valid JSON"),
     (("hysac", "train", "DATA", "--base", "CLIP", "--out", "OUT", "--epochs", "0"),
-     "--epochs 0: out of range"),
+     "Invalid value for '--epochs'"),
     (("hysac", "train", "MISSING_IMAGE", "--base", "CLIP", "--out", "OUT"),
      "gone.jsonl:1: safe_image: image nowhere.png not found"),
     (("hysac", "classify", "CLIP", "--text", "x"), "a clip model, expected hysac"),

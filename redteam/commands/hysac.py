@@ -16,7 +16,13 @@ from hyperbolic.losses import ENTAILMENT_WEIGHT
 from redteam.core.errors import InputError
 from redteam.core.outputs import check_output_path, staged_output
 from redteam.core.training import check_trained
-from redteam.targets import CLIP_KINDS, detect_kind, load_target, resolve_device
+from redteam.targets import (
+    CLIP_KINDS,
+    detect_kind,
+    load_target,
+    quadruplet_folders,
+    resolve_device,
+)
 
 TRAINING_RECORD = "hysac_training.json"
 
@@ -59,10 +65,7 @@ def train_hysac_folder(data: Path, base: Path, out: Path, *, epochs: int = 20,
     rows = load_quadruplets(data)
     if len(rows) < 4:
         raise InputError(f"{data}: {len(rows)} quadruplets are too few to train and validate")
-    image_folders = sorted({image.parent for row in rows
-                            for image in (row.safe_image, row.unsafe_image)})
-    check_output_path(out, [("base model", base), ("data", data),
-                            *(("folder of the data's images", f) for f in image_folders)])
+    check_output_path(out, {"base model": base, "data": data, **quadruplet_folders(rows)})
     device = resolve_device(device)
     encoder = load_encoder(base, device, allow_pickle, kinds=("clip",))
     model = HySAC(encoder.clip, curvature=curvature).to(device)
@@ -96,21 +99,14 @@ def evaluate(model: Path, data: Path, *, reference: Path | None = None,
     quadruplets of ``data``; ``settings`` are the other ``AuditRequest`` fields (device,
     fail_on, quiet, formats, ...). Returns the ``AuditResult``.
 
-    The folders of the images the quadruplets name are inputs too, as for ``hysac train``: an
-    ``--out`` (with ``--overwrite``) that holds them would delete them before a probe reads
-    them.
+    The folders of the images the quadruplets name are inputs too (the engine adds them, as
+    ``hysac train`` does): an ``--out`` (with ``--overwrite``) that holds them would delete
+    them before a probe reads them.
     """
-    from hyperbolic.data import load_quadruplets
     from redteam.engine import AuditRequest, run_audit
 
-    rows = load_quadruplets(data)
-    folders = sorted({image.parent for row in rows for image in (row.safe_image,
-                                                                  row.unsafe_image)})
-    images = {f"folder of the data's images{'' if i == 0 else f' #{i + 1}'}": folder
-              for i, folder in enumerate(folders)}
     return run_audit(AuditRequest(model=model, suite="safety", data=data, reference=reference,
-                                  out=out, overwrite=overwrite, extra_inputs=images,
-                                  **settings))
+                                  out=out, overwrite=overwrite, **settings))
 
 
 def classify(model_dir: Path, texts: list[str], images: list[Path], *,
