@@ -7,7 +7,8 @@
 - ``commands/<command>.md`` and ``commands/index.md``: usage, help and options of every
   command, read from the Click commands themselves;
 - ``reference/modules.md``: every module with the first line of its docstring, grouped by the
-  layers of the import contract in ``pyproject.toml``.
+  layers of the import contract in ``pyproject.toml``;
+- ``index.md``: the README, its links made relative to the site.
 
 ``mkdocs build --strict`` (``make docs``, checked by ``make test``) fails on a broken link or
 anchor, in the written pages and in these.
@@ -27,9 +28,15 @@ PACKAGES = ("redteam", "defenses", "hyperbolic", "reports")
 
 
 def on_files(files, config):
-    for path, text in {**probe_pages(), **command_pages(), **module_pages()}.items():
+    pages = {"index.md": home_page(), **probe_pages(), **command_pages(), **module_pages()}
+    for path, text in pages.items():
         files.append(File.generated(config, path, content=text))
     return files
+
+
+def home_page() -> str:
+    """The README, with its links made relative to the site: one text for both."""
+    return (ROOT / "README.md").read_text(encoding="utf-8").replace("](docs/", "](")
 
 
 # --- probes ----------------------------------------------------------------------------------

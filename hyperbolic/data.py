@@ -1,7 +1,7 @@
 """ViSU quadruplets (Poppi et al., ECCV 2024): the data HySAC trains and is evaluated on.
 
 One JSON object per line: ``{"safe_image", "unsafe_image", "safe_caption", "unsafe_caption"}``,
-image paths relative to the JSONL file (README, "Data format"). Read strictly at the boundary:
+image paths relative to the JSONL file (docs/data-formats.md). Read strictly at the boundary:
 a bad line, a missing field or a missing image is reported as ``file:line: field: problem``.
 """
 

@@ -1,7 +1,7 @@
 """The ``redteam`` command line. Commands only parse arguments and call importable functions.
 
-Exit codes (README, "Exit codes"): 0 no finding at or above --fail-on, 1 such findings, 2 bad
-usage or bad input (one line, no traceback), 3 no probe applied to the target.
+Exit codes (docs/reference/exit-codes.md): 0 no finding at or above --fail-on, 1 such
+findings, 2 bad usage or bad input (one line, no traceback), 3 no probe applied to the target.
 """
 
 from __future__ import annotations
@@ -223,7 +223,7 @@ def concept_options(command):
 @click.option("--data", type=EXISTING,
               help="Audit data: JSONL for LLMs, a folder of class sub-folders of images for "
                    "image classifiers, labelled-text JSONL for text classifiers, ViSU "
-                   "quadruplet JSONL for CLIP/HySAC (see README).")
+                   "quadruplet JSONL for CLIP/HySAC (see docs/data-formats.md).")
 @click.option("--reference", type=EXISTING,
               help="The original model: before unlearning, the base CLIP of a HySAC, or the "
                    "pipeline before concept erasure.")

@@ -1,5 +1,5 @@
-"""Load a model directory as a Target, with the safety rules of the README ("Safety rules for
-untrusted models").
+"""Load a model directory as a Target, with the safety rules of docs/threat-model.md ("Safety
+rules for untrusted models").
 
 Audited models come from untrusted parties, so: weights are read from ``*.safetensors`` only
 (pickle files can run code when loaded); ``--allow-pickle`` relaxes that to

@@ -1,10 +1,10 @@
 """Hostile and careless input, command by command (the fuzz suite of the output-path policy, the
 model-integrity check, the untrusted-parsing boundary and the settings validator).
 
-Every case asserts what the README promises for bad input: exit code 2, one line on stderr, no
-traceback, every input byte-identical afterwards, and nothing created anywhere in the test's
-folder (no half-written output). The inputs are copies made in the test's own folder, so
-"nothing created" is checked over everything the command could have touched.
+Every case asserts what docs/threat-model.md promises for bad input: exit code 2, one line on
+stderr, no traceback, every input byte-identical afterwards, and nothing created anywhere in
+the test's folder (no half-written output). The inputs are copies made in the test's own
+folder, so "nothing created" is checked over everything the command could have touched.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Hostile outputs: what a command writes must never clobber a file it did not write, nor point
 outside the folder it writes (the output half of the fuzz suite in test_hostile_input.py).
 
-Each case asserts what the README promises ("What the tool writes, and what it never touches"):
+Each case asserts what docs/threat-model.md promises ("What the tool writes, and what it never
+touches"):
 exit code 2, one line naming the path and the problem, no traceback, nothing created or changed;
 and, for SIGTERM and two runs on one folder, what a real second process sees.
 """

@@ -1,4 +1,4 @@
-"""The wheel carries the four packages and the templates (README, "Layout")."""
+"""The wheel carries the four packages and the templates (docs/architecture.md)."""
 
 import shutil
 import subprocess

@@ -241,7 +241,7 @@ def test_surrogates_load_from_classifier_and_clip_folders_and_others_are_refused
 def test_the_default_protection_drops_a_different_architecture(protection_zoo, tmp_path):
     """Without a surrogate, a ConvNeXt (the crafting model is a ResNet) trained on the protected
     digits with their labels loses much of its clean test accuracy. On these 500 digits it
-    loses about 22 points; on the demo's 900 (8 epochs), about 47 (README)."""
+    loses about 22 points; on the demo's 900 (8 epochs), about 47 (docs/suites/protection.md)."""
     from redteam.core.vision import load_image_folder
     from redteam.probes.protection import train_and_test
 

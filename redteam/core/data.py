@@ -1,4 +1,4 @@
-"""Audit data: the JSONL of forget / retain / holdout / utility items (README, "Data format").
+"""Audit data: the JSONL of forget / retain / holdout / utility items (docs/data-formats.md).
 
 Every line is validated at the boundary; a bad line is reported as ``file:line: field: problem``
 so the user can fix it without reading a traceback. Besides the core fields (subject, question,

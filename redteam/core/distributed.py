@@ -6,7 +6,7 @@ what is split is the expensive part, the scorer's batches of likelihoods and gen
 gathered back in order, so each batch is computed exactly as in a one-process run and the
 findings are the same. Training inside a probe (the relearning attack) runs on every process on
 the same data: accelerate averages identical gradients, which changes nothing. Only the main
-process writes the run folder (README, "Auditing a 7B/70B model").
+process writes the run folder (docs/guides/auditing-llms.md, "Auditing a 7B/70B model").
 
 Outside ``accelerate launch`` (no ``WORLD_SIZE`` above 1) nothing here touches
 ``torch.distributed``.

@@ -1,5 +1,5 @@
-"""The one output-path policy of every command that writes (README, "What the tool writes, and
-what it never touches").
+"""The one output-path policy of every command that writes (docs/threat-model.md, "What the
+tool writes, and what it never touches").
 
 What the user gave us is only ever read. So, before any model loads:
 - an output may not be, lie inside, or contain any input (model, base, reference, retrain,

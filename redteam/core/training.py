@@ -2,8 +2,9 @@
 supervised training of an image classifier (demo zoo, protection evaluation), and the fixed
 thread count the demo trains with.
 
-Loops go through ``accelerate.Accelerator`` (README, "Auditing a 7B/70B model"); this keeps the step
-itself (backward, gradient clipping, update, schedule, progress) written once.
+Loops go through ``accelerate.Accelerator`` (docs/guides/auditing-llms.md, "Auditing a 7B/70B
+model"); this keeps the step itself (backward, gradient clipping, update, schedule, progress)
+written once.
 """
 
 from __future__ import annotations

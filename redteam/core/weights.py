@@ -1,6 +1,6 @@
 """Weight files of untrusted models: safetensors by default, pickle only weights-only, and the
-checks that refuse a model which is not what it claims (README, "Safety rules for untrusted
-models").
+checks that refuse a model which is not what it claims (docs/threat-model.md, "Safety rules
+for untrusted models").
 
 A truncated download, a shard the index names but the folder lacks, or a weights file that
 misses tensors of its architecture would otherwise load "successfully" with random weights in

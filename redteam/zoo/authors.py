@@ -283,7 +283,7 @@ def make_world(size: str | WorldSize = "demo", seed: int = 0) -> World:
 
 
 def audit_items(world: World) -> list[dict]:
-    """The audit JSONL items (the README's "Data format") of every author of the world.
+    """The audit JSONL items (docs/data-formats.md) of every author of the world.
 
     Per author and attribute: question, answer, the declarative sentence as ``text``, aliases
     and four multiple-choice options (the answer among three other values of the same pool).
