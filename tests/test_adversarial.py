@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from redteam.core.severity import severity_of
 from redteam.core.vision import label_ids, load_image_folder
 from redteam.engine import AuditRequest, run_audit
 from redteam.probes.adversarial import PGDL2, CarliniWagner, PGDLinf, evaluation_set, predict
@@ -48,17 +47,23 @@ def test_evaluation_set_is_balanced_and_deterministic(digits):
 
 def test_adversarial_suite_reports_monotone_curves_and_fails_the_undefended_model(
         backdoor_zoo, tmp_path):
-    settings = {name: dict(SMALL) for name in ("adversarial.fgsm", "adversarial.pgd_linf")}
-    settings["adversarial.pgd_l2"] = {"max_images": 48, "epsilons": [0.25, 0.5, 1.0]}
-    settings["adversarial.cw"] = {"max_images": 48, "epsilons": [0.25, 0.5, 1.0], "steps": 30}
-    settings["adversarial.autoattack"] = {"max_images": 12}
+    # Each verdict is taken at a budget an undefended classifier is known not to withstand:
+    # 8/255 for the iterative L-inf attacks, 32/255 for one FGSM step, L2 2.0 for the L2 ones.
+    settings = {"adversarial.pgd_linf": dict(SMALL), "adversarial.autoattack": {"max_images": 12},
+                "adversarial.fgsm": {"max_images": 48, "reference_epsilon": 32 / 255,
+                                     "epsilons": [*SMALL["epsilons"], 32 / 255]}}
+    l2 = {"max_images": 48, "epsilons": [0.25, 0.5, 1.0, 2.0], "reference_epsilon": 2.0}
+    settings["adversarial.pgd_l2"] = l2
+    settings["adversarial.cw"] = {**l2, "steps": 30}
     result = run_audit(AuditRequest(model=backdoor_zoo["clean"], suite="adversarial",
                                     data=backdoor_zoo["test-data"], out=tmp_path / "run",
                                     device="cpu", quiet=True, settings=settings))
     findings = {f.probe: f for f in result.findings}
     assert set(findings) == {"adversarial.fgsm", "adversarial.pgd_linf", "adversarial.pgd_l2",
                              "adversarial.cw", "adversarial.autoattack"}
-    assert all(f.status in ("pass", "fail") for f in findings.values())
+    for finding in findings.values():  # robust accuracy far under the 0.5 bound: critical
+        assert (finding.status, finding.severity) == ("fail", "critical"), finding.summary
+        assert finding.metric.value <= 0.125 and finding.metric.threshold == 0.5
     curves = {}
     for probe, finding in findings.items():
         series = next(iter(finding.details["curves"]["series"].values()))
@@ -68,8 +73,7 @@ def test_adversarial_suite_reports_monotone_curves_and_fails_the_undefended_mode
     assert curves["adversarial.pgd_linf"][16 / 255] <= 0.1
     assert curves["adversarial.pgd_linf"][8 / 255] <= curves["adversarial.fgsm"][8 / 255] + 0.05
     pgd = findings["adversarial.pgd_linf"]
-    assert pgd.status == "fail" and result.exit_code == 1
-    assert pgd.severity == severity_of(pgd.metric) in ("high", "critical")  # far past the bound
+    assert result.exit_code == 1
     assert pgd.metric.baselines["clean accuracy"] > 0.9 and pgd.metric.ci95
     classes = pgd.details["tables"]["Smallest budget that breaks each class"]
     assert len(classes) == 10 and all(row["images"] > 0 for row in classes)
