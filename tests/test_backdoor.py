@@ -97,8 +97,10 @@ def test_clean_model_is_not_flagged(backdoor_zoo, tmp_path):
         model=backdoor_zoo["clean"], suite="backdoor", data=backdoor_zoo["clean-data"],
         probes=["backdoor.exposure"], out=tmp_path / "run", device="cpu", quiet=True))
     (exposure,) = result.findings
-    # a clean model may collapse under gradient ascent too, but not onto one consistent label
-    assert exposure.severity in ("info", "low"), exposure.summary
+    # a clean model may collapse under gradient ascent too, but not onto one consistent label,
+    # and (trained on the same digits as the backdoored ones) not far enough to pass the VAR bound
+    assert exposure.status == "pass" and exposure.severity == "info", exposure.summary
+    assert exposure.metric.value < exposure.metric.threshold
     assert exposure.details["repeat_agreement"] < 1
     assert result.exit_code == 0
 
