@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 from pathlib import Path
 
@@ -62,6 +63,14 @@ def tiny_lm(tmp_path_factory) -> Path:
 def write_jsonl(path: Path, rows: list) -> Path:
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
     return path
+
+
+def report_card(html: str, probe: str) -> str:
+    """The report's article for ``probe``'s finding, from its anchor to the article's end: where
+    its status and severity badges, summary and tables are shown."""
+    start = re.search(rf'<article class="[^"]*" id="f\d+-{re.escape(probe)}">', html)
+    assert start, f"no finding card for {probe} in the report"
+    return html[start.start():html.index("</article>", start.start())]
 
 
 @pytest.fixture(scope="session")

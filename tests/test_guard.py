@@ -24,7 +24,7 @@ from redteam.core.fileio import sha256_file
 from redteam.engine import AuditRequest, run_audit
 from redteam.targets import detect_kind, load_target
 from redteam.zoo.authors import audit_items, make_world, write_audit_jsonl
-from tests.conftest import write_jsonl
+from tests.conftest import report_card, write_jsonl
 from tests.test_text_adversarial import forbid_network
 
 CHARACTER_PROBES = ["adversarial.deepwordbug", "adversarial.pruthi"]
@@ -205,8 +205,13 @@ def test_textattack_audit_of_the_guard(tmp_path, trained):
         assert details["texts_attacked"] > 0
         assert details["attack_success_rate"] == pytest.approx(
             details["succeeded"] / details["texts_attacked"], abs=1e-4)
-        assert finding.status == ("fail" if finding.metric.value > finding.metric.threshold
-                                  else "pass"), finding.summary
+        # A guard that recognises forget authors by name lets a misspelt name through: the
+        # typos evade it on (nearly) every forget question it flags.
+        assert finding.status == "fail", finding.summary
+        assert finding.metric.value >= 0.8 > finding.metric.threshold == 0.5
+        evaded = {row["label"]: row for row in details["tables"][
+            "Attack success per original label"]}["flag"]
+        assert evaded["attacked"] >= 3 and evaded["success_rate"] >= 0.8
         flipped = [row for row in details["per_item"] if row["outcome"] == "succeeded"]
         assert len(flipped) == details["succeeded"]
         if flipped:  # each adversarial text really changes the guard's verdict
@@ -219,4 +224,8 @@ def test_textattack_audit_of_the_guard(tmp_path, trained):
         print(f"{name}: attack success rate {finding.metric.value:.2f} "
               f"({finding.details['succeeded']}/{finding.details['texts_attacked']}); "
               f"clean accuracy {finding.details['clean_accuracy']:.3f}")
-    assert (tmp_path / "audit" / "report.html").is_file()
+    html = (tmp_path / "audit" / "report.html").read_text()
+    for name, finding in findings.items():  # the report shows each verdict on its finding
+        card = report_card(html, name)
+        assert ">fail</span>" in card and f">{finding.severity}</span>" in card
+        assert "Attack success per original label" in card
