@@ -48,8 +48,8 @@ from redteam.core.findings import (
     SEVERITIES,
     Finding,
     RunRecord,
+    fails_gate,
     findings_document,
-    severity_rank,
 )
 from redteam.core.outputs import (
     check_output_path,
@@ -368,10 +368,7 @@ def withhold_unmeasurable_pass(probe: FindingSource, finding: Finding,
 def exit_code_for(findings: list[Finding], fail_on: str) -> int:
     if not findings or all(f.status == "skipped" for f in findings):
         return EXIT_NOTHING_APPLIED
-    gate = severity_rank(fail_on)
-    failing = [f for f in findings
-               if f.status in ("fail", "error") and severity_rank(f.severity) >= gate]
-    return EXIT_FINDINGS if failing else EXIT_OK
+    return EXIT_FINDINGS if any(fails_gate(f, fail_on) for f in findings) else EXIT_OK
 
 
 RUNS = Path("redteam-runs")  # where runs go without --out (relative to the working folder)
@@ -627,6 +624,7 @@ def run_in_folder(request: AuditRequest, plan: AuditPlan, loaded: LoadedInputs,
                 data_items=data.counts() if isinstance(data, AuditData) else {},
                 prompt_format=prompt_record, processes=process_count(),
                 scoring=profile.record() if target.kind == "causal-lm" else {},
+                probe_versions=probe_versions([*plan.probes, *request.steps]),
                 model_path=request.model)
             exit_code = finish_run(folder, run, findings, request.formats)
         return AuditResult(exit_code=exit_code, out_dir=out, findings=findings)
@@ -635,6 +633,11 @@ def run_in_folder(request: AuditRequest, plan: AuditPlan, loaded: LoadedInputs,
     finally:
         if scratch is not None:
             scratch.cleanup()
+
+
+def probe_versions(sources: list[FindingSource]) -> dict[str, int]:
+    """Each probe's (or command step's) declared ``version``, for the record."""
+    return {source.name: int(getattr(source, "version", 1)) for source in sources}
 
 
 def run_record(target: Target, command: list[str], suite: str, *, config: dict,
@@ -805,7 +808,8 @@ def run_prepared(probes: list[Probe], target: Target, data, *, out: Path, what: 
         findings, not_applicable = run_probes(probes, target, data, template, folder.events)
         run = run_record(target, command or list(sys.argv), suite, config=config, seed=seed,
                          fail_on=fail_on, device=device, started=started,
-                         inputs=inputs or {}, probes_skipped=not_applicable)
+                         inputs=inputs or {}, probes_skipped=not_applicable,
+                         probe_versions=probe_versions(probes))
         exit_code = finish_run(folder, run, findings, formats)
     return AuditResult(exit_code=exit_code, out_dir=out, findings=findings)
 

@@ -3,8 +3,9 @@
 Findings are matched by probe (in order, when a probe reported several). Each pair is a new
 failure (failing or erroring in B, not in A), fixed (failing in A, passing in B), unchanged, or
 changed otherwise (skipped, inconclusive); metrics get their delta, both runs' 95% intervals and
-whether those overlap. Runs are comparable only when schema, suite, data and probe settings are
-the same (a different model is the point of a diff).
+whether those overlap. A probe whose ``version`` differs between the two run records is named:
+its change may be the probe's, not the model's. Runs are comparable only when schema, suite,
+data and probe settings are the same (a different model is the point of a diff).
 """
 
 from __future__ import annotations
@@ -14,9 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from redteam.core.errors import InputError
-from redteam.core.findings import severity_rank
-
-FAILING = ("fail", "error")
+from redteam.core.findings import FAILING, fails_gate
 
 
 def incomparable(a: Mapping[str, Any], b: Mapping[str, Any]) -> str | None:
@@ -77,8 +76,11 @@ def diff_documents(a: Mapping[str, Any], b: Mapping[str, Any], where: str = "") 
     reason = incomparable(a, b)
     if reason:
         raise InputError(f"{where}: the runs cannot be compared: {reason}")
+    versions_a = a["run"].get("probe_versions") or {}
+    versions_b = b["run"].get("probe_versions") or {}
     rows = []
     for probe, before, after in _pairs(a["findings"], b["findings"]):
+        name = (after or before)["probe"]
         ma = (before or {}).get("metric") or {}
         mb = (after or {}).get("metric") or {}
         va, vb = ma.get("value"), mb.get("value")
@@ -92,10 +94,14 @@ def diff_documents(a: Mapping[str, Any], b: Mapping[str, Any], where: str = "") 
             "delta": round(vb - va, 6) if numeric else None,
             "ci95_a": ma.get("ci95"), "ci95_b": mb.get("ci95"),
             "intervals_overlap": _overlap(ma.get("ci95"), mb.get("ci95")),
+            "probe_version_a": versions_a.get(name), "probe_version_b": versions_b.get(name),
+            "probe_changed": name in versions_a and name in versions_b
+            and versions_a[name] != versions_b[name],
         })
     counts = {change: sum(r["change"] == change for r in rows)
               for change in ("new failure", "fixed", "changed", "unchanged")}
-    return {"a": _side(a), "b": _side(b), "counts": counts, "rows": rows}
+    return {"a": _side(a), "b": _side(b), "counts": counts, "rows": rows,
+            "probes_changed": sorted({r["probe"] for r in rows if r["probe_changed"]})}
 
 
 def _side(document: Mapping[str, Any]) -> dict:
@@ -107,9 +113,8 @@ def _side(document: Mapping[str, Any]) -> dict:
 
 def new_failures_at(diff: Mapping[str, Any], fail_on: str) -> list[Mapping]:
     """The new failures at or above ``fail_on`` (what makes ``report diff`` exit 1)."""
-    gate = severity_rank(fail_on)
     return [row for row in diff["rows"] if row["change"] == "new failure"
-            and severity_rank(row["b"]["severity"]) >= gate]
+            and fails_gate(row["b"], fail_on)]
 
 
 def render_diff(diff: Mapping[str, Any]) -> str:

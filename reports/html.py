@@ -23,10 +23,12 @@ from markupsafe import Markup
 from redteam.core.errors import InputError
 from redteam.core.fileio import atomic_write_text
 from redteam.core.findings import (
+    FAILING,
     RENDERED_DETAILS,
     SEVERITIES,
     STATUSES,
     check_document,
+    fails_gate,
     is_run_relative,
 )
 from redteam.core.severity import policy_text
@@ -220,12 +222,12 @@ def _finding(f: Mapping[str, Any], index: int) -> dict[str, Any]:
 
 
 def _summary(views: list[dict[str, Any]], run: Mapping[str, Any]) -> dict[str, Any]:
-    active = [v for v in views if v["status"] in ("fail", "error")]
+    active = [v for v in views if v["status"] in FAILING]
     worst = max(active, key=lambda v: v["rank"])["severity"] if active else None
     fail_on = run.get("fail_on")
     gate = None
     if fail_on in SEVERITIES:
-        n = sum(v["rank"] >= _rank(fail_on) for v in active)
+        n = sum(fails_gate(v, fail_on) for v in active)
         gate = f"{n} failing finding(s) at or above the --fail-on gate ({fail_on})."
     return {
         "worst": worst, "worst_cls": _cls("sev", worst or "", SEVERITIES),

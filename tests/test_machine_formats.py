@@ -129,3 +129,31 @@ def test_incomparable_runs_are_refused_with_the_reason(two_runs, tmp_path, capsy
     (other / "findings.json").write_text(json.dumps(document))
     assert main(["report", "diff", str(two_runs / "retrain"), str(other)]) == 2
     assert "the audit data differ" in capsys.readouterr().err
+
+
+def test_diff_names_a_probe_whose_version_changed(two_runs, tmp_path, capsys):
+    """The run record carries each probe's version; a diff across two versions of a probe says
+    the change may be the probe's, and one across the same versions says nothing."""
+    import shutil
+
+    from redteam.probes import REGISTRY
+
+    before = json.loads((two_runs / "original" / "findings.json").read_text())
+    assert before["run"]["probe_versions"] == {
+        name: REGISTRY[name].version for name in ("unlearning.knowledge_qa",
+                                                  "unlearning.verbatim")}
+    newer = tmp_path / "newer"
+    shutil.copytree(two_runs / "original", newer)
+    document = json.loads((newer / "findings.json").read_text())
+    document["run"]["probe_versions"]["unlearning.verbatim"] += 1
+    (newer / "findings.json").write_text(json.dumps(document))
+    out = tmp_path / "diff.html"
+    assert main(["report", "diff", str(two_runs / "original"), str(newer), "--out",
+                 str(out)]) == 0
+    diff = json.loads(out.with_suffix(".json").read_text())
+    assert diff["probes_changed"] == ["unlearning.verbatim"]
+    assert "probe version 1 → 2" in out.read_text()
+    same = main(["report", "diff", str(two_runs / "original"), str(two_runs / "original"),
+                 "--out", str(tmp_path / "same.html")])
+    assert same == 0
+    assert json.loads((tmp_path / "same.json").read_text())["probes_changed"] == []

@@ -7,18 +7,54 @@ The JSON form is the one in docs/architecture.md ("A finding"); ``findings.json`
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any
 
 SCHEMA_VERSION = 1
 
-SEVERITIES = ("info", "low", "medium", "high", "critical")
-STATUSES = ("fail", "pass", "inconclusive", "error", "skipped")
+
+class Status(StrEnum):
+    """What a probe concluded. A ``StrEnum``: it compares equal to, and is written to JSON as,
+    its plain name, which is the form of ``findings.json``."""
+
+    FAIL = "fail"
+    PASS = "pass"
+    INCONCLUSIVE = "inconclusive"  # the probe could not decide, and says why
+    ERROR = "error"  # the probe crashed or its figure was not a number: nothing was checked
+    SKIPPED = "skipped"  # the data or a comparison model it needs was not given
+
+
+class Severity(StrEnum):
+    """How bad a failure is, from the severity policy (``core.severity``), lowest first."""
+
+    INFO = "info"
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+SEVERITIES = tuple(s.value for s in Severity)
+STATUSES = tuple(s.value for s in Status)
+# The statuses that count against ``--fail-on``: a failure, and a crash (the property was not
+# checked, which a reviewer may not read as a pass).
+FAILING = frozenset({Status.FAIL, Status.ERROR})
 
 
 def severity_rank(severity: str) -> int:
     """Position of ``severity`` in ``SEVERITIES`` (info = 0 ... critical = 4)."""
     return SEVERITIES.index(severity)
+
+
+def fails_gate(finding: Finding | Mapping[str, Any], fail_on: str) -> bool:
+    """Whether ``finding`` (a ``Finding`` or its JSON form) fails the ``--fail-on`` gate: a
+    failing status at or above that severity. The exit code, the report's summary and the
+    machine formats all ask this one question."""
+    status, severity = ((finding.status, finding.severity) if isinstance(finding, Finding)
+                        else (finding.get("status"), finding.get("severity")))
+    return status in FAILING and severity_rank(severity) >= severity_rank(fail_on)
 
 
 @dataclass
@@ -84,6 +120,7 @@ class Finding:
             raise ValueError(f"unknown finding status {self.status!r}")
         if self.severity not in SEVERITIES:
             raise ValueError(f"unknown severity {self.severity!r}")
+        self.status, self.severity = Status(self.status), Severity(self.severity)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,6 +156,8 @@ class RunRecord:
     prompt_format: dict[str, Any] = field(default_factory=dict)  # LLM runs: how they asked
     scoring: dict[str, Any] = field(default_factory=dict)  # LLM runs: how answers were scored
     processes: int = 1  # processes the work was split over (accelerate launch)
+    # each probe's ``version``: a changed probe, not a changed model, may explain a diff
+    probe_versions: dict[str, int] = field(default_factory=dict)
     exit_code: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -136,7 +175,7 @@ def findings_document(run: RunRecord, findings: list[Finding]) -> dict[str, Any]
 
 def worst_severity(findings: list[Finding]) -> str | None:
     """The highest severity among failing or erroring findings, or None when all pass."""
-    ranks = [severity_rank(f.severity) for f in findings if f.status in ("fail", "error")]
+    ranks = [severity_rank(f.severity) for f in findings if f.status in FAILING]
     return SEVERITIES[max(ranks)] if ranks else None
 
 
@@ -234,8 +273,11 @@ def check_document(document: Any, where: str) -> dict[str, Any]:
                            (run.get("inputs") or {}).items())):
         _check(isinstance(files, dict) and all(isinstance(v, str) for v in files.values()),
                where, label, "an object of SHA-256 digests")
-    for name in ("config", "libraries", "probes_skipped", "inputs"):
+    for name in ("config", "libraries", "probes_skipped", "inputs", "probe_versions"):
         _check(isinstance(run.get(name, {}), dict), where, f"run.{name}", "an object")
+    _check(all(isinstance(v, int) and not isinstance(v, bool)
+               for v in (run.get("probe_versions") or {}).values()),
+           where, "run.probe_versions", "an object of integers")
     _check(run.get("exit_code") is None or (isinstance(run.get("exit_code"), int)
                                             and not isinstance(run["exit_code"], bool)),
            where, "run.exit_code", "an integer or null")

@@ -188,6 +188,9 @@ class FindingSource:
     title: ClassVar[str]
     references: ClassVar[tuple[str, ...]] = ()
     remediation: ClassVar[str] = ""
+    # Raised whenever what it measures or how it decides changes, so that ``report diff`` can
+    # tell a changed probe from a changed model (recorded per run in ``probe_versions``).
+    version: ClassVar[int] = 1
     after: ClassVar[tuple[str, ...]] = ()  # earlier probes whose results this one reads
     # How its failures' severity is set when not by the one policy (redteam.core.severity).
     severity_rule: ClassVar[str] = ""
@@ -310,7 +313,7 @@ class Probe(FindingSource):
             "defaults": default_values(cls.declared_settings()),
             "settings": {name: as_setting(value).describe()
                          for name, value in cls.declared_settings().items()},
-            "severity_rule": cls.severity_rule,
+            "severity_rule": cls.severity_rule, "version": cls.version,
         }
 
 
