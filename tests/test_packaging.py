@@ -18,9 +18,10 @@ def test_wheel_contains_packages_and_templates(tmp_path):
                    capture_output=True)
     (wheel,) = tmp_path.glob("redteam-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for required in ("redteam/cli.py", "redteam/probes/knowledge.py", "defenses/__init__.py",
-                     "hyperbolic/__init__.py", "reports/html.py", "templates/report.html.j2",
-                     "templates/index.html.j2", "templates/report.css"):
+    for required in ("redteam/cli/__init__.py", "redteam/probes/knowledge.py",
+                     "defenses/__init__.py", "hyperbolic/__init__.py", "reports/html.py",
+                     "templates/report.html.j2", "templates/index.html.j2",
+                     "templates/report.css"):
         assert required in names, required
     assert not [n for n in names if n.startswith("tests/")]
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
