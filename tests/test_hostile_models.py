@@ -326,3 +326,32 @@ def test_interrupted_commands_advise_resume_only_where_they_have_it(capsys, monk
                  str(tmp_path / "run")]) == 130
     line = capsys.readouterr().err
     assert "--resume" not in line and str(tmp_path / "run") in line
+
+
+def test_a_full_disk_is_one_line(capsys, monkeypatch, lm):
+    """The file system refusing a write (ENOSPC here) is the user's environment: one line,
+    exit 2, and the run folder keeps what was written, sealed, so --overwrite may replace it."""
+    import errno
+    import os
+
+    import redteam.engine
+    from redteam.cli import main
+    from redteam.core.outputs import MARKER
+
+    def full(path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(redteam.engine, "atomic_write_json", full)
+    out = lm["root"] / "run"
+    code = main([str(a) for a in ["audit", lm["M"], "--suite", "unlearning", "--data", lm["J"],
+                                  "--probe", "unlearning.knowledge_qa", "--out", out,
+                                  "--quiet"]])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "No space left on device" in err[0], err
+    assert "findings.json" in err[0]
+    assert json.loads((out / MARKER).read_text())["files"] is not None  # sealed
+    monkeypatch.undo()  # space again: the folder is ours, so --overwrite replaces it
+    capsys.readouterr()
+    assert main(["audit", str(lm["M"]), "--suite", "unlearning", "--data", str(lm["J"]),
+                 "--probe", "unlearning.knowledge_qa", "--out", str(out), "--overwrite",
+                 "--quiet"]) in (0, 1)
