@@ -566,6 +566,24 @@ TARGET_KINDS = {kind.name: kind for kind in (
 SUPPORTED_KINDS = tuple(name for name, kind in TARGET_KINDS.items() if kind.load_model)
 
 
+def _file_stats(path: Path) -> dict[str, tuple[int, int, int]]:
+    """Size, modification time and inode of every file under ``path``."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return {str(f): (f.stat().st_size, f.stat().st_mtime_ns, f.stat().st_ino) for f in files}
+
+
+def _check_unchanged(path: Path, before: dict[str, tuple[int, int, int]]) -> None:
+    """The run record names the files' SHA-256, hashed before the loader read them: refuse the
+    model when any file changed (or appeared, or went) between the hashing and the loading, so
+    the record always names what was audited."""
+    after = _file_stats(path)
+    if after != before:
+        changed = sorted(set(after) ^ set(before) | {k for k in after
+                                                     if k in before and after[k] != before[k]})
+        raise InputError(f"{path}: {changed[0]} changed while it was hashed and loaded; audit "
+                         f"a copy no one is writing to")
+
+
 def load_target(
     path: str | Path,
     kind: str | None = None,
@@ -573,7 +591,8 @@ def load_target(
     allow_pickle: bool = False,
     base: Path | None = None,
 ) -> Target:
-    """Detect (or check) the kind of ``path``, load it safely, and hash every file.
+    """Detect (or check) the kind of ``path``, load it safely, and hash every file (refused when
+    a file changes between the hashing and the loading, ``_check_unchanged``).
 
     A PEFT adapter folder loads onto ``base`` (or the local folder its config names) and is
     merged into it; both folders are hashed.
@@ -583,11 +602,13 @@ def load_target(
         if kind not in (None, "causal-lm"):
             raise InputError(f"{path}: a PEFT adapter (a causal LM), not kind {kind}")
         base_path = adapter_base(path, base)
-        files = hash_tree(path)
+        before = _file_stats(path), _file_stats(base_path)
+        files, base_files = hash_tree(path), hash_tree(base_path)
         model, tokenizer = load_adapter_lm(path, base_path, device, allow_pickle)
+        _check_unchanged(path, before[0])
+        _check_unchanged(base_path, before[1])
         return Target(path=path, kind="causal-lm", model=model, tokenizer=tokenizer,
-                      device=device, files=files, base=base_path,
-                      base_files=hash_tree(base_path))
+                      device=device, files=files, base=base_path, base_files=base_files)
     detected = detect_kind(path)
     kind = kind or detected
     if kind not in TARGET_KINDS:
@@ -597,7 +618,9 @@ def load_target(
             f"{path}: kind {kind} is not supported yet in this release "
             f"(supported: {', '.join(SUPPORTED_KINDS)})"
         )
+    before = _file_stats(path)
     files = hash_tree(path)
     model, preprocessor = TARGET_KINDS[kind].load_model(path, device, allow_pickle)
+    _check_unchanged(path, before)
     return Target(path=path, kind=kind, model=model, tokenizer=preprocessor, device=device,
                   files=files)

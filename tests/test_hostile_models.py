@@ -355,3 +355,23 @@ def test_a_full_disk_is_one_line(capsys, monkeypatch, lm):
     assert main(["audit", str(lm["M"]), "--suite", "unlearning", "--data", str(lm["J"]),
                  "--probe", "unlearning.knowledge_qa", "--out", str(out), "--overwrite",
                  "--quiet"]) in (0, 1)
+
+
+def test_a_model_changed_while_loading_is_refused(monkeypatch, lm):
+    """The record's SHA-256 are of the files before loading; a file rewritten between the
+    hashing and the loading would make the record name another model than the one audited."""
+    from redteam import targets
+    from redteam.core.errors import InputError
+
+    hashed = targets.hash_tree
+
+    def hash_then_swap(path):
+        digests = hashed(path)
+        if Path(path) == lm["M"]:  # someone rewrites the weights right after the hashing
+            config = lm["M"] / "config.json"
+            config.write_text(config.read_text() + " ")
+        return digests
+
+    monkeypatch.setattr(targets, "hash_tree", hash_then_swap)
+    with pytest.raises(InputError, match="changed while it was hashed and loaded"):
+        targets.load_target(lm["M"])
