@@ -67,8 +67,13 @@ def answer_row(answer: str, expected: str, profile: ScoringProfile = DEFAULT_PRO
             "contains": float(contains_answer(answer, [expected]))}
 
 
-def mean_recall(rows: list[dict]) -> float:
-    return float(np.mean([r["rouge_l_recall"] for r in rows])) if rows else float("nan")
+def mean_score(rows: list[dict], key: str = "rouge_l_recall") -> float:
+    """The mean of the rows' ``key`` column (a scoring profile's, or any per-row number).
+
+    One helper for every probe, so that a split with no rows reads the same everywhere: NaN
+    (not measured), without numpy's empty-slice warning.
+    """
+    return float(np.mean([r[key] for r in rows])) if rows else float("nan")
 
 
 @dataclass(frozen=True)
@@ -154,7 +159,7 @@ def calibrate_prompt_format(requested: PromptFormat, data: AuditData | None, mod
         shots = settings["shots"] if fmt.shots is None else fmt.shots
         rows = ask_questions(scorer, model.tokenizer, fmt, items, pool, shots, seed,
                              settings["max_new_tokens"])
-        scores.append(mean_recall(rows))
+        scores.append(mean_score(rows))
     best = int(np.argmax(scores))
     return PromptCalibration(
         candidates[best], requested.name, model_label, len(items),

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import numpy as np
-
-from redteam.core.answers import ask_questions, shot_pool
+from redteam.core.answers import ask_questions, mean_score, shot_pool
 from redteam.core.data import AuditData, AuditItem
 from redteam.core.findings import Finding, Metric
 from redteam.core.metrics import bootstrap_ci
@@ -37,10 +35,6 @@ def answer_questions(target: Target, items: list[AuditItem], data: AuditData,
 
 
 CLOZE_QUESTION = "Fill in the blank: {cloze}"  # RWKU level 1, asked as a question
-
-
-def _mean(rows: list[dict], key: str) -> float:
-    return float(np.mean([r[key] for r in rows])) if rows else float("nan")
 
 
 @register
@@ -74,14 +68,14 @@ class KnowledgeQA(Probe):
             for split, items in (("forget", forget), ("retain", retain), ("forget cloze", cloze))
             if items})
         key, label = ctx.scoring.key, ctx.scoring.label
-        split_scores = {model: {split: round(_mean(r, key), 4)
+        split_scores = {model: {split: round(mean_score(r, key), 4)
                                 for split, r in by_split.items()}
                         for model, by_split in rows.items()}
         forget_rows = rows["target"]["forget"]
         values = [r[key] for r in forget_rows]
         baselines = {model: split_scores[model]["forget"] for model in rows if model != "target"}
         verdict = judge_leak(self.config, f"forget {label}", values, baselines, ctx.seed)
-        containment = _mean(forget_rows, "contains")
+        containment = mean_score(forget_rows, "contains")
         retain_part = (f"; retain {label} {split_scores['target']['retain']:.3f}"
                        if "retain" in split_scores["target"] else "")
         if cloze:  # RWKU level 1: reported as its own score beside the questions
@@ -131,7 +125,7 @@ class Utility(Probe):
         kwargs = {"shots": self.config["shots"], "max_new_tokens": self.config["max_new_tokens"]}
         rows = answer_questions(target, retain, data, ctx, **kwargs)
         key, label = ctx.scoring.key, ctx.scoring.label
-        score = _mean(rows, key)
+        score = mean_score(rows, key)
         values = [r[key] for r in rows]
         details = {f"retain_{key}": round(score, 4),
                    "per_item": item_rows(rows)}
@@ -140,8 +134,8 @@ class Utility(Probe):
                 and calibration.measurable is False:  # no utility to keep a share of
             return [self.inconclusive(calibration.reason)]
         if ctx.reference is not None:
-            reference_score = _mean(answer_questions(ctx.reference, retain, data, ctx, **kwargs),
-                                    key)
+            reference_rows = answer_questions(ctx.reference, retain, data, ctx, **kwargs)
+            reference_score = mean_score(reference_rows, key)
             ratio = score / reference_score if reference_score > 0 else float("nan")
             low, high = bootstrap_ci(values, seed=ctx.seed)
             ci = ([round(low / reference_score, 4), round(high / reference_score, 4)]

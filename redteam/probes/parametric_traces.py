@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from redteam.core.answers import mean_score
 from redteam.core.data import AuditData, AuditItem
 from redteam.core.findings import Evidence, Finding, Metric
 from redteam.core.metrics import bootstrap_ci
@@ -150,10 +151,6 @@ def _movement_ratio(forget_jaccard: float, control_jaccard: float) -> float | No
     return round((1 - forget_jaccard) / (1 - control_jaccard), 4)
 
 
-def _mean(rows: list[dict], key: str) -> float:
-    return float(np.mean([r[key] for r in rows])) if rows else float("nan")
-
-
 @register
 class ParametricTraces(Probe):
     name = "unlearning.parametric_traces"
@@ -279,14 +276,14 @@ class ParametricTraces(Probe):
                         round(float(np.mean(values)), 4), threshold, higher_is_worse=True,
                         ci95=bootstrap_ci(values, seed=ctx.seed), baselines=baselines,
                         n=len(values))
-        control_j = _mean(control, "jaccard")
+        control_j = mean_score(control, "jaccard")
         moved_more = bool(control) and metric.value < control_j - self.config["control_margin"]
         comparison = ("moved more than" if moved_more else "moved no more than")
         summary = (
             f"The {len(rows)} MLP value vectors that most promote the forget set's {len(tokens)} "
             f"specific tokens in the reference model keep {metric.value:.0%} of their top-{k} "
-            f"tokens (mean cosine {_mean(rows, 'cosine'):.3f}); control vectors aligned with "
-            f"retain tokens keep {control_j:.0%} (cosine {_mean(control, 'cosine'):.3f}). "
+            f"tokens (mean cosine {mean_score(rows, 'cosine'):.3f}); control vectors aligned with "
+            f"retain tokens keep {control_j:.0%} (cosine {mean_score(control, 'cosine'):.3f}). "
             f"Unlearning {comparison} the control.")
         if "retrain" in baselines:
             summary += (f" For scale: the retrain model's vectors at the same places keep "
@@ -296,14 +293,14 @@ class ParametricTraces(Probe):
                         "holds its measurements, not its weights.")
         details = {
             "split_scores": {
-                "forget-aligned": {"cosine": round(_mean(rows, "cosine"), 4),
+                "forget-aligned": {"cosine": round(mean_score(rows, "cosine"), 4),
                                    "jaccard": metric.value},
-                "control (retain-aligned)": {"cosine": round(_mean(control, "cosine"), 4),
+                "control (retain-aligned)": {"cosine": round(mean_score(control, "cosine"), 4),
                                              "jaccard": round(control_j, 4)}},
             "top_k": k, "forget_tokens": " | ".join(t.strip() for t in tokens[:40]),
             "forget_vs_control_movement": _movement_ratio(metric.value, control_j),
-            "forget_mean_relative_l2": round(_mean(rows, "relative_l2"), 4),
-            "control_mean_relative_l2": round(_mean(control, "relative_l2"), 4),
+            "forget_mean_relative_l2": round(mean_score(rows, "relative_l2"), 4),
+            "control_mean_relative_l2": round(mean_score(control, "relative_l2"), 4),
             "all_vectors_mean_cosine": round(float(everything.mean()), 4),
             "forget_moved_more_than_control": moved_more,
             "histograms": {"title": "Cosine of each value vector before vs after unlearning",

@@ -16,10 +16,10 @@ import math
 import random
 from dataclasses import asdict
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from redteam.core.answers import mean_score
 from redteam.core.data import AuditData, AuditItem
 from redteam.core.findings import Finding
 from redteam.core.scoring import CausalLMScorer
@@ -96,11 +96,6 @@ def relearn(model, tokenizer, texts: list[str], *, epochs: int, lr: float, batch
     return model
 
 
-def _mean_score(rows: list[dict], key: str) -> float:
-    """The mean of the rows' ``key`` (the scoring profile's column)."""
-    return float(np.mean([r[key] for r in rows]))
-
-
 @register
 class RelearningAttack(Probe):
     name = "unlearning.relearning_attack"
@@ -171,7 +166,7 @@ class RelearningAttack(Probe):
         key, name = ctx.scoring.key, ctx.scoring.label
 
         def mean(rows: list[dict]) -> float:
-            return _mean_score(rows, key)
+            return mean_score(rows, key)
 
         before = own["before"]
         attacks = [{"lr": lr, "after": own["after"][i], "learnt": own["learnt"][i],
