@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import random
 
+from redteam.core.answers import pick_shots
+from redteam.core.data import AuditItem
 from redteam.core.prompts import ANSWER_STOPS, context_qa_block, cut_answer, few_shot_prompt
 from redteam.core.scoring import CausalLMScorer
 from redteam.zoo.authors import reading_comprehension
@@ -25,26 +27,26 @@ def _answered(output: str, answer: str) -> bool:
     return answer.lower() in cut_answer(output).lower()
 
 
-def few_shot_examples(items: list[dict], subject: str, k: int = 3) -> list[tuple[str, str]]:
-    """``k`` solved retain QA pairs about subjects other than ``subject`` (deterministic)."""
-    pool = [
-        (item["question"], item["answer"])
-        for item in items
-        if item.get("split") == "retain" and item.get("question") and item["subject"] != subject
-    ]
-    rng = random.Random(subject)
-    return rng.sample(pool, k)
+def _item(row: dict) -> AuditItem:
+    return AuditItem(split=row.get("split", ""), subject=row.get("subject", ""),
+                     question=row.get("question", ""), answer=row.get("answer", ""))
 
 
-def qa_accuracy(model, tokenizer, items: list[dict], split: str, k: int = 3) -> float:
-    """Share of the ``split`` questions answered greedily with a k-shot retain prompt."""
-    chosen = [item for item in items if item.get("split") == split and item.get("question")]
+def qa_accuracy(model, tokenizer, items: list[dict], split: str, k: int = 3,
+                seed: int = 0) -> float:
+    """Share of the ``split`` questions answered greedily with a k-shot retain prompt.
+
+    The solved examples are chosen as the audit's probes choose them (``pick_shots``: other
+    subjects' retain QA, seeded per question), so the zoo is measured the way it is audited.
+    """
+    chosen = [_item(row) for row in items if row.get("split") == split and row.get("question")]
     if not chosen:
         raise ValueError(f"no QA items in split {split!r}")
-    prompts = [few_shot_prompt(few_shot_examples(items, it["subject"], k), it["question"])
-               for it in chosen]
+    pool = [_item(row) for row in items if row.get("split") == "retain" and row.get("question")]
+    prompts = [few_shot_prompt(pick_shots(item, pool, k, seed), item.question)
+               for item in chosen]
     outputs = generate_greedy(model, tokenizer, prompts)
-    return sum(_answered(o, it["answer"]) for o, it in zip(outputs, chosen, strict=True)) / len(
+    return sum(_answered(o, item.answer) for o, item in zip(outputs, chosen, strict=True)) / len(
         chosen
     )
 
