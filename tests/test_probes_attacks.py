@@ -151,21 +151,24 @@ def test_relearning_attack_recovers_on_original_not_on_retrain(unlearning_zoo, t
 
 
 def test_relearning_attack_lora_path_leaves_the_target_unchanged(unlearning_zoo, tmp_path):
+    """On the original, which never forgot: it still answers every held-out item after the
+    LoRA attack, at the reference's score (the worst value), so the verdict is known."""
     config = tmp_path / "audit.toml"
     config.write_text('[probes."unlearning.relearning_attack"]\nlora_above_params = 0\n'
                       "lora_rank = 4\nepochs = 1\n")
-    model = load_target(unlearning_zoo["npo"]).model
+    model = load_target(unlearning_zoo["original"]).model
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    result = _audit(unlearning_zoo, "npo", tmp_path, ["unlearning.relearning_attack"],
+    result = _audit(unlearning_zoo, "original", tmp_path, ["unlearning.relearning_attack"],
                     retrain=False, config=config)
     (finding,) = result.findings
-    assert finding.status != "error", finding.summary
+    assert (finding.status, finding.severity) == ("fail", "critical"), finding.summary
+    assert finding.metric.value == pytest.approx(1.0) and finding.metric.threshold == 0.3
     assert finding.details["attack"].startswith("LoRA")
     (strengths,) = finding.details["tables"].values()
     # without a retrained model the verdict takes the strongest attack's held-out score
     assert finding.metric.value == pytest.approx(
         max(row["held-out after attack"] for row in strengths), abs=1e-4)
-    after = load_target(unlearning_zoo["npo"]).model.state_dict()
+    after = load_target(unlearning_zoo["original"]).model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # LoRA trained a copy
 
 

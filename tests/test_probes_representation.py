@@ -152,18 +152,23 @@ def test_linear_probe_skips_without_categorical_templates(tmp_path):
 
 
 def test_linear_probe_end_to_end_on_the_zoo(unlearning_zoo, tmp_path):
+    """The zoo cannot tell original from retrain here (see the module docstring), so the audited
+    model is the retrained one, whose answer is known: it is its own gold standard, so it leaks
+    nothing beyond it and passes, whatever the probe decodes."""
     config = tmp_path / "audit.toml"
     config.write_text('[probes."unlearning.linear_probe"]\nmin_items_per_class = 1.0\n')
     result = run_audit(AuditRequest(
-        model=unlearning_zoo["original"], suite="unlearning", data=unlearning_zoo["audit"],
+        model=unlearning_zoo["retrain"], suite="unlearning", data=unlearning_zoo["audit"],
         probes=["unlearning.linear_probe"], reference=unlearning_zoo["original"],
         retrain=unlearning_zoo["retrain"], config=config, out=tmp_path / "run", device="cpu",
         quiet=True))
     (finding,) = result.findings
-    assert finding.status in ("pass", "fail"), finding.summary
+    assert finding.status == "pass" and finding.severity == "info", finding.summary
     metric = finding.metric
-    assert 0 <= metric.value <= 1 and metric.baselines["reference"] == metric.value
-    assert metric.value >= metric.baselines["retrain"]  # the original knew the forget answers
+    # its best layer's forget accuracy is at most its own best forget accuracy, the floor
+    assert 0 <= metric.value <= metric.baselines["retrain"] < metric.threshold
+    assert metric.threshold == pytest.approx(metric.baselines["retrain"] + 0.2, abs=1e-4)
+    assert metric.baselines["reference"] >= metric.value  # the original knew the forget answers
     assert all(ROW_KEYS <= set(row) for row in finding.details["per_item"])
     document = json.loads((tmp_path / "run" / "findings.json").read_text())
     assert document["findings"][0]["details"]["curves"]["x_label"].startswith("layer")

@@ -9,7 +9,9 @@ import json
 import pytest
 
 from redteam.cli import main
+from redteam.core.findings import SEVERITIES
 from redteam.engine import AuditRequest, run_audit
+from tests.conftest import report_card
 
 
 def _audit(zoo, variant, tmp_path, probes, reference=True, retrain=True):
@@ -73,10 +75,16 @@ def test_cli_audit_exit_codes_original_vs_retrain(unlearning_zoo, tmp_path, caps
 
     code, document, out = audit("original")
     assert code == 1
-    statuses = {f["probe"]: f["status"] for f in document["findings"]}
-    assert statuses["unlearning.knowledge_qa"] == "fail"
-    assert (out / "report.html").is_file()
+    leak = next(f for f in document["findings"] if f["probe"] == "unlearning.knowledge_qa")
+    # audited against itself as the reference, the original is at the worst value: critical
+    assert (leak["status"], leak["severity"]) == ("fail", "critical"), leak["summary"]
+    # the report shows that verdict on the finding, and the run's worst severity as its risk
+    card = report_card((out / "report.html").read_text(), "unlearning.knowledge_qa")
+    assert '>fail</span>' in card and f'>{leak["severity"]}</span>' in card
+    worst = max((f for f in document["findings"] if f["status"] in ("fail", "error")),
+                key=lambda f: SEVERITIES.index(f["severity"]))
+    assert f'<div class="level">{worst["severity"]}</div>' in (out / "report.html").read_text()
     code, document, _ = audit("retrain")
-    assert {f["probe"]: f["status"] for f in document["findings"]}[
-        "unlearning.knowledge_qa"] == "pass"
+    assert {f["probe"]: (f["status"], f["severity"]) for f in document["findings"]}[
+        "unlearning.knowledge_qa"] == ("pass", "info")
     assert code == 0, [(f["probe"], f["status"], f["severity"]) for f in document["findings"]]
