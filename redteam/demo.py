@@ -55,6 +55,7 @@ def run_demo(out: Path = Path("redteam-runs/demo"), size: str = "demo", seed: in
 
 def _audit_everything(out: Path, zoo: dict[str, Path], size: str, seed: int,
                       quiet: bool) -> Path:
+    from reports.figures import write_figures
     from reports.html import cells_from_documents, write_index
 
     variants = IndexTable(out)
@@ -73,16 +74,18 @@ def _audit_everything(out: Path, zoo: dict[str, Path], size: str, seed: int,
     attack_rows, attacks = attack_cells(variants.documents)
     table = {"title": "Which attacks bring the forgotten knowledge back",
              "note": ATTACK_NOTE, "rows": attack_rows, "cells": attacks}
-    return write_index(out / "index.html", rows=rows, columns=variants.columns, cells=cells,
-                       title="redteam demo: audits of the embedded zoo",
-                       extra_tables=[table, *benchmark_demo(out, zoo, seed, quiet, cache),
-                                     instruct_demo(out, size, seed, quiet, cache),
-                                     backdoor_demo(out, size, seed, quiet),
-                                     text_backdoor_demo(out, size, seed, quiet),
-                                     adversarial_demo(out, size, seed, quiet, zoo["audit"]),
-                                     protection_demo(out, size, seed, quiet),
-                                     safety_demo(out, size, seed, quiet),
-                                     concept_demo(out, size, seed, quiet)])
+    index = write_index(out / "index.html", rows=rows, columns=variants.columns, cells=cells,
+                        title="redteam demo: audits of the embedded zoo",
+                        extra_tables=[table, *benchmark_demo(out, zoo, seed, quiet, cache),
+                                      instruct_demo(out, size, seed, quiet, cache),
+                                      backdoor_demo(out, size, seed, quiet),
+                                      text_backdoor_demo(out, size, seed, quiet),
+                                      adversarial_demo(out, size, seed, quiet, zoo["audit"]),
+                                      protection_demo(out, size, seed, quiet),
+                                      safety_demo(out, size, seed, quiet),
+                                      concept_demo(out, size, seed, quiet)])
+    write_figures(out, f"redteam demo ({size} zoo, seed {seed}): every run's figures")
+    return index
 
 
 class IndexTable:

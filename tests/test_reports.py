@@ -234,3 +234,25 @@ def test_a_perfect_share_is_never_shown_as_certain(document: dict) -> None:
     html = render_report(document)
     assert "[0.74, 1], n = 12" in html or "[0.7353, 1], n = 12" in html
     assert "[1, 1]" not in html
+
+
+def test_figures_page_lists_every_run_and_finding(tmp_path: Path, document: dict) -> None:
+    """The demo's figures.md: a section per run, a row per finding with its status, severity,
+    value, threshold and interval, read from each run's findings.json (never re-typed)."""
+    from reports.figures import write_figures
+
+    for finding in document["findings"]:
+        finding["artifacts"] = [a for a in finding["artifacts"] if "://" not in a]
+    for name in ("ga", "npo"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "findings.json").write_text(json.dumps(document), encoding="utf-8")
+    text = write_figures(tmp_path, "demo").read_text(encoding="utf-8")
+    assert text.count("\n## ") == 2 and "## ga" in text and "## npo" in text
+    for finding in document["findings"]:
+        rows = [line for line in text.splitlines() if line.startswith(f"| `{finding['probe']}`")]
+        assert len(rows) == 2 and all(f"| {finding['status']} | {finding['severity']} |" in row
+                                      for row in rows)
+    metric = next(f["metric"] for f in document["findings"] if f.get("metric"))
+    from reports.html import fmt_number
+
+    assert f"| {fmt_number(metric['value'])} | {fmt_number(metric['threshold'])} |" in text
