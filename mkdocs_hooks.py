@@ -49,7 +49,8 @@ def probe_page(cls) -> str:
     """One probe's page, from its class."""
     info = cls.describe()
     lines = [f"# {info['title']}", "", f"`{info['name']}` · suite `{info['suite']}` · "
-             f"target kinds: {', '.join(f'`{k}`' for k in info['kinds'])}", "",
+             f"target kinds: {', '.join(f'`{k}`' for k in info['kinds'])} · "
+             f"version {info['version']}", "",
              f"**Goal.** {info['goal'][0].upper()}{info['goal'][1:]}.", ""]
     if info["references"]:
         lines += ["**Papers.** " + "; ".join(info["references"]), ""]
