@@ -47,21 +47,16 @@ def load_quadruplets(path: str | Path) -> list[Quadruplet]:
     return rows
 
 
-MAX_PATH_BYTES, MAX_NAME_BYTES = 4096, 255  # what Linux file systems accept
-
-
 def _image(where: str, name: str, folder: Path, given: str) -> Path:
     """The image a line names, resolved against the JSONL's folder: a path the file system
     cannot hold (a NUL, a name past 255 bytes) or a file that is not an image (``/etc/passwd``)
     is refused here, naming the line, not later inside a probe."""
+    from redteam.core.fileio import path_problem
     from redteam.core.untrusted import open_image
 
-    encoded = given.encode("utf-8", "surrogateescape")
-    if "\0" in given or len(encoded) > MAX_PATH_BYTES or any(
-            len(part.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES
-            for part in Path(given).parts):
-        raise InputError(f"{where}: {name}: not a usable file path ({len(given):,} characters"
-                         + (", a NUL byte" if "\0" in given else "") + ")")
+    problem = path_problem(folder / given)
+    if problem is not None:
+        raise InputError(f"{where}: {name}: not a usable file path ({problem})")
     image = (folder / given).resolve()
     if not image.is_file():
         raise InputError(f"{where}: {name}: image {given} not found")

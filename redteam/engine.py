@@ -398,8 +398,8 @@ class ModelCache:
                base: Path | None = None) -> Target:
         # keyed by the kind it loads as, given or detected: one model audited in one run and
         # compared with in another is loaded once
-        key = (str(Path(path).resolve()), kind or detect_kind(path), device, allow_pickle,
-               str(base))
+        kind = kind or detect_kind(path)
+        key = (str(Path(path).resolve()), kind, device, allow_pickle, str(base))
         if key not in self._targets:
             self._targets[key] = load_target(path, kind=kind, device=device,
                                              allow_pickle=allow_pickle, base=base)

@@ -569,7 +569,8 @@ SUPPORTED_KINDS = tuple(name for name, kind in TARGET_KINDS.items() if kind.load
 def _file_stats(path: Path) -> dict[str, tuple[int, int, int]]:
     """Size, modification time and inode of every file under ``path``."""
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    return {str(f): (f.stat().st_size, f.stat().st_mtime_ns, f.stat().st_ino) for f in files}
+    stats = {str(f): f.stat() for f in files}
+    return {name: (st.st_size, st.st_mtime_ns, st.st_ino) for name, st in stats.items()}
 
 
 def _check_unchanged(path: Path, before: dict[str, tuple[int, int, int]]) -> None:

@@ -17,6 +17,31 @@ _TEMP_FLAGS = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 
                | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
 
 
+# What Linux file systems hold: a name of at most 255 bytes, a path of at most 4096 (with its
+# final NUL).
+NAME_MAX, PATH_MAX = 255, 4096
+
+
+def path_problem(path: str | os.PathLike, reserve: int = 0) -> str | None:
+    """Why the file system cannot hold ``path`` (a NUL byte, a path or a name too long: asking
+    about such a path is an error, not False), or None. ``reserve`` bytes of the last name are
+    kept for a name derived from it (a staging folder's)."""
+    text = os.fspath(path)
+    if "\0" in text:
+        return "holds a NUL byte"
+    absolute = os.fsencode(os.path.abspath(text))
+    if len(absolute) >= PATH_MAX:
+        return (f"path is {len(absolute):,} bytes long; the file system holds at most "
+                f"{PATH_MAX - 1:,}")
+    names = absolute.split(b"/")
+    for index, name in enumerate(names):
+        limit = NAME_MAX - (reserve if index == len(names) - 1 else 0)
+        if len(name) > limit:
+            return (f"has a name of {len(name):,} bytes ({os.fsdecode(name)[:40]}…); at most "
+                    f"{limit} fit")
+    return None
+
+
 def _new_temp_file(path: Path) -> tuple[int, str]:
     """A new, empty temporary file beside ``path``: its descriptor and name.
 

@@ -46,14 +46,13 @@ from pathlib import Path
 from typing import Any
 
 from redteam.core.errors import InputError
-from redteam.core.fileio import atomic_write_json, hash_tree, sha256_file
+from redteam.core.fileio import atomic_write_json, hash_tree, path_problem, sha256_file
 from redteam.core.untrusted import read_json_object
 
 MARKER = ".redteam-output.json"
 TOOL = "redteam"
-# What Linux file systems hold: a name of at most 255 bytes, a path of at most 4096 (with its
-# final NUL). The output's own name keeps room for its staging folder's ".NAME.XXXXXXXX.tmp".
-NAME_MAX, PATH_MAX, STAGING_EXTRA = 255, 4096, len("..XXXXXXXX.tmp")
+# The output's own name keeps room for its staging folder's ".NAME.XXXXXXXX.tmp".
+STAGING_EXTRA = len("..XXXXXXXX.tmp")
 
 # What ``check_output_path`` allowed, by resolved output path, for the claim that follows it in
 # this process: None for a new (absent or empty) folder, else the run id of the earlier output of
@@ -81,18 +80,10 @@ def _shown(path: Path, limit: int = 120) -> str:
 
 
 def _check_length(out: Path, flag: str, reserve: int = 0) -> None:
-    """Refuse a path the file system cannot hold before anything asks it about the path (a
-    ``stat`` of an over-long name is an OSError, not False)."""
-    absolute = os.fsencode(os.path.abspath(out))
-    if len(absolute) >= PATH_MAX:
-        raise InputError(f"{_shown(out)}: {flag} path is {len(absolute):,} bytes long; the file "
-                         f"system holds at most {PATH_MAX - 1:,}")
-    names = absolute.split(b"/")
-    for index, name in enumerate(names):
-        limit = NAME_MAX - (reserve if index == len(names) - 1 else 0)
-        if len(name) > limit:
-            raise InputError(f"{_shown(out)}: {flag} has a name of {len(name):,} bytes "
-                             f"({os.fsdecode(name)[:40]}…); at most {limit} fit")
+    """Refuse a path the file system cannot hold before anything asks it about the path."""
+    problem = path_problem(out, reserve)
+    if problem is not None:
+        raise InputError(f"{_shown(out)}: {flag} {problem}")
 
 
 def _nearest_existing(path: Path) -> Path:
