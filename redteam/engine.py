@@ -51,6 +51,7 @@ from redteam.core.findings import (
     fails_gate,
     findings_document,
 )
+from redteam.core.http import EndpointError
 from redteam.core.outputs import (
     check_output_path,
     claim_output,
@@ -59,6 +60,7 @@ from redteam.core.outputs import (
 )
 from redteam.core.prompts import PromptFormat
 from redteam.core.scoring import CausalLMScorer
+from redteam.core.served import MODEL_ACCESS, ServedScorer
 from redteam.core.settings import choice, integer, resolve_settings
 from redteam.core.text_scoring import AUTO, PROFILES, ScoringProfile, scoring_profile
 from redteam.core.training import seed_everything
@@ -66,7 +68,15 @@ from redteam.core.untrusted import read_text_file
 from redteam.probes import REGISTRY, Probe, ProbeContext, load_plugins, suites
 from redteam.probes.base import FindingSource, ProbeResult
 from redteam.probes.recorded import MEASUREMENTS, check_retrain_results, read_retrain_results
-from redteam.targets import TARGET_KINDS, Target, detect_kind, load_target, resolve_device
+from redteam.targets import (
+    TARGET_KINDS,
+    EndpointSpec,
+    Target,
+    detect_kind,
+    load_served_target,
+    load_target,
+    resolve_device,
+)
 
 EXIT_OK, EXIT_FINDINGS, EXIT_BAD_INPUT, EXIT_NOTHING_APPLIED = 0, 1, 2, 3
 DEFAULT_FORMATS = ("html", "json")  # what a run folder holds unless --format says more
@@ -78,11 +88,11 @@ LIBRARIES = ("torch", "transformers", "tokenizers", "safetensors", "numpy", "sci
 class AuditRequest:
     """Everything ``redteam audit`` was asked to do (plain data; the CLI fills it)."""
 
-    model: Path
+    model: Path | EndpointSpec  # a folder, or a model behind an endpoint
     suite: str
     data: Path | None = None
-    reference: Path | None = None
-    retrain: Path | None = None
+    reference: Path | EndpointSpec | None = None
+    retrain: Path | EndpointSpec | None = None
     retrain_results: Path | None = None  # an earlier run holding the retrained model's values
     out: Path | None = None
     probes: list[str] | None = None
@@ -222,6 +232,12 @@ def measured_with(probes: list[Probe], scoring: dict, selection: dict,
 
 
 def kind_of(request: AuditRequest) -> str:
+    if isinstance(request.model, EndpointSpec):
+        if request.kind not in (None, "causal-lm"):
+            raise InputError(f"--kind {request.kind}: an endpoint serves a causal LM")
+        if request.base is not None:
+            raise InputError("--base: applies to an adapter folder, not to an endpoint")
+        return "causal-lm"
     return request.kind or detect_kind(request.model)
 
 
@@ -307,7 +323,7 @@ def run_probe(probe: FindingSource, target: Target, data: AuditData | None,
     else:
         try:
             findings = probe.run(target, data, ctx)
-        except PASS_THROUGH:
+        except (*PASS_THROUGH, EndpointError):  # no verdict on what an endpoint sent
             raise
         except BaseException as exc:  # noqa: BLE001  (isolation is the point; Rust panics too)
             ctx.handed_off = None  # nothing half-made reaches the probes after it
@@ -374,9 +390,10 @@ def exit_code_for(findings: list[Finding], fail_on: str) -> int:
 RUNS = Path("redteam-runs")  # where runs go without --out (relative to the working folder)
 
 
-def default_out_dir(model: Path) -> Path:
+def default_out_dir(model: Path | EndpointSpec) -> Path:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return RUNS / f"{model.resolve().name}-{stamp}"
+    name = model.label if isinstance(model, EndpointSpec) else model.resolve().name
+    return RUNS / f"{name.replace('/', '-')}-{stamp}"
 
 
 class ModelCache:
@@ -394,8 +411,12 @@ class ModelCache:
         self._scorers: dict[tuple, CausalLMScorer] = {}
         self.measurements: dict[tuple, str] = {}  # ProbeContext.measure's memo
 
-    def target(self, path: Path, kind: str | None, device: str, allow_pickle: bool,
-               base: Path | None = None) -> Target:
+    def target(self, path: Path | EndpointSpec, kind: str | None, device: str,
+               allow_pickle: bool, base: Path | None = None, quiet: bool = True) -> Target:
+        if isinstance(path, EndpointSpec):
+            if path not in self._targets:
+                self._targets[path] = load_served_target(path, quiet)
+            return self._targets[path]
         # keyed by the kind it loads as, given or detected: one model audited in one run and
         # compared with in another is loaded once
         kind = kind or detect_kind(path)
@@ -406,9 +427,11 @@ class ModelCache:
         return self._targets[key]
 
     def scorer(self, target: Target, batch_size: int, max_length: int,
-               quiet: bool) -> CausalLMScorer:
+               quiet: bool) -> CausalLMScorer | ServedScorer:
         key = (id(target), batch_size, max_length)
-        if key not in self._scorers:
+        if key not in self._scorers and target.served is not None:
+            self._scorers[key] = ServedScorer(target.served, target.tokenizer, max_length, quiet)
+        elif key not in self._scorers:
             self._scorers[key] = CausalLMScorer(target.model, target.tokenizer, batch_size,
                                                 max_length, quiet)
         self._scorers[key].quiet = quiet
@@ -516,10 +539,11 @@ def load_inputs(request: AuditRequest, plan: AuditPlan, cache: ModelCache) -> Lo
     """Step 2: the judge, the target (of the kind found in step 1), the data read against it
     where it depends on it (and sampled by ``--max-items``), the comparison models, and the
     images of a concept."""
-    def load(path: Path | None, kind: str | None) -> Target | None:
+    def load(path: Path | EndpointSpec | None, kind: str | None) -> Target | None:
         if path is None:
             return None
-        return cache.target(path, kind, plan.device, request.allow_pickle, request.base)
+        return cache.target(path, kind, plan.device, request.allow_pickle, request.base,
+                            plan.quiet)
 
     judge = load_concept_judge(request, plan.device)
     target = load(request.model, plan.kind)
@@ -556,7 +580,7 @@ def hash_inputs(request: AuditRequest, plan: AuditPlan,
 
     models = (("target", loaded.target), ("reference", loaded.reference),
               ("retrain", loaded.retrain))
-    inputs = {label: model.files for label, model in models[1:] if model is not None}
+    inputs = {label: identity(model) for label, model in models[1:] if model is not None}
     if plan.recorded is not None:
         inputs["retrain"] = plan.recorded.files
         inputs["retrain results"] = {"findings.json": plan.recorded.findings_sha256}
@@ -569,6 +593,14 @@ def hash_inputs(request: AuditRequest, plan: AuditPlan,
     if request.concept_images:
         inputs["concept images"] = hash_tree(request.concept_images)
     return inputs
+
+
+def identity(model: Target) -> dict[str, str]:
+    """What names a model in the record: its files' SHA-256, or for a served model (whose
+    weights cannot be seen) the behavioural fingerprint of its answers."""
+    if model.served is None:
+        return model.files
+    return {f"{model.name} (behavioural fingerprint)": str(model.fingerprint.get("sha256"))}
 
 
 def check_recorded_retrain(request: AuditRequest, plan: AuditPlan, data, inputs: dict,
@@ -603,7 +635,7 @@ def run_in_folder(request: AuditRequest, plan: AuditPlan, loaded: LoadedInputs,
     run_dir = out if scratch is None else Path(scratch.name) / "run"
     profile = profile_of(plan.scoring, data)
     try:
-        with open_run_folder(run_dir, "audit run", request.suite, str(request.model),
+        with open_run_folder(run_dir, "audit run", request.suite, target.location,
                              fingerprint, resume=request.resume and scratch is None) as folder:
             template = ProbeContext(
                 config={}, seed=request.seed, device=plan.device,
@@ -625,11 +657,14 @@ def run_in_folder(request: AuditRequest, plan: AuditPlan, loaded: LoadedInputs,
                 prompt_format=prompt_record, processes=process_count(),
                 scoring=profile.record() if target.kind == "causal-lm" else {},
                 probe_versions=probe_versions([*plan.probes, *request.steps]),
-                model_path=request.model)
+                model_path=request.model if isinstance(request.model, Path) else None)
             exit_code = finish_run(folder, run, findings, request.formats)
         return AuditResult(exit_code=exit_code, out_dir=out, findings=findings)
     except KeyboardInterrupt:
         raise RunInterrupted(out) from None
+    except EndpointError as exc:
+        raise EndpointError(f"{exc}; the run stopped there, its finished probes are kept in "
+                            f"{out} (the same command with --resume finishes it)") from None
     finally:
         if scratch is not None:
             scratch.cleanup()
@@ -650,9 +685,11 @@ def run_record(target: Target, command: list[str], suite: str, *, config: dict,
         json.dumps(config, sort_keys=True).encode()).hexdigest()
     return RunRecord(
         tool_version=__version__, command=command, suite=suite,
-        target={"path": str(model_path or target.path), "name": target.name,
+        target={"path": str(model_path or target.location), "name": target.name,
                 "kind": target.kind, "files": target.files,
-                **({"adapter_base": str(target.base)} if target.base else {})},
+                **({"adapter_base": str(target.base)} if target.base else {}),
+                **({"served": {**target.served.record(), "fingerprint": target.fingerprint}}
+                   if target.served is not None else {})},
         config=config, config_sha256=digest, libraries=library_versions(), **fields)
 
 
@@ -668,7 +705,7 @@ def run_fingerprint(target: Target, inputs: dict, config_sha256: str, request: A
     def digest(value) -> str:
         return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
-    return {"model_sha256": digest(target.files), "inputs_sha256": digest(inputs),
+    return {"model_sha256": digest(identity(target)), "inputs_sha256": digest(inputs),
             "config_sha256": config_sha256, "probes": [p.name for p in probes],
             "seed": request.seed,
             "prompt_format": calibration.chosen.name if calibration else ""}
@@ -756,6 +793,14 @@ def run_probes(probes: list[FindingSource], target: Target, data, template: Prob
         if isinstance(probe, Probe) and target.kind not in probe.kinds:
             not_applicable[probe.name] = f"does not apply to kind {target.kind}"
             continue
+        lacking = missing_access(probe, target, template)
+        if lacking:
+            produced = [probe.skipped(lacking)]
+            events.write("probe_end", probe=probe.name, status="skipped", severity="info",
+                         duration_s=0.0, finding=produced[0].to_dict())
+            findings.extend(produced)
+            results[probe.name] = ProbeResult(produced)
+            continue
         if probe.name in finished:
             events.write("probe_reused", probe=probe.name)
             findings.extend(finished[probe.name])
@@ -768,6 +813,21 @@ def run_probes(probes: list[FindingSource], target: Target, data, template: Prob
         findings.extend(produced)
         results[probe.name] = ProbeResult(produced, ctx.handed_off)
     return findings, not_applicable
+
+
+def missing_access(probe: FindingSource, target: Target, template: ProbeContext) -> str:
+    """Why ``probe`` cannot run on a served model (what it uses that the endpoint of the target
+    or of a comparison model does not give), or ''."""
+    for label, model in (("the target", target), ("the reference model", template.reference),
+                         ("the retrained model", template.retrain)):
+        if model is None:
+            continue
+        lacking = [MODEL_ACCESS[name] for name in getattr(probe, "model_access", ())
+                   if name not in model.access]
+        if lacking:
+            return (f"needs {' and '.join(lacking)}, which {label}'s endpoint "
+                    f"({model.location}, model {model.name}) does not give")
+    return ""
 
 
 def finish_run(folder: RunFolder, run: RunRecord, findings: list[Finding],
@@ -845,9 +905,12 @@ def rendered_prompt_format(calibration: PromptCalibration | None, target: Target
 
 def audit_inputs(request: AuditRequest) -> dict[str, Path | None]:
     """What an audit reads, by label: the run folder may be none of these, nor hold them."""
-    return {"model": request.model, "base model": request.base, "data": request.data,
-            "reference model": request.reference,
-            "retrain model": request.retrain, "retrain results": request.retrain_results,
+    def folder(model: Path | EndpointSpec | None) -> Path | None:
+        return model if isinstance(model, Path) else None
+
+    return {"model": folder(request.model), "base model": request.base, "data": request.data,
+            "reference model": folder(request.reference),
+            "retrain model": folder(request.retrain), "retrain results": request.retrain_results,
             "config": request.config, "concept images": request.concept_images,
             "judge": Path(request.judge) if request.judge and request.judge != "nudenet"
             else None,

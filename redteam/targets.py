@@ -47,10 +47,53 @@ class Target:
     files: dict[str, str] = field(default_factory=dict)
     base: Path | None = None  # the base model of a PEFT adapter target
     base_files: dict[str, str] = field(default_factory=dict)
+    # A model behind an endpoint (redteam.core.served.ServedModel): no weights, no files; the
+    # probes get what its capabilities give (``access``).
+    served: Any = None
+    fingerprint: dict[str, Any] = field(default_factory=dict)  # a served model's behaviour
 
     @property
     def name(self) -> str:
-        return self.path.name
+        return self.served.model_id if self.served is not None else self.path.name
+
+    @property
+    def access(self) -> frozenset[str]:
+        """What of the model the probes may use (``redteam.core.served.MODEL_ACCESS``)."""
+        from redteam.core.served import IN_PROCESS_ACCESS
+
+        if self.served is None:
+            return IN_PROCESS_ACCESS
+        return self.served.capabilities.access()
+
+    @property
+    def location(self) -> str:
+        """The folder, or the endpoint URL (never with credentials)."""
+        return self.served.client.base_url if self.served is not None else str(self.path)
+
+
+@dataclass(frozen=True)
+class EndpointSpec:
+    """A causal LM behind an OpenAI-compatible endpoint, as the command line names it.
+
+    ``api_key_env`` names the environment variable holding the key (the key itself is never on
+    the command line nor in any record); ``cache_dir`` keeps every response, keyed by its
+    request, so a re-run or ``--resume`` asks the server nothing twice.
+    """
+
+    url: str
+    served_model: str | None = None
+    api_key_env: str | None = None
+    concurrency: int = 4
+    timeout_s: float = 120.0
+    retries: int = 4
+    cache_dir: Path | None = None
+
+    @property
+    def label(self) -> str:
+        """A name for the run folder before the server is asked anything."""
+        from urllib.parse import urlsplit
+
+        return self.served_model or urlsplit(self.url).hostname or "endpoint"
 
 
 def resolve_device(device: str) -> str:
@@ -625,3 +668,24 @@ def load_target(
     _check_unchanged(path, before)
     return Target(path=path, kind=kind, model=model, tokenizer=preprocessor, device=device,
                   files=files)
+
+
+def load_served_target(spec: EndpointSpec, quiet: bool = True) -> Target:
+    """The model ``spec`` names, its capabilities found by asking (``ServedModel.discover``),
+    its tokenizer where the server offers one, and its behavioural fingerprint, which stands
+    in for the hashes of weights that cannot be seen."""
+    from redteam.core.http import EndpointClient, api_key_from
+    from redteam.core.served import ServedModel, ServedScorer, ServedTokenizer
+    from redteam.core.served import behavioural_fingerprint as fingerprint_of
+
+    client = EndpointClient(spec.url, api_key=api_key_from(spec.api_key_env),
+                            concurrency=spec.concurrency, timeout_s=spec.timeout_s,
+                            retries=spec.retries, cache_dir=spec.cache_dir, quiet=quiet)
+    served = ServedModel.discover(client, spec.served_model)
+    if not served.capabilities.completions:
+        raise InputError(f"{client.base_url}: model {served.model_id!r} answers no "
+                         "/completions requests, which every LLM probe needs")
+    tokenizer = ServedTokenizer(served) if served.capabilities.tokenize else None
+    fingerprint = fingerprint_of(ServedScorer(served, tokenizer))
+    return Target(path=Path(served.model_id), kind="causal-lm", model=served,
+                  tokenizer=tokenizer, served=served, fingerprint=fingerprint)

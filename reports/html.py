@@ -261,10 +261,31 @@ def _run_record(run: Mapping[str, Any]) -> dict[str, Any]:
         "target_name": str(target.get("name") or Path(str(target.get("path", "?"))).name),
         "target_path": str(target.get("path", "?")), "kind": str(target.get("kind", "?")),
         "suite": str(run.get("suite", "?")),
+        "served": _served(target.get("served")),
         "prompt_format": _prompt_format(run.get("prompt_format")),
         "scoring": _scoring(run.get("scoring")),
         "severity_policy": policy_text(),
     }
+
+
+def _served(record: Any) -> dict[str, str]:
+    """The view of a model audited through an endpoint: what was reached, what the server
+    offered, and, in plain words, that its weights were never seen."""
+    if not isinstance(record, Mapping):
+        return {}
+    capabilities = record.get("capabilities")
+    offered = sorted(str(k) for k, v in (capabilities or {}).items() if v is True) \
+        if isinstance(capabilities, Mapping) else []
+    fingerprint = record.get("fingerprint")
+    digest = fingerprint.get("sha256") if isinstance(fingerprint, Mapping) else None
+    return {"url": str(record.get("url", "?")), "model": str(record.get("served_model", "?")),
+            "capabilities": ", ".join(offered) or "none",
+            "fingerprint": str(digest or "not measured"),
+            "statement": "This model was audited through its endpoint: its weights were not "
+                         "seen, so no file hashes identify it. The behavioural fingerprint "
+                         "(its log-probs of fixed texts) identifies what answered; probes "
+                         "that need the weights or the whole vocabulary's distribution were "
+                         "skipped, each naming why."}
 
 
 def _scoring(record: Any) -> dict[str, str]:

@@ -55,6 +55,31 @@ def make_tiny_lm(path: Path, safetensors: bool = True) -> Path:
     return path
 
 
+@pytest.fixture
+def loopback(monkeypatch):
+    """Connections to 127.0.0.1 allowed (the no-network guard stays on for every other
+    address)."""
+    import _socket
+
+    def loopback_only(sock, address, *args, **kwargs):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in (
+                "127.0.0.1", "::1", "localhost"):
+            raise AssertionError(f"network connection attempted to {address}")
+        return _socket.socket.connect(sock, address, *args, **kwargs)
+
+    def create_connection(address, timeout=None, source_address=None, **kwargs):
+        if address[0] not in ("127.0.0.1", "::1", "localhost"):
+            raise AssertionError(f"network connection attempted to {address}")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if timeout is not None and timeout is not socket._GLOBAL_DEFAULT_TIMEOUT:
+            sock.settimeout(timeout)
+        loopback_only(sock, address)
+        return sock
+
+    monkeypatch.setattr(socket.socket, "connect", loopback_only)
+    monkeypatch.setattr(socket, "create_connection", create_connection)
+
+
 @pytest.fixture(scope="session")
 def tiny_lm(tmp_path_factory) -> Path:
     return make_tiny_lm(tmp_path_factory.mktemp("tiny") / "tiny-lm")
@@ -231,3 +256,32 @@ def pretrained_text_backdoor_zoo(tmp_path_factory) -> dict[str, Path]:
 
     return build_pretrained_text_backdoor_zoo(tmp_path_factory.mktemp("pretrained-headlines"),
                                               size="test")
+
+
+@pytest.fixture(scope="session")
+def vllm_servers(unlearning_zoo, tmp_path_factory) -> dict[str, object]:
+    """vLLM servers of the test zoo's original and NPO models, started together from vLLM's own
+    environment (tests/vllm_server.py); the original one requires an API key
+    (``REDTEAM_TEST_VLLM_KEY``). Skips when vLLM cannot be installed here."""
+    import os
+
+    from tests.vllm_server import VLLMServer, vllm_missing
+
+    missing = vllm_missing()
+    if missing:
+        pytest.skip(missing)
+    logs = tmp_path_factory.mktemp("vllm")
+    os.environ["REDTEAM_TEST_VLLM_KEY"] = "sk-redteam-test-0123456789"
+    servers = {name: VLLMServer(unlearning_zoo[name], name, logs / f"{name}.log",
+                                api_key=os.environ["REDTEAM_TEST_VLLM_KEY"]
+                                if name == "original" else None)
+               for name in ("original", "npo")}
+    try:
+        for server in servers.values():
+            server.wait()
+        print("\nvLLM start-up: " + ", ".join(f"{name} {server.startup_s:.0f} s"
+                                              for name, server in servers.items()))
+        yield servers
+    finally:
+        for server in servers.values():
+            server.stop()

@@ -10,11 +10,14 @@ import click
 
 from redteam.cli.base import (
     AT_LEAST_ONE,
+    MODEL_OR_ENDPOINT,
     PATH,
     LazyChoice,
     cli,
     common_options,
     concept_options,
+    endpoint_options,
+    endpoint_spec,
     formats_option_value,
     print_run_and_exit,
     prompt_format_options,
@@ -59,16 +62,17 @@ def list_probes(suite: str | None) -> None:
 
 
 @cli.command()
-@click.argument("model", type=PATH)
+@click.argument("model", type=MODEL_OR_ENDPOINT)
 @click.option("--suite", required=True, help="Suite to run (see `redteam list`).")
 @click.option("--data", type=PATH,
               help="Audit data: JSONL for LLMs, a folder of class sub-folders of images for "
                    "image classifiers, labelled-text JSONL for text classifiers, ViSU "
                    "quadruplet JSONL for CLIP/HySAC (see docs/data-formats.md).")
-@click.option("--reference", type=PATH,
+@click.option("--reference", type=MODEL_OR_ENDPOINT,
               help="The original model: before unlearning, the base CLIP of a HySAC, or the "
-                   "pipeline before concept erasure.")
-@click.option("--retrain", type=PATH, help="Gold model retrained without the forget set.")
+                   "pipeline before concept erasure (an LLM may be an endpoint URL).")
+@click.option("--retrain", type=MODEL_OR_ENDPOINT,
+              help="Gold model retrained without the forget set (a folder or an endpoint URL).")
 @concept_options
 @click.option("--retrain-results", type=PATH,
               help="Instead of --retrain: an earlier run folder of (or with) the gold model; "
@@ -91,23 +95,33 @@ def list_probes(suite: str | None) -> None:
 @click.option("--resume", is_flag=True,
               help="Finish the interrupted run in --out: its finished probes are re-used (same "
                    "model, data, settings and prompt format, else exit 2).")
+@endpoint_options
 @common_options("device", "seed", "fail-on", "allow-pickle", "overwrite", "quiet", "format")
-def audit(model: Path, suite: str, data, reference, retrain, prompts, judge, concept_label,
-          judge_top_k, concept_images, retrain_results, base, out, probes, max_items,
-          batch_size, prompt_format, shots, system_prompt, device, seed, fail_on, config, kind,
-          resume, allow_pickle, overwrite, quiet, formats) -> None:
-    """Audit MODEL with a suite of probes and write an HTML risk report.
+def audit(model: Path | str, suite: str, data, reference, retrain, prompts, judge,
+          concept_label, judge_top_k, concept_images, retrain_results, base, out, probes,
+          max_items, batch_size, prompt_format, shots, system_prompt, device, seed, fail_on,
+          config, kind, resume, served_model, api_key_env, concurrency, request_timeout,
+          endpoint_cache, allow_pickle, overwrite, quiet, formats) -> None:
+    """Audit MODEL (a folder, or the URL of an OpenAI-compatible endpoint) with a suite of
+    probes and write an HTML risk report.
 
     \b
     Example:
       redteam audit ./my-unlearned-llm --suite unlearning --data audit.jsonl \\
           --reference ./original --retrain ./gold --out runs/x
+      redteam audit http://127.0.0.1:8000/v1 --served-model my-llm --suite unlearning \\
+          --data audit.jsonl --api-key-env MY_KEY
       redteam audit ./erased-pipeline --suite concept --prompts prompts.txt \\
           --judge ./classifier --concept-label 3 --reference ./original
     """
     from redteam.core.prompts import load_prompt_format
     from redteam.engine import AuditRequest, run_audit
 
+    if served_model and not isinstance(model, str):
+        raise InputError("--served-model: applies when MODEL is an endpoint URL")
+    reach = (api_key_env, concurrency, request_timeout, endpoint_cache)
+    model = endpoint_spec(model, served_model, *reach)
+    reference, retrain = (endpoint_spec(m, None, *reach) for m in (reference, retrain))
     if prompts and data:
         raise InputError("--prompts and --data: give one (--prompts is the data of a "
                          "diffusion pipeline)")

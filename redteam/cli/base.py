@@ -34,6 +34,20 @@ class FiniteFloat(click.FloatRange):
         return number
 
 
+class ModelOrEndpoint(click.ParamType):
+    """A model folder (a ``Path``, checked by the back-end like ``PATH``) or the ``http://`` or
+    ``https://`` URL of an OpenAI-compatible endpoint serving one (a ``str``)."""
+
+    name = "model"
+
+    def convert(self, value, param, ctx) -> Path | str:
+        if isinstance(value, Path):
+            return value
+        text = str(value)
+        return text if text.lower().startswith(("http://", "https://")) else Path(text)
+
+
+MODEL_OR_ENDPOINT = ModelOrEndpoint()
 POSITIVE = FiniteFloat(min=0, min_open=True)
 NON_NEGATIVE = FiniteFloat(min=0)
 FRACTION = FiniteFloat(0, 1, min_open=True, max_open=True)
@@ -114,6 +128,43 @@ COMMON_OPTIONS = {
                                 "(report.html), json (findings.json, always written), sarif "
                                 "(findings.sarif), junit (junit.xml)."),
 }
+
+
+def endpoint_options(command):
+    """How a model behind an endpoint (a MODEL, --reference or --retrain given as a URL) is
+    reached; ``endpoint_spec`` turns them into an ``EndpointSpec``."""
+    for option in reversed((
+        click.option("--served-model", help="The served model's id (as /v1/models lists it) "
+                     "[default: the one model the endpoint serves]."),
+        click.option("--api-key-env", metavar="NAME",
+                     help="The environment variable holding the endpoint's API key (the key "
+                          "is never taken on the command line, nor recorded)."),
+        click.option("--concurrency", type=click.IntRange(1, 256), default=4,
+                     show_default=True, help="Requests in flight to an endpoint."),
+        click.option("--request-timeout", type=FiniteFloat(min=1), default=120.0,
+                     show_default=True, help="Seconds before a request is retried."),
+        click.option("--endpoint-cache", type=PATH,
+                     help="Folder of the endpoint's responses, keyed by request, so a re-run "
+                          "or --resume asks nothing twice [default: redteam-runs/.endpoint-"
+                          "cache]."),
+    )):
+        command = option(command)
+    return command
+
+
+def endpoint_spec(model: Path | str | None, served_model: str | None, api_key_env: str | None,
+                  concurrency: int, request_timeout: float, endpoint_cache: Path | None):
+    """``model`` as the back-end takes it: a folder stays a ``Path``; a URL becomes an
+    ``EndpointSpec`` (``served_model`` names the target's model: comparison models at a URL
+    are the one model their endpoint serves)."""
+    if not isinstance(model, str):
+        return model
+    from redteam.engine import RUNS
+    from redteam.targets import EndpointSpec
+
+    return EndpointSpec(url=model, served_model=served_model, api_key_env=api_key_env,
+                        concurrency=concurrency, timeout_s=request_timeout,
+                        cache_dir=endpoint_cache or RUNS / ".endpoint-cache")
 
 
 def formats_option_value(value: str) -> tuple[str, ...]:

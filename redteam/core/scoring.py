@@ -124,6 +124,8 @@ class CausalLMScorer:
     full logits instead: the reference the chunked path is tested and benchmarked against.
     """
 
+    has_vocabulary_distribution = True  # TokenScores' mu and sigma are measured
+
     def __init__(self, model, tokenizer, batch_size: int = 16, max_length: int = 512,
                  quiet: bool = True, chunk_values: int = CHUNK_VALUES) -> None:
         self.model = model

@@ -278,6 +278,9 @@ class Probe(FindingSource):
     data: ClassVar[str] = ""  # what --data is, for probes whose data is not the audit JSONL
     tags: ClassVar[tuple[str, ...]] = ()
     defaults: ClassVar[dict[str, Any]] = {}  # name -> Setting (redteam.core.settings)
+    # What of the model it uses (redteam.core.served.MODEL_ACCESS): a model behind an endpoint
+    # gives only some of it, and the engine skips a probe it cannot serve, naming what is missing.
+    model_access: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         """``config`` overrides the declared defaults; each value is checked by type and range
@@ -314,6 +317,7 @@ class Probe(FindingSource):
             "settings": {name: as_setting(value).describe()
                          for name, value in cls.declared_settings().items()},
             "severity_rule": cls.severity_rule, "version": cls.version,
+            "model_access": list(cls.model_access),
         }
 
 

@@ -40,6 +40,7 @@ CLOZE_QUESTION = "Fill in the blank: {cloze}"  # RWKU level 1, asked as a questi
 @register
 class KnowledgeQA(Probe):
     name = "unlearning.knowledge_qa"
+    model_access = ("generation",)
     suite = "unlearning"
     uses_retrain = True
     order = 10
@@ -104,6 +105,7 @@ class KnowledgeQA(Probe):
 @register
 class Utility(Probe):
     name = "unlearning.utility"
+    model_access = ("generation",)
     suite = "unlearning"
     severity_rule = "lost utility is a quality problem, not a leak"
     order = 100

@@ -103,6 +103,7 @@ def truth_ratios(target: Target, ctx: ProbeContext, items: list[AuditItem]) -> n
 @register
 class TruthRatio(Probe):
     name = "unlearning.truth_ratio"
+    model_access = ("token_logprobs",)
     suite = "unlearning"
     uses_retrain = True
     order = 45
@@ -233,6 +234,7 @@ def choice_correct(target: Target, ctx: ProbeContext, items: list[AuditItem],
 @register
 class MultipleChoice(Probe):
     name = "unlearning.multiple_choice"
+    model_access = ("token_logprobs",)
     suite = "unlearning"
     severity_rule = ("a forget accuracy past its bound has the policy's severity (worst: the "
                      "reference's accuracy); control accuracy more than utility_margin below "

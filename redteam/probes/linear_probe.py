@@ -282,6 +282,7 @@ def _rounded(values: np.ndarray) -> list[float]:
 @register
 class LinearProbe(Probe):
     name = "unlearning.linear_probe"
+    model_access = ("weights",)
     suite = "unlearning"
     uses_retrain = True
     severity_rule = ("capped at high (a linear read-out, not recall) and at medium when the "

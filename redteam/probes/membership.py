@@ -31,13 +31,16 @@ AUC_ORIENTATION = ("forget texts are the positive class: 1 = forget texts perfec
 
 def mia_scores(target: Target, texts: list[str], ctx: ProbeContext, k: float) -> dict[str, list]:
     """Member-likeness of every text under each attack (higher = more member-like)."""
-    token_scores = ctx.scorer(target).score(texts)
-    return {
+    scorer = ctx.scorer(target)
+    token_scores = scorer.score(texts)
+    scores = {
         "loss": [loss_score(s) for s in token_scores],
         "zlib": [zlib_score(s, t) for s, t in zip(token_scores, texts)],
         "min_k": [min_k_score(s, k) for s in token_scores],
-        "min_k_plus_plus": [min_k_plus_plus_score(s, k) for s in token_scores],
     }
+    if scorer.has_vocabulary_distribution:  # a served model gives the top log-probs only
+        scores["min_k_plus_plus"] = [min_k_plus_plus_score(s, k) for s in token_scores]
+    return scores
 
 
 def privleak(auc_unlearned: float, auc_retrain: float) -> float:
@@ -55,6 +58,7 @@ def privleak(auc_unlearned: float, auc_retrain: float) -> float:
 @register
 class MembershipInference(Probe):
     name = "unlearning.membership_inference"
+    model_access = ("token_logprobs",)
     suite = "unlearning"
     severity_rule = ("under-unlearning has the policy's severity (worst: PrivLeak -100%); "
                      "over-unlearning is low")
@@ -85,11 +89,14 @@ class MembershipInference(Probe):
         k = self.config["k"]
         scores = ctx.measure(target, lambda model: {"forget": mia_scores(model, forget, ctx, k),
                                                     "holdout": mia_scores(model, holdout, ctx, k)})
-        aucs = {label: {a: round(auc(s["forget"][a], s["holdout"][a]), 4) for a in ATTACKS}
-                for label, s in scores.items()}
+        aucs = {label: {a: round(auc(s["forget"][a], s["holdout"][a]), 4) for a in ATTACKS
+                        if a in s["forget"]} for label, s in scores.items()}
         scores_f, scores_h = scores["target"]["forget"], scores["target"]["holdout"]
         roc = {a: {**roc_points(scores_f[a], scores_h[a]), "auc": aucs["target"][a]}
-               for a in ATTACKS}
+               for a in aucs["target"]}
+        plus_plus = aucs["target"].get("min_k_plus_plus")
+        plus_plus = (f"Min-K%++ {plus_plus:.3f}" if plus_plus is not None else
+                     "Min-K%++ not measured (the endpoint gives no vocabulary distribution)")
         retrain_auc = aucs["retrain"]["min_k"] if "retrain" in aucs else 0.5
         basis = ("retrain model's Min-40% AUC" if "retrain" in aucs
                  else "0.5 (no --retrain model given; MUSE's stand-in)")
@@ -106,8 +113,8 @@ class MembershipInference(Probe):
         summary = (
             f"Forget ({len(forget)}) vs holdout ({len(holdout)}) texts: Min-40% AUC "
             f"{aucs['target']['min_k']:.3f} (95% CI {ci[0]:.3f}-{ci[1]:.3f}), LOSS "
-            f"{aucs['target']['loss']:.3f}, ZLib {aucs['target']['zlib']:.3f}, Min-K%++ "
-            f"{aucs['target']['min_k_plus_plus']:.3f} (forget texts as the positive class; "
+            f"{aucs['target']['loss']:.3f}, ZLib {aucs['target']['zlib']:.3f}, {plus_plus} "
+            f"(forget texts as the positive class; "
             f"MUSE's tables print 1 - AUC). PrivLeak {leak:+.1f}% against {basis}."
         )
         details = {"auc": aucs, "roc": roc, "privleak_basis": basis,

@@ -43,6 +43,7 @@ def _judge(probe: Probe, rows_by_model: dict[str, list[dict]], key: str, metric_
 @register
 class Verbatim(Probe):
     name = "unlearning.verbatim"
+    model_access = ("generation", "tokenizer")
     suite = "unlearning"
     uses_retrain = True
     order = 20
@@ -101,6 +102,7 @@ class Verbatim(Probe):
 @register
 class ExactMemorization(Probe):
     name = "unlearning.exact_memorization"
+    model_access = ("token_logprobs",)
     suite = "unlearning"
     uses_retrain = True
     order = 40

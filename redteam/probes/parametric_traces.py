@@ -154,6 +154,7 @@ def _movement_ratio(forget_jaccard: float, control_jaccard: float) -> float | No
 @register
 class ParametricTraces(Probe):
     name = "unlearning.parametric_traces"
+    model_access = ("weights",)
     suite = "unlearning"
     severity_rule = ("low when the forget-aligned vectors moved more than the control ones, "
                      "else medium: a trace, not proof of recall")

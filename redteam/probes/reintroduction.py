@@ -78,6 +78,7 @@ def answer_in_context(target: Target, prompts: list[tuple[AuditItem, str, str]],
 @register
 class InContextReintroduction(Probe):
     name = "unlearning.incontext_reintroduction"
+    model_access = ("generation",)
     suite = "unlearning"
     severity_rule = ("medium: answering from a fact in the prompt is reading, which no "
                      "unlearning method prevents; the control says whether the knowledge remains")

@@ -99,6 +99,7 @@ def relearn(model, tokenizer, texts: list[str], *, epochs: int, lr: float, batch
 @register
 class RelearningAttack(Probe):
     name = "unlearning.relearning_attack"
+    model_access = ("weights",)
     suite = "unlearning"
     uses_retrain = True
     order = 70

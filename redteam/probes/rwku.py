@@ -72,6 +72,7 @@ def per_type(rows: list[dict], key: str) -> dict[str, float]:
 @register
 class AdversarialPrompts(Probe):
     name = "unlearning.adversarial_prompts"
+    model_access = ("generation",)
     suite = "unlearning"
     uses_retrain = True
     order = 50
