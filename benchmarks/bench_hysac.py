@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from hyperbolic.data import load_quadruplets
-from redteam.commands.hysac import load_encoder, train_hysac_folder
+from redteam.commands.hysac import HySACTrainingRequest, load_encoder, train_hysac_folder
 from redteam.engine import AuditRequest, run_audit
 from redteam.zoo.visu import HYSAC_SETTINGS, SPLITS, build_visu_zoo
 
@@ -64,9 +64,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for label, lora_rank in (("full fine-tuning", 0), ("LoRA r=16", 16)):
             started = time.perf_counter()
-            record = train_hysac_folder(zoo["train"], zoo["clip"], Path(tmp) / label,
-                                        epochs=epochs, lora_rank=lora_rank, device="cpu",
-                                        **HYSAC_SETTINGS)
+            record = train_hysac_folder(HySACTrainingRequest(
+                data=zoo["train"], base=zoo["clip"], out=Path(tmp) / label, epochs=epochs,
+                lora_rank=lora_rank, device="cpu", **HYSAC_SETTINGS))
             seconds = time.perf_counter() - started
             print(f"  training, {label:16} {record['samples_per_s']:7.0f} quadruplets/s, "
                   f"{record['epochs_run']} of at most {epochs} epochs, "

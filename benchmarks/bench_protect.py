@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from defenses.unlearnable_clusters import embed
-from redteam.commands.evaluate_protection import evaluate_protection
+from redteam.commands.evaluate_protection import ProtectionEvaluationRequest, evaluate_protection
 from redteam.commands.protect import load_surrogate, protect_folder
 from redteam.core.vision import images_tensor, list_image_files, read_resized
 from redteam.engine import ModelCache
@@ -75,9 +75,10 @@ def evaluations_with_and_without_a_shared_cache(zoo, protected: list[Path], tmp:
     for label, shared in (("a cache per run", None), ("one shared cache", ModelCache())):
         start = time.perf_counter()
         for index, folder in enumerate(protected):
-            result = evaluate_protection(zoo["publish"], folder, zoo["test"],
-                                         out=tmp / f"{label}-{index}".replace(" ", "-"),
-                                         epochs=EVALUATION_EPOCHS, quiet=True, cache=shared)
+            result = evaluate_protection(ProtectionEvaluationRequest(
+                clean_dir=zoo["publish"], protected_dir=folder, test_dir=zoo["test"],
+                out=tmp / f"{label}-{index}".replace(" ", "-"), epochs=EVALUATION_EPOCHS,
+                quiet=True), cache=shared)
             clean[(label, index)] = [f.details["split_scores"] for f in result.findings
                                      if "split_scores" in f.details]
         seconds[label] = time.perf_counter() - start

@@ -304,16 +304,17 @@ def text_backdoor_demo(out: Path, size: str, seed: int, quiet: bool) -> dict:
 def _expose(out: Path, name: str, model: Path, clean: Path, test: Path, poisoned: Path,
             trigger: str, seed: int, quiet: bool, config: Path | None = None):
     """One ``redteam expose --remove`` run of the demo, into ``out/name``."""
-    from redteam.commands.expose import expose_model
+    from redteam.commands.expose import ExposeRequest, expose_model
 
     repaired = out / OUTPUTS / f"{name}-repaired"
-    return expose_model(
-        model, clean, test_data=test, poisoned_data=poisoned, trigger=trigger, out=out / name,
-        repaired=repaired, device="cpu", seed=seed, overwrite=True, quiet=quiet, config=config,
+    return expose_model(ExposeRequest(
+        model=model, clean_data=clean, test_data=test, poisoned_data=poisoned, trigger=trigger,
+        out=out / name, repaired=repaired, device="cpu", seed=seed, overwrite=True, quiet=quiet,
+        config=config,
         command=["redteam", "expose", str(model), "--clean-data", str(clean), "--test-data",
                  str(test), "--poisoned-data", str(poisoned), "--trigger", trigger, "--out",
                  str(out / name), "--remove", str(repaired),
-                 *(["--config", str(config)] if config else [])])
+                 *(["--config", str(config)] if config else [])]))
 
 
 def adversarial_demo(out: Path, size: str, seed: int, quiet: bool, audit: Path) -> dict:
@@ -374,7 +375,10 @@ def protection_demo(out: Path, size: str, seed: int, quiet: bool) -> dict:
     table. With a surrogate (Unlearnable Clusters) and without (the default)."""
     import time
 
-    from redteam.commands.evaluate_protection import evaluate_protection
+    from redteam.commands.evaluate_protection import (
+        ProtectionEvaluationRequest,
+        evaluate_protection,
+    )
     from redteam.commands.protect import protect_folder
     from redteam.zoo.protection import build_protection_zoo
 
@@ -390,12 +394,12 @@ def protection_demo(out: Path, size: str, seed: int, quiet: bool) -> dict:
                                 str(protected), *(["--surrogate", str(surrogate)]
                                                   if surrogate else [])])
         seconds = time.perf_counter() - started
-        result = evaluate_protection(
-            zoo["publish"], protected, zoo["test"], out=out / name, seed=seed, overwrite=True,
-            epochs=PROTECTION_EPOCHS, quiet=quiet,
+        result = evaluate_protection(ProtectionEvaluationRequest(
+            clean_dir=zoo["publish"], protected_dir=protected, test_dir=zoo["test"],
+            out=out / name, seed=seed, overwrite=True, epochs=PROTECTION_EPOCHS, quiet=quiet,
             command=["redteam", "evaluate-protection", str(zoo["publish"]), str(protected),
                      "--test-data", str(zoo["test"]), "--epochs", str(PROTECTION_EPOCHS),
-                     "--out", str(out / name)], cache=cache)
+                     "--out", str(out / name)]), cache=cache)
         runs.add(name, f"{description}; protecting took {seconds:.0f} s", result)
     return runs.table("Unlearnable digits (redteam protect, redteam evaluate-protection)",
                       PROTECTION_NOTE)

@@ -17,15 +17,15 @@ FAST = {"backdoor.trigger_recovery": {"steps": 120}}
 @pytest.fixture(scope="module")
 def badnets_run(backdoor_zoo, tmp_path_factory):
     """`redteam expose` on the BadNets model, with removal, run once for the module's tests."""
-    from redteam.commands.expose import expose_model
+    from redteam.commands.expose import ExposeRequest, expose_model
 
     out = tmp_path_factory.mktemp("expose")
     before = load_target(backdoor_zoo["badnets"]).model.state_dict()
-    result = expose_model(
-        backdoor_zoo["badnets"], backdoor_zoo["clean-data"], test_data=backdoor_zoo["test-data"],
-        poisoned_data=backdoor_zoo["poisoned-badnets"], trigger=backdoor_zoo["trigger-badnets"],
-        out=out / "run", repaired=out / "repaired", device="cpu", quiet=True,
-        settings=FAST)
+    result = expose_model(ExposeRequest(
+        model=backdoor_zoo["badnets"], clean_data=backdoor_zoo["clean-data"],
+        test_data=backdoor_zoo["test-data"], poisoned_data=backdoor_zoo["poisoned-badnets"],
+        trigger=backdoor_zoo["trigger-badnets"], out=out / "run", repaired=out / "repaired",
+        device="cpu", quiet=True, settings=FAST))
     return result, out, before
 
 

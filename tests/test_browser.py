@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from redteam.commands.evaluate_protection import evaluate_protection
+from redteam.commands.evaluate_protection import ProtectionEvaluationRequest, evaluate_protection
 from redteam.demo import IndexTable
 from redteam.engine import AuditRequest, run_audit
 from reports.html import write_index
@@ -69,8 +69,9 @@ def pages(unlearning_zoo, backdoor_zoo, protection_zoo, visu_zoo, concept_zoo, t
     copy = out.parent / "unprotected"
     shutil.copytree(protection_zoo["publish"], copy)
     index.add("protection", "an unprotected copy", evaluate_protection(
-        protection_zoo["publish"], copy, protection_zoo["test"], out=out / "protection",
-        epochs=2, quiet=True))
+        ProtectionEvaluationRequest(clean_dir=protection_zoo["publish"], protected_dir=copy,
+                                    test_dir=protection_zoo["test"], out=out / "protection",
+                                    epochs=2, quiet=True)))
     table = index.table("Runs", "one of each suite")
     write_index(out / "index.html", table["rows"], table["columns"], table["cells"])
     return {"index": out / "index.html", **{name: out / name / "report.html"

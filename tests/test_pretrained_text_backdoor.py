@@ -68,17 +68,17 @@ def test_clean_controls_get_nothing_high_or_critical(scans, name):
 
 
 def test_expose_finds_removes_and_keeps_the_model(pretrained_text_backdoor_zoo, tmp_path):
-    from redteam.commands.expose import expose_model
+    from redteam.commands.expose import ExposeRequest, expose_model
     from redteam.core.fileio import hash_tree
 
     zoo = pretrained_text_backdoor_zoo
     before = hash_tree(zoo["rare-word-s1"])
-    result = expose_model(
-        zoo["rare-word-s1"], zoo["clean-data"], test_data=zoo["test-data"],
+    result = expose_model(ExposeRequest(
+        model=zoo["rare-word-s1"], clean_data=zoo["clean-data"], test_data=zoo["test-data"],
         poisoned_data=zoo["poisoned-rare-word-s1"], out=tmp_path / "run",
         repaired=tmp_path / "repaired", device="cpu", quiet=True, trigger="cf",
         settings={"backdoor.exposure": {"repeats": 2},
-                  "backdoor.trigger_words": {**LIGHT, "on_exposed": True}})
+                  "backdoor.trigger_words": {**LIGHT, "on_exposed": True}}))
     findings = {f.probe: f for f in result.findings}
     words = findings["backdoor.trigger_words"]
     assert words.severity == "critical" and words.details["true_trigger_rank"] <= 3

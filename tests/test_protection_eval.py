@@ -8,7 +8,11 @@ import shutil
 import pytest
 
 from redteam.cli import main
-from redteam.commands.evaluate_protection import evaluate_protection, parse_groups
+from redteam.commands.evaluate_protection import (
+    ProtectionEvaluationRequest,
+    evaluate_protection,
+    parse_groups,
+)
 from redteam.commands.protect import protect_folder
 from redteam.core.errors import InputError
 
@@ -26,8 +30,9 @@ def test_protected_digits_do_not_teach_a_different_architecture(protection_zoo,
     protected, manifest = protected_digits
     assert manifest["surrogate"]["model_type"] == "resnet"
     assert manifest["summary"]["all_within_epsilon"]
-    result = evaluate_protection(protection_zoo["publish"], protected, protection_zoo["test"],
-                                 out=tmp_path / "run", epochs=10, quiet=True)
+    result = evaluate_protection(ProtectionEvaluationRequest(
+        clean_dir=protection_zoo["publish"], protected_dir=protected,
+        test_dir=protection_zoo["test"], out=tmp_path / "run", epochs=10, quiet=True))
     findings = {f.probe: f for f in result.findings}
     for probe in ("protection.unlearnability", "protection.label_agnostic"):
         baselines = findings[probe].metric.baselines
@@ -107,9 +112,10 @@ def test_runs_sharing_a_cache_train_on_a_clean_folder_once(protection_zoo, prote
     shutil.copytree(protection_zoo["publish"], copy)
     cache, scores = ModelCache(), []
     for name, folder in (("protected", protected_digits[0]), ("copy", copy)):
-        result = evaluate_protection(protection_zoo["publish"], folder, protection_zoo["test"],
-                                     out=tmp_path / f"run-{name}", epochs=1, quiet=True,
-                                     cache=cache)
+        result = evaluate_protection(ProtectionEvaluationRequest(
+            clean_dir=protection_zoo["publish"], protected_dir=folder,
+            test_dir=protection_zoo["test"], out=tmp_path / f"run-{name}", epochs=1,
+            quiet=True), cache=cache)
         scores.append({f.probe: f.details["split_scores"] for f in result.findings
                        if "split_scores" in f.details})
     assert len(trained) == 8  # 4 probes x (clean, protected); the copy's pixels are the clean's

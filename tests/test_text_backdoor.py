@@ -16,11 +16,12 @@ FAST = {"backdoor.exposure": {"repeats": 2}, "backdoor.trigger_words": {"candida
 
 
 def _expose(zoo, model, out, **options):
-    from redteam.commands.expose import expose_model
+    from redteam.commands.expose import ExposeRequest, expose_model
 
-    return expose_model(zoo[model], zoo["clean-data"], test_data=zoo["test-data"],
-                        poisoned_data=zoo["poisoned-data"], out=out, device="cpu", quiet=True,
-                        settings=FAST, **options)
+    return expose_model(ExposeRequest(
+        model=zoo[model], clean_data=zoo["clean-data"], test_data=zoo["test-data"],
+        poisoned_data=zoo["poisoned-data"], out=out, device="cpu", quiet=True, settings=FAST,
+        **options))
 
 
 @pytest.fixture(scope="module")

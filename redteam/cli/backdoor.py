@@ -54,12 +54,12 @@ def expose(model: Path, clean_data, test_data, poisoned_data, trigger, out, repa
       redteam expose ./vendor-model --clean-data clean/ --poisoned-data poisoned/ \\
           --out runs/vendor --remove ./vendor-model-repaired
     """
-    from redteam.commands.expose import expose_model
+    from redteam.commands.expose import ExposeRequest, expose_model
 
-    result = expose_model(model, clean_data, test_data=test_data, poisoned_data=poisoned_data,
-                          trigger=trigger, out=out, repaired=repaired, device=device, seed=seed,
-                          fail_on=fail_on, overwrite=overwrite, allow_pickle=allow_pickle,
-                          quiet=quiet, command=["redteam", *sys.argv[1:]],
-                          repair_settings={"method": remove_method}, formats=formats,
-                          config=config)
+    result = expose_model(ExposeRequest(
+        model=model, clean_data=clean_data, test_data=test_data, poisoned_data=poisoned_data,
+        trigger=trigger, out=out, repaired=repaired, device=device, seed=seed, fail_on=fail_on,
+        overwrite=overwrite, allow_pickle=allow_pickle, quiet=quiet,
+        command=["redteam", *sys.argv[1:]], repair_settings={"method": remove_method},
+        formats=formats, config=config))
     print_run_and_exit(result)

@@ -61,13 +61,13 @@ def hysac_train(data: Path, base: Path, out: Path, epochs: int, lr: float, batch
     Example:
       redteam hysac train visu-train.jsonl --base ./clip-vit-b32 --out ./hysac --lora-rank 16
     """
-    from redteam.commands.hysac import train_hysac_folder
+    from redteam.commands.hysac import HySACTrainingRequest, train_hysac_folder
 
-    record = train_hysac_folder(
-        data, base, out, epochs=epochs, lr=lr, batch_size=batch_size,
+    record = train_hysac_folder(HySACTrainingRequest(
+        data=data, base=base, out=out, epochs=epochs, lr=lr, batch_size=batch_size,
         weight_decay=weight_decay, val_fraction=val_fraction, patience=patience,
         entailment_weight=entailment_weight, lora_rank=lora_rank, curvature=curvature,
-        seed=seed, device=device, allow_pickle=allow_pickle, quiet=quiet)
+        seed=seed, device=device, allow_pickle=allow_pickle, quiet=quiet))
     click.echo(f"trained on {record['train']} quadruplets, validated on {record['validation']}: "
                f"{record['epochs_run']} epochs, best validation loss {record['best_val_loss']}, "
                f"{record['samples_per_s']} quadruplets/s")

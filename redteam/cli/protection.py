@@ -94,10 +94,12 @@ def evaluate_protection(clean_dir: Path, protected_dir: Path, test_data, out, le
     Example:
       redteam evaluate-protection photos/ protected/ --test-data test/ --out runs/uc
     """
+    from redteam.commands.evaluate_protection import ProtectionEvaluationRequest
     from redteam.commands.evaluate_protection import evaluate_protection as evaluate
 
-    result = evaluate(clean_dir, protected_dir, test_data, out=out, learner=learner,
-                      groups=groups, epochs=epochs, image_size=image_size, epsilon=epsilon,
-                      seed=seed, device=device, fail_on=fail_on, overwrite=overwrite,
-                      quiet=quiet, command=["redteam", *sys.argv[1:]], formats=formats)
+    result = evaluate(ProtectionEvaluationRequest(
+        clean_dir=clean_dir, protected_dir=protected_dir, test_dir=test_data, out=out,
+        learner=learner, groups=groups, epochs=epochs, image_size=image_size, epsilon=epsilon,
+        seed=seed, device=device, fail_on=fail_on, overwrite=overwrite, quiet=quiet,
+        command=["redteam", *sys.argv[1:]], formats=formats))
     print_run_and_exit(result)

@@ -10,6 +10,7 @@ through the engine, which writes the run folder ``redteam audit`` writes (``find
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from redteam.commands.protect import MANIFEST, parse_epsilon
@@ -121,44 +122,64 @@ def check_pictures(folders: tuple[Path, ...]) -> None:
                 check_one_8bit_picture(file)
 
 
-def evaluate_protection(clean_dir: Path, protected_dir: Path, test_dir: Path, *,
-                        out: Path | None = None, learner: str | None = None,
-                        groups: str | None = None, epochs: int = 15,
-                        image_size: int | None = None, epsilon: str | None = None,
-                        seed: int = 0, device: str = "auto", fail_on: str = "high",
-                        overwrite: bool = False, quiet: bool = False,
-                        command: list[str] | None = None,
-                        formats: tuple[str, ...] = DEFAULT_FORMATS,
+@dataclass(frozen=True, kw_only=True)
+class ProtectionEvaluationRequest:
+    """Everything ``redteam evaluate-protection`` was asked to do (plain data; the CLI fills
+    it)."""
+
+    clean_dir: Path  # the images before protection, one sub-folder per class
+    protected_dir: Path  # the same images protected (with its protection.json, if any)
+    test_dir: Path  # clean test images, one sub-folder per class
+    out: Path | None = None  # the run folder; None: next to the protected folder
+    learner: str | None = None  # of probes.protection.LEARNERS; None: one unlike the surrogate
+    groups: str | None = None  # "0,1,2;3,4" (parse_groups); None: consecutive pairs
+    epochs: int = 15  # of the learner, on each folder
+    image_size: int | None = None  # the training resolution; None: the manifest's
+    epsilon: str | None = None  # "8/255" or "0.031"; None: the manifest's, else 8/255
+    seed: int = 0
+    device: str = "auto"
+    fail_on: str = "high"
+    overwrite: bool = False
+    quiet: bool = False
+    command: list[str] | None = None  # recorded in the run; None: this process's arguments
+    formats: tuple[str, ...] = DEFAULT_FORMATS  # reports.machine.FORMATS
+
+
+def evaluate_protection(request: ProtectionEvaluationRequest, *,
                         cache: ModelCache | None = None) -> AuditResult:
-    """Train on ``clean_dir`` and on ``protected_dir`` (same images, protected), test on
-    ``test_dir``, with the original labels and with ``groups``; write the run folder.
+    """Train on the clean folder and on the protected one (same images, protected), test on
+    the test folder, with the original labels and with the coarser groups; write the run
+    folder.
 
     ``cache`` shares work between runs of one process (``engine.ModelCache``): two protections
     of the same clean folder train the learner on it once per probe.
     """
     from redteam.targets import resolve_device
 
-    clean_dir, protected_dir, test_dir = Path(clean_dir), Path(protected_dir), Path(test_dir)
+    clean_dir, protected_dir, test_dir = (Path(request.clean_dir), Path(request.protected_dir),
+                                          Path(request.test_dir))
     for folder in (clean_dir, protected_dir, test_dir):
         if not folder.is_dir():
             raise InputError(f"{folder}: image folder not found")
     manifest = read_manifest(protected_dir)
     parameters = manifest.get("parameters", {})
-    eps = parse_epsilon(epsilon) if epsilon else float(parameters.get("epsilon", 8 / 255))
+    eps = (parse_epsilon(request.epsilon) if request.epsilon
+           else float(parameters.get("epsilon", 8 / 255)))
     surrogate = manifest.get("surrogate") or {}
-    learner = learner or next(a for a in LEARNERS if a != surrogate.get("model_type"))
+    learner = request.learner or next(a for a in LEARNERS if a != surrogate.get("model_type"))
     if learner not in LEARNERS:
         raise InputError(f"--learner {learner}: unknown (choose from {', '.join(LEARNERS)})")
-    settings = {name: {"learner": learner, "epochs": epochs} for name in LEARNABILITY_PROBES}
+    settings = {name: {"learner": learner, "epochs": request.epochs}
+                for name in LEARNABILITY_PROBES}
     probes = build_probes(SUITE, settings, "evaluate-protection")
-    size = image_size or int((parameters.get("working_size") or [32])[0])
+    size = request.image_size or int((parameters.get("working_size") or [32])[0])
     classes = _class_names(clean_dir)
-    grouping = parse_groups(groups, classes)
-    out = out or default_out_dir(protected_dir)
+    grouping = parse_groups(request.groups, classes)
+    out = request.out or default_out_dir(protected_dir)
     check_output_path(out, {"clean folder": clean_dir, "protected folder": protected_dir,
-                            "test data": test_dir}, overwrite=overwrite)
+                            "test data": test_dir}, overwrite=request.overwrite)
     check_pictures((clean_dir, protected_dir, test_dir))
-    device = resolve_device(device)
+    device = resolve_device(request.device)
     index = {name: i for i, name in enumerate(classes)}
     clean, protected, test = (load_image_folder(folder, (size, size), index)
                               for folder in (clean_dir, protected_dir, test_dir))
@@ -166,10 +187,11 @@ def evaluate_protection(clean_dir: Path, protected_dir: Path, test_dir: Path, *,
     data = ProtectionData(clean, protected, test, classes, grouping, eps, manifest)
     target = Target(path=protected_dir, kind="image-folder", model=None, device=device,
                     files=hash_tree(protected_dir))
-    return run_prepared(probes, target, data, out=out, what="protection evaluation", seed=seed,
-                        device=device, fail_on=fail_on, quiet=quiet,
-                        command=command or ["redteam", *sys.argv[1:]],
+    return run_prepared(probes, target, data, out=out, what="protection evaluation",
+                        seed=request.seed, device=device, fail_on=request.fail_on,
+                        quiet=request.quiet,
+                        command=request.command or ["redteam", *sys.argv[1:]],
                         config={"probes": settings, "image_size": size, "epsilon": eps,
-                                "groups": groups or "pairs"},
+                                "groups": request.groups or "pairs"},
                         inputs={"clean": hash_tree(clean_dir), "test": hash_tree(test_dir)},
-                        formats=formats, cache=cache)
+                        formats=request.formats, cache=cache)

@@ -9,6 +9,7 @@ action that writes a model is not hidden among the measurements.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -197,55 +198,75 @@ def save_repaired(model, target: Target, output: Path) -> Path:
     return output
 
 
-def expose_model(model: Path, clean_data: Path, *, test_data: Path | None = None,
-                 poisoned_data: Path | None = None, trigger: str | Path | None = None,
-                 out: Path | None = None, repaired: Path | None = None, device: str = "auto",
-                 seed: int = 0, fail_on: str = "high", overwrite: bool = False,
-                 allow_pickle: bool = False, quiet: bool = False,
-                 command: list[str] | None = None,
-                 settings: dict[str, dict] | None = None,
-                 repair_settings: dict[str, Any] | None = None,
-                 formats: tuple[str, ...] = DEFAULT_FORMATS,
-                 config: Path | None = None) -> AuditResult:
-    """Run the backdoor suite on ``model`` with the defender's ``clean_data``, then, with
-    ``repaired``, remove the backdoor into that new folder.
+@dataclass(frozen=True, kw_only=True)
+class ExposeRequest:
+    """Everything ``redteam expose`` was asked to do (plain data; the CLI fills it)."""
 
-    ``trigger``: the true trigger when known, a PNG for an image classifier or the word(s)
-    for a text classifier; ``config``: an audit.toml of per-probe settings; ``settings``:
-    per-probe settings over the file's and the defaults; ``repair_settings``:
-    ``BackdoorRepair``'s over its defaults.
+    model: Path
+    clean_data: Path  # the defender's clean inputs: the data the backdoor suite runs on
+    test_data: Path | None = None  # clean test inputs for accuracy after removal
+    poisoned_data: Path | None = None  # inputs carrying the trigger, at their true labels
+    # The true trigger when known: a PNG for an image classifier, the word(s) for a text one.
+    trigger: str | Path | None = None
+    out: Path | None = None  # the run folder; None: next to the model (engine.default_out_dir)
+    repaired: Path | None = None  # ``--remove``: the new folder for the repaired model
+    device: str = "auto"
+    seed: int = 0
+    fail_on: str = "high"
+    overwrite: bool = False
+    allow_pickle: bool = False
+    quiet: bool = False
+    command: list[str] | None = None  # recorded in the run; None: ``redteam expose MODEL``
+    config: Path | None = None  # an audit.toml of per-probe settings
+    # Per-probe settings over the config file's and the defaults: probe -> settings.
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    repair_settings: dict[str, Any] = field(default_factory=dict)  # BackdoorRepair's settings
+    formats: tuple[str, ...] = DEFAULT_FORMATS  # reports.machine.FORMATS
+
+
+def expose_model(request: ExposeRequest) -> AuditResult:
+    """Run the backdoor suite on the model with the defender's clean data, then, with
+    ``request.repaired``, remove the backdoor into that new folder.
+
+    The paths, the model's kind, the data and the trigger are checked before the audit starts,
+    so a bad request is one ``InputError`` (exit 2) with nothing written.
     """
+    model, repaired = request.model, request.repaired
+    test_data, poisoned_data, trigger = request.test_data, request.poisoned_data, request.trigger
     trigger_file = Path(trigger) if trigger is not None and Path(trigger).is_file() else None
-    inputs = {"model": model, "clean data": clean_data, "test data": test_data,
-              "poisoned data": poisoned_data, "trigger": trigger_file, "config": config}
-    out = out or default_out_dir(model)
+    inputs = {"model": model, "clean data": request.clean_data, "test data": test_data,
+              "poisoned data": poisoned_data, "trigger": trigger_file, "config": request.config}
+    out = request.out or default_out_dir(model)
     steps = []
     if repaired is not None:
         check_output_path(repaired, {**inputs, "run folder": out}, flag="--remove",
                           what="folder for the repaired model")
         try:
             steps.append(BackdoorRepair(repaired, test_data=test_data,
-                                        poisoned_data=poisoned_data, settings=repair_settings))
+                                        poisoned_data=poisoned_data,
+                                        settings=request.repair_settings))
         except ValueError as exc:
             raise InputError(f"--remove: {exc}") from None
-    check_output_path(out, {**inputs, "repaired model folder": repaired}, overwrite=overwrite)
+    check_output_path(out, {**inputs, "repaired model folder": repaired},
+                      overwrite=request.overwrite)
     cache = ModelCache()
-    target = cache.target(model, None, resolve_device(device), allow_pickle)
+    target = cache.target(model, None, resolve_device(request.device), request.allow_pickle)
     if target.kind not in BACKDOOR_KINDS:
         raise InputError(f"{model}: redteam expose needs an image or text classifier, not "
                          f"{target.kind}")
-    for folder in (clean_data, test_data, poisoned_data):
+    for folder in (request.clean_data, test_data, poisoned_data):
         if folder is not None:
             load_data(folder, target.kind, target)
-    settings = {name: dict(values) for name, values in (settings or {}).items()}
+    settings = {name: dict(values) for name, values in request.settings.items()}
     if trigger is not None:
         probe = _checked_trigger(trigger, target)
         settings.setdefault(probe, {})["true_trigger"] = str(trigger)
     return run_audit(AuditRequest(
-        model=model, suite="backdoor", data=clean_data, out=out, device=device, seed=seed,
-        fail_on=fail_on, overwrite=overwrite, allow_pickle=allow_pickle, quiet=quiet,
-        config=config, settings=settings, steps=steps, formats=formats,
-        command=command or ["redteam", "expose", str(model)],
+        model=model, suite="backdoor", data=request.clean_data, out=out, device=request.device,
+        seed=request.seed, fail_on=request.fail_on, overwrite=request.overwrite,
+        allow_pickle=request.allow_pickle, quiet=request.quiet, config=request.config,
+        settings=settings, steps=steps, formats=request.formats,
+        command=request.command or ["redteam", "expose", str(model)],
         extra_inputs={label: path for label, path in inputs.items()
                       if path is not None
                       and label not in ("model", "clean data", "config")}), cache)

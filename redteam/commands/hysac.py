@@ -9,6 +9,7 @@ folder in one atomic step. ``redteam hysac evaluate`` is the safety suite of ``r
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +37,51 @@ def load_encoder(path: Path, device: str = "cpu", allow_pickle: bool = False,
     return load_target(path, kind=kind, device=device, allow_pickle=allow_pickle).model
 
 
-def train_hysac_folder(data: Path, base: Path, out: Path, *, epochs: int = 20,
-                       lr: float = 1e-4, batch_size: int = 32, weight_decay: float = 0.2,
-                       val_fraction: float = 0.2, patience: int = 3,
-                       entailment_weight: float = ENTAILMENT_WEIGHT, lora_rank: int = 0,
-                       curvature: float = 1.0, seed: int = 0, device: str = "auto",
-                       allow_pickle: bool = False, quiet: bool = True) -> dict[str, Any]:
-    """Fine-tune the CLIP folder ``base`` into a HySAC on the quadruplets of ``data``; write it
-    to the new folder ``out`` (with ``hysac_training.json``); return that record."""
+@dataclass(frozen=True, kw_only=True)
+class HySACTrainingRequest:
+    """Everything ``redteam hysac train`` was asked to do (plain data; the CLI fills it).
+
+    The numbers are checked when the request is made, with the CLI's flag names in the
+    messages: a request out of range cannot exist, so nothing reads or loads for one.
+    """
+
+    data: Path  # the JSONL of ViSU quadruplets
+    base: Path  # the CLIP folder to fine-tune
+    out: Path  # the new folder for the HySAC model
+    epochs: int = 20  # at most; training stops early on the validation loss
+    lr: float = 1e-4
+    batch_size: int = 32
+    weight_decay: float = 0.2
+    val_fraction: float = 0.2  # of the quadruplets, held out for early stopping
+    patience: int = 3  # epochs without a better validation loss before stopping
+    entailment_weight: float = ENTAILMENT_WEIGHT  # of the entailment-cone terms
+    lora_rank: int = 0  # LoRA adapters of this rank; 0: fine-tune every weight
+    curvature: float = 1.0  # the initial curvature c (learnt, within [c/10, 10c])
+    seed: int = 0
+    device: str = "auto"
+    allow_pickle: bool = False
+    quiet: bool = True
+
+    def __post_init__(self) -> None:
+        for name, value, ok in (("--epochs", self.epochs, self.epochs >= 1),
+                                ("--lr", self.lr, self.lr > 0),
+                                ("--batch-size", self.batch_size, self.batch_size >= 2),
+                                ("--weight-decay", self.weight_decay, self.weight_decay >= 0),
+                                ("--val-fraction", self.val_fraction,
+                                 0 < self.val_fraction < 1),
+                                ("--patience", self.patience, self.patience >= 1),
+                                ("--entailment-weight", self.entailment_weight,
+                                 self.entailment_weight >= 0),
+                                ("--lora-rank", self.lora_rank, self.lora_rank >= 0),
+                                ("--curvature", self.curvature, self.curvature > 0)):
+            if not ok or (isinstance(value, float) and not math.isfinite(value)):
+                raise InputError(f"{name} {value}: out of range")
+
+
+def train_hysac_folder(request: HySACTrainingRequest) -> dict[str, Any]:
+    """Fine-tune the CLIP folder ``request.base`` into a HySAC on the quadruplets of
+    ``request.data``; write it to the new folder ``request.out`` (with
+    ``hysac_training.json``); return that record."""
     import torch
 
     from hyperbolic.data import hash_quadruplets, load_quadruplets
@@ -51,38 +89,25 @@ def train_hysac_folder(data: Path, base: Path, out: Path, *, epochs: int = 20,
     from hyperbolic.train import train_hysac
     from redteam.core.fileio import atomic_write_json, hash_tree
 
-    data, base, out = Path(data), Path(base), Path(out)
-    for name, value, ok in (("--epochs", epochs, epochs >= 1), ("--lr", lr, lr > 0),
-                            ("--batch-size", batch_size, batch_size >= 2),
-                            ("--weight-decay", weight_decay, weight_decay >= 0),
-                            ("--val-fraction", val_fraction, 0 < val_fraction < 1),
-                            ("--patience", patience, patience >= 1),
-                            ("--entailment-weight", entailment_weight, entailment_weight >= 0),
-                            ("--lora-rank", lora_rank, lora_rank >= 0),
-                            ("--curvature", curvature, curvature > 0)):
-        if not ok or (isinstance(value, float) and not math.isfinite(value)):
-            raise InputError(f"{name} {value}: out of range")
+    data, base, out = Path(request.data), Path(request.base), Path(request.out)
     rows = load_quadruplets(data)
     if len(rows) < 4:
         raise InputError(f"{data}: {len(rows)} quadruplets are too few to train and validate")
     check_output_path(out, {"base model": base, "data": data, **quadruplet_folders(rows)})
-    device = resolve_device(device)
-    encoder = load_encoder(base, device, allow_pickle, kinds=("clip",))
-    model = HySAC(encoder.clip, curvature=curvature).to(device)
-    result = train_hysac(model, encoder.tokenizer, encoder.processor, rows, epochs=epochs,
-                         lr=lr, batch_size=batch_size, weight_decay=weight_decay,
-                         val_fraction=val_fraction, patience=patience,
-                         entailment_weight=entailment_weight, lora_rank=lora_rank, seed=seed,
-                         quiet=quiet)
+    device = resolve_device(request.device)
+    encoder = load_encoder(base, device, request.allow_pickle, kinds=("clip",))
+    model = HySAC(encoder.clip, curvature=request.curvature).to(device)
+    settings = {"epochs": request.epochs, "lr": request.lr, "batch_size": request.batch_size,
+                "weight_decay": request.weight_decay, "val_fraction": request.val_fraction,
+                "patience": request.patience, "entailment_weight": request.entailment_weight,
+                "lora_rank": request.lora_rank}
+    result = train_hysac(model, encoder.tokenizer, encoder.processor, rows, **settings,
+                         seed=request.seed, quiet=request.quiet)
     record = {"base": {"path": str(base), "files": hash_tree(base)},
               "data": {"path": str(data), "files": hash_quadruplets(data, rows),
                        "quadruplets": len(rows)},
-              "settings": {"epochs": epochs, "lr": lr, "batch_size": batch_size,
-                           "weight_decay": weight_decay, "val_fraction": val_fraction,
-                           "patience": patience, "entailment_weight": entailment_weight,
-                           "lora_rank": lora_rank,
-                           "curvature": curvature, "seed": seed, "device": device,
-                           "torch": torch.__version__},
+              "settings": {**settings, "curvature": request.curvature, "seed": request.seed,
+                           "device": device, "torch": torch.__version__},
               **result}
     check_trained(model, "HySAC training")
     with staged_output(out, "HySAC model") as tmp:

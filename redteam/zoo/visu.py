@@ -180,7 +180,7 @@ def build_visu_zoo(root: Path | None = None, size: str = "demo", seed: int = 0,
                    quiet: bool = True) -> dict[str, Path]:
     """Build what is missing; return the paths ``clip``, ``hysac``, ``train``, ``test`` and
     ``zoo.json``."""
-    from redteam.commands.hysac import train_hysac_folder
+    from redteam.commands.hysac import HySACTrainingRequest, train_hysac_folder
     from redteam.zoo.build import zoo_home
     from redteam.zoo.digits import SIZE, digit_images
 
@@ -221,8 +221,8 @@ def build_visu_zoo(root: Path | None = None, size: str = "demo", seed: int = 0,
             tokenizer.save_pretrained(tmp)
             processor.save_pretrained(tmp)
     if not paths["hysac"].exists():
-        figures["hysac"] = train_hysac_folder(paths["train"], paths["clip"], paths["hysac"],
-                                              epochs=split["hysac_epochs"], seed=seed,
-                                              quiet=quiet, **HYSAC_SETTINGS)
+        figures["hysac"] = train_hysac_folder(HySACTrainingRequest(
+            data=paths["train"], base=paths["clip"], out=paths["hysac"],
+            epochs=split["hysac_epochs"], seed=seed, quiet=quiet, **HYSAC_SETTINGS))
     atomic_write_json(paths["zoo.json"], figures)
     return paths
