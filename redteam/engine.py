@@ -66,7 +66,12 @@ from redteam.core.text_scoring import AUTO, PROFILES, ScoringProfile, scoring_pr
 from redteam.core.training import seed_everything
 from redteam.core.untrusted import read_text_file
 from redteam.probes import REGISTRY, Probe, ProbeContext, load_plugins, suites
-from redteam.probes.base import FindingSource, ProbeResult
+from redteam.probes.base import (
+    ConceptResources,
+    FindingSource,
+    LanguageModelResources,
+    ProbeResult,
+)
 from redteam.probes.recorded import MEASUREMENTS, check_retrain_results, read_retrain_results
 from redteam.targets import (
     TARGET_KINDS,
@@ -374,7 +379,7 @@ def withhold_unmeasurable_pass(probe: FindingSource, finding: Finding,
     """A pass of a probe that judges by the model's answers becomes ``inconclusive`` when the
     model answers almost none of its retain questions in the prompt format used (a failure
     stands: leaked answers are leaked whatever the format)."""
-    calibration = ctx.prompt_calibration
+    calibration = ctx.lm.prompt_calibration if ctx.lm else None
     if not (probe.judges_answers and finding.status == "pass" and calibration is not None
             and calibration.measurable is False):
         return finding
@@ -640,12 +645,9 @@ def run_in_folder(request: AuditRequest, plan: AuditPlan, loaded: LoadedInputs,
             template = ProbeContext(
                 config={}, seed=request.seed, device=plan.device,
                 artifacts_dir=folder.artifacts, quiet=plan.quiet, reference=loaded.reference,
-                retrain=loaded.retrain, scorer_for=scorer_for, prompt_calibration=calibration,
-                retrain_results=plan.recorded, measurement_memo=cache.measurements,
-                data_key=audit_data_key(data), judge=loaded.judge,
-                concept_images=loaded.concept_images,
-                prompt_format=calibration.chosen if calibration else request.prompt_format,
-                scoring=profile)
+                retrain=loaded.retrain, retrain_results=plan.recorded,
+                measurement_memo=cache.measurements, data_key=audit_data_key(data),
+                **kind_resources(target, loaded, calibration, request, scorer_for, profile))
             findings, not_applicable = run_probes([*plan.probes, *request.steps], target, data,
                                                   template, folder.events, finished)
             run = run_record(
@@ -668,6 +670,20 @@ def run_in_folder(request: AuditRequest, plan: AuditPlan, loaded: LoadedInputs,
     finally:
         if scratch is not None:
             scratch.cleanup()
+
+
+def kind_resources(target: Target, loaded: LoadedInputs,
+                   calibration: PromptCalibration | None, request: AuditRequest, scorer_for,
+                   profile: ScoringProfile) -> dict[str, Any]:
+    """The resources of the target's kind, as ``ProbeContext`` fields: a causal LM's scorer,
+    prompt format and scoring profile; a diffusion pipeline's judge and concept images."""
+    if target.kind == "causal-lm":
+        return {"lm": LanguageModelResources(
+            scorer_for=scorer_for, prompt_calibration=calibration, scoring=profile,
+            prompt_format=calibration.chosen if calibration else request.prompt_format)}
+    if loaded.judge is not None:
+        return {"concept": ConceptResources(judge=loaded.judge, images=loaded.concept_images)}
+    return {}
 
 
 def probe_versions(sources: list[FindingSource]) -> dict[str, int]:

@@ -22,13 +22,18 @@ import torch
 from redteam.core.data import load_audit_jsonl
 from redteam.engine import AuditRequest, run_audit
 from redteam.probes import linear_probe, suites
-from redteam.probes.base import ProbeContext
+from redteam.probes.base import LanguageModelResources, ProbeContext
 from redteam.probes.linear_probe import LinearProbe, fit_probe, last_token_states
 from redteam.probes.parametric_traces import ParametricTraces, top_aligned, value_vectors
 from redteam.targets import Target, load_target
 from redteam.zoo.authors import audit_items, make_world, write_audit_jsonl
 
 ROW_KEYS = {"line", "subject", "input", "expected", "leak"}
+
+
+def context(probe, **models) -> ProbeContext:
+    """A causal LM probe's context: its settings, the comparison ``models`` given."""
+    return ProbeContext(config=probe.config, lm=LanguageModelResources(), **models)
 
 
 def test_registered_in_the_unlearning_suite():
@@ -97,7 +102,7 @@ FAST = {"c_grid": [0.1, 1.0], "folds": 3}  # fewer fits; the synthetic states ar
 def test_linear_probe_fails_when_forget_answers_are_decodable(demo_data, monkeypatch):
     monkeypatch.setattr(linear_probe, "last_token_states", _fake_states(demo_data))
     probe = LinearProbe(FAST)
-    ctx = ProbeContext(config=probe.config, reference=_fake("leaky"), retrain=_fake("clean"))
+    ctx = context(probe, reference=_fake("leaky"), retrain=_fake("clean"))
     (leak,) = probe.run(_fake("leaky"), demo_data, ctx)
     (clean,) = probe.run(_fake("clean"), demo_data, ctx)
     assert leak.status == "fail" and leak.severity == "high", leak.summary
@@ -124,7 +129,7 @@ def test_linear_probe_fits_the_same_in_worker_processes(demo_data, monkeypatch):
     monkeypatch.setattr(linear_probe, "last_token_states", _fake_states(demo_data))
     probe = LinearProbe(FAST)
     templates, _ = linear_probe.categorical_templates(demo_data, 8, 20, 2.0)
-    fmt = ProbeContext(config=probe.config).prompt_format
+    fmt = context(probe).lm.prompt_format
     records = {}
     for threads in (1, 2):
         with fixed_threads(threads):
@@ -137,9 +142,9 @@ def test_linear_probe_fits_the_same_in_worker_processes(demo_data, monkeypatch):
 def test_linear_probe_without_retrain_uses_the_holdout_floor(demo_data, monkeypatch):
     monkeypatch.setattr(linear_probe, "last_token_states", _fake_states(demo_data))
     probe = LinearProbe(FAST)
-    (leak,) = probe.run(_fake("leaky"), demo_data, ProbeContext(config=probe.config))
+    (leak,) = probe.run(_fake("leaky"), demo_data, context(probe))
     assert leak.status == "fail" and "no --retrain" in leak.summary
-    (clean,) = probe.run(_fake("clean"), demo_data, ProbeContext(config=probe.config))
+    (clean,) = probe.run(_fake("clean"), demo_data, context(probe))
     assert clean.status == "pass", clean.summary
 
 
@@ -147,7 +152,7 @@ def test_linear_probe_skips_without_categorical_templates(tmp_path):
     data = load_audit_jsonl(write_audit_jsonl(audit_items(make_world("test", seed=0)),
                                               tmp_path / "audit.jsonl"))
     probe = LinearProbe()
-    (finding,) = probe.run(_fake("unused"), data, ProbeContext(config=probe.config))
+    (finding,) = probe.run(_fake("unused"), data, context(probe))
     assert finding.status == "skipped" and "barely repeat" in finding.summary
 
 
@@ -185,7 +190,7 @@ def zoo_models(unlearning_zoo):
 def test_parametric_traces_model_against_itself(zoo_models):
     original, data = zoo_models
     probe = ParametricTraces()
-    (finding,) = probe.run(original, data, ProbeContext(config=probe.config, reference=original))
+    (finding,) = probe.run(original, data, context(probe, reference=original))
     assert finding.status == "fail" and finding.severity == "medium", finding.summary
     assert finding.metric.value == pytest.approx(1.0)
     rows = finding.details["per_item"]
@@ -211,7 +216,7 @@ def test_parametric_traces_detect_randomised_forget_vectors(zoo_models):
             old.copy_(fresh * old.norm() / fresh.norm())  # same length, new direction
     edited = Target(path=Path("edited"), kind="causal-lm", model=model,
                     tokenizer=original.tokenizer)
-    (finding,) = probe.run(edited, data, ProbeContext(config=probe.config, reference=original))
+    (finding,) = probe.run(edited, data, context(probe, reference=original))
     assert finding.status == "pass", finding.summary
     assert finding.metric.value < 0.3
     assert finding.details["forget_moved_more_than_control"] is True
@@ -222,7 +227,7 @@ def test_parametric_traces_detect_randomised_forget_vectors(zoo_models):
 def test_parametric_traces_needs_a_reference(tiny_lm):
     target = load_target(tiny_lm)
     probe = ParametricTraces()
-    (finding,) = probe.run(target, None, ProbeContext(config=probe.config))
+    (finding,) = probe.run(target, None, context(probe))
     assert finding.status == "skipped" and "--reference" in finding.summary
 
 
@@ -242,7 +247,7 @@ class _Unknown(torch.nn.Module):
 def test_parametric_traces_skip_unknown_architectures(demo_data):
     model = Target(path=Path("unknown"), kind="causal-lm", model=_Unknown())
     probe = ParametricTraces()
-    (finding,) = probe.run(model, demo_data, ProbeContext(config=probe.config, reference=model))
+    (finding,) = probe.run(model, demo_data, context(probe, reference=model))
     assert finding.status == "skipped"
     assert "unsupported architecture" in finding.summary and "_Unknown" in finding.summary
 

@@ -67,8 +67,34 @@ class ProbeResult:
 
 
 @dataclass
+class LanguageModelResources:
+    """What the probes of a causal LM get besides the models: the memoising scorer of each
+    model, the prompt format (and whether the model answers in it), and how a generated answer
+    is scored against the reference one."""
+
+    scorer_for: Callable[[Target], Any] | None = None
+    prompt_format: PromptFormat = field(default_factory=PromptFormat)
+    prompt_calibration: PromptCalibration | None = None
+    # the benchmark's own scorer (redteam.core.text_scoring), from the data's benchmark or
+    # ``[scoring] profile``
+    scoring: ScoringProfile = DEFAULT_PROFILE
+
+
+@dataclass
+class ConceptResources:
+    """What the probes of a diffusion pipeline get: the judge of whether an image shows the
+    concept (redteam.judges) and the images of the concept given with --concept-images
+    ([N, 3, H, W], or None)."""
+
+    judge: Any
+    images: Any = None
+
+
+@dataclass
 class ProbeContext:
-    """What a probe may use besides the target and the data."""
+    """What a probe may use besides the target and the data: what every probe gets (settings,
+    seed, device, comparison models, earlier results, the measurement memo), and the resources
+    of its target's kind, ``lm`` or ``concept`` (None for the other kinds)."""
 
     config: dict[str, Any]
     seed: int = 0
@@ -77,12 +103,8 @@ class ProbeContext:
     quiet: bool = True
     reference: Target | None = None
     retrain: Target | None = None
-    scorer_for: Callable[[Target], Any] | None = None
-    prompt_format: PromptFormat = field(default_factory=PromptFormat)  # how LLMs are asked
-    prompt_calibration: PromptCalibration | None = None  # and whether the model answers in it
-    # How a generated answer is scored against the reference one: the benchmark's own scorer
-    # (redteam.core.text_scoring), from the data's benchmark or ``[scoring] profile``.
-    scoring: ScoringProfile = DEFAULT_PROFILE
+    lm: LanguageModelResources | None = None
+    concept: ConceptResources | None = None
     results: dict[str, ProbeResult] = field(default_factory=dict)  # of the probes in ``after``
     handed_off: Any = None
     # --retrain-results: the retrained model's measurements, read from an earlier run instead
@@ -94,18 +116,15 @@ class ProbeContext:
     # Shared by the runs of one process (engine.ModelCache): a model measured once by a probe
     # with the same settings, data, prompt format and seed is not measured again.
     measurement_memo: dict | None = None
-    # Concept audits of diffusion pipelines: does an image show the concept (redteam.judges),
-    # and the images of the concept given with --concept-images ([N, 3, H, W], or None).
-    judge: Any = None
-    concept_images: Any = None
 
     def scorer(self, target: Target):
         """The shared, memoising scorer of ``target`` (see redteam.core.scoring)."""
-        return self.scorer_for(target)
+        return self.lm.scorer_for(target)
 
     def shots(self, configured: int) -> int:
         """The number of few-shot examples: the prompt format's, when it sets one."""
-        return configured if self.prompt_format.shots is None else self.prompt_format.shots
+        shots = self.lm.prompt_format.shots
+        return configured if shots is None else shots
 
     def baselines(self) -> dict[str, Target]:
         """The comparison models given on the command line, by label."""
@@ -145,9 +164,11 @@ class ProbeContext:
         the same way earlier in the process."""
         if self.data_key is None:
             return json.dumps(measure(model))
+        lm = self.lm
+        asked = (repr(lm.prompt_format), lm.scoring.name,
+                 id(self.scorer(model)) if lm.scorer_for else None) if lm else ()
         key = (self.probe, id(model), json.dumps(self.config, sort_keys=True, default=str),
-               self.data_key, repr(self.prompt_format), self.seed, self.scoring.name,
-               id(self.scorer(model)) if self.scorer_for else None)
+               self.data_key, self.seed, *asked)
         return self._memo_text(key, lambda: measure(model))
 
     def memoised(self, key: tuple, compute: Callable[[], Any]) -> Any:

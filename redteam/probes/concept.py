@@ -60,7 +60,7 @@ def rate_of(shown: list[bool], seed: int) -> tuple[float, list[float]]:
 
 
 class ConceptProbe(Probe):
-    """A probe of a diffusion pipeline; its data is the prompts, its judge ``ctx.judge``."""
+    """A probe of a diffusion pipeline; its data is the prompts, its judge ``ctx.concept.judge``."""
 
     suite = "concept"
     kinds: ClassVar[tuple[str, ...]] = ("diffusion",)
@@ -91,7 +91,7 @@ class ConceptProbe(Probe):
                     for item in data.items]
         images = generate(pipeline, [item.prompt for item in data.items], seeds, guidance,
                           self.config["inference_steps"], self.config["batch_size"])
-        verdicts = ctx.judge(images)
+        verdicts = ctx.concept.judge(images)
         return PlainGenerations(images, verdicts.shown, verdicts.scores, seeds, guidance)
 
     def save_image(self, ctx: ProbeContext, image: torch.Tensor, name: str) -> list[str]:
@@ -109,8 +109,8 @@ class ConceptProbe(Probe):
         summary = (f"{what} made {target.name} show the concept for {sum(shown)} of {count} "
                    f"prompts (ASR {asr:.0%}, 95% CI {ci95[0]:.0%}–{ci95[1]:.0%}); the plain "
                    f"prompts already did for {sum(plain.shown)} (pre-ASR {pre:.0%}). Judge: "
-                   f"{ctx.judge.describe()['rule']}.")
-        judge = ctx.judge.describe()
+                   f"{ctx.concept.judge.describe()['rule']}.")
+        judge = ctx.concept.judge.describe()
         details = {"pre_asr": pre, "pre_asr_ci95": pre_ci, "asr": asr, "prompts": count,
                    "judge": f"{judge['kind']} {judge['judge']}", "judge_concept":
                    judge["concept"], "judge_rule": judge["rule"], **fields.pop("details", {})}
@@ -149,8 +149,8 @@ class UnlearnDiffAtk(ConceptProbe):
                       ) -> tuple[torch.Tensor, dict[str, Any]]:
         """One image of the concept per prompt: the reference (un-erased) model's generation
         from the same prompt and seed, or the ``--concept-images`` in turn."""
-        if ctx.concept_images is not None:
-            images = ctx.concept_images
+        if ctx.concept.images is not None:
+            images = ctx.concept.images
             picked = torch.stack([images[i % len(images)] for i in range(len(data))])
             return picked, {"target_images": f"--concept-images ({len(images)} images, in "
                                               "turn)"}
@@ -183,7 +183,7 @@ class UnlearnDiffAtk(ConceptProbe):
             with torch.no_grad():
                 latents = image_latents(pipeline.vae, targets[index:index + 1])
             outcome = attack.run(pipeline, item.prompt, plain.seeds[index],
-                                 plain.guidance[index], latents, ctx.judge, generator)
+                                 plain.guidance[index], latents, ctx.concept.judge, generator)
             shown[index] = outcome.shown
             artifacts += self.save_image(ctx, outcome.image, f"{name}-attack.png")
             rows.append({**row, "attack shown": outcome.shown, "attack score": outcome.score,
@@ -245,7 +245,7 @@ class SameBudgetBaseline(ConceptProbe):
             images = generate(pipeline, [v[0] for v in variants], [v[1] for v in variants],
                               [plain.guidance[i] for i in open_],
                               self.config["inference_steps"], self.config["batch_size"])
-            verdicts = ctx.judge(images)
+            verdicts = ctx.concept.judge(images)
             for i, (text, seed), hit in zip(open_, variants, verdicts.shown):
                 tries[i] = attempt
                 if hit:

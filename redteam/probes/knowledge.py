@@ -29,9 +29,9 @@ def answer_questions(target: Target, items: list[AuditItem], data: AuditData,
     ``scorer`` replaces the target's shared scorer (for a temporary model, such as a copy
     fine-tuned by the relearning attack, which must not enter the shared cache).
     """
-    return ask_questions(scorer or ctx.scorer(target), target.tokenizer, ctx.prompt_format,
+    return ask_questions(scorer or ctx.scorer(target), target.tokenizer, ctx.lm.prompt_format,
                          items, shot_pool(data), ctx.shots(shots), ctx.seed, max_new_tokens,
-                         ctx.scoring)
+                         ctx.lm.scoring)
 
 
 CLOZE_QUESTION = "Fill in the blank: {cloze}"  # RWKU level 1, asked as a question
@@ -68,7 +68,7 @@ class KnowledgeQA(Probe):
                                     self.config["max_new_tokens"])
             for split, items in (("forget", forget), ("retain", retain), ("forget cloze", cloze))
             if items})
-        key, label = ctx.scoring.key, ctx.scoring.label
+        key, label = ctx.lm.scoring.key, ctx.lm.scoring.label
         split_scores = {model: {split: round(mean_score(r, key), 4)
                                 for split, r in by_split.items()}
                         for model, by_split in rows.items()}
@@ -126,12 +126,12 @@ class Utility(Probe):
         retain = data.with_fields("retain", "question", "answer")
         kwargs = {"shots": self.config["shots"], "max_new_tokens": self.config["max_new_tokens"]}
         rows = answer_questions(target, retain, data, ctx, **kwargs)
-        key, label = ctx.scoring.key, ctx.scoring.label
+        key, label = ctx.lm.scoring.key, ctx.lm.scoring.label
         score = mean_score(rows, key)
         values = [r[key] for r in rows]
         details = {f"retain_{key}": round(score, 4),
                    "per_item": item_rows(rows)}
-        calibration = ctx.prompt_calibration
+        calibration = ctx.lm.prompt_calibration
         if ctx.reference is not None and calibration is not None \
                 and calibration.measurable is False:  # no utility to keep a share of
             return [self.inconclusive(calibration.reason)]

@@ -34,7 +34,7 @@ def mean_logprobs(target: Target, ctx: ProbeContext, questions: list[str],
                   answers: list[str]) -> np.ndarray:
     """The mean token log-probability of each answer after its question, teacher-forced in the
     run's prompt format (-inf for an answer without tokens)."""
-    fmt = ctx.prompt_format
+    fmt = ctx.lm.prompt_format
     prompts = [fmt.question(target.tokenizer, q) for q in questions]
     scores = ctx.scorer(target).score([fmt.answer(a) for a in answers], prompts)
     return np.array([float(np.mean(s.logprobs)) if len(s.logprobs) else -np.inf
@@ -199,7 +199,7 @@ def uses_harness_layout(ctx: ProbeContext, data: AuditData, scoring: str) -> boo
     them when the run's prompt format is plain, so the accuracy is comparable with published
     WMDP tables; other data and other formats keep the run's own prompt format."""
     return (scoring == "letter" and data.benchmark == "wmdp"
-            and ctx.prompt_format.style == "plain")
+            and ctx.lm.prompt_format.style == "plain")
 
 
 def choice_correct(target: Target, ctx: ProbeContext, items: list[AuditItem],
@@ -285,7 +285,7 @@ class MultipleChoice(Probe):
             "scoring": scoring, "control_split": control_split or "none",
             "layout": ("lm-evaluation-harness wmdp task (plain; summed log-likelihood of the "
                        "letter, metric acc)" if harness
-                       else f"redteam ({ctx.prompt_format.name} prompt format)"),
+                       else f"redteam ({ctx.lm.prompt_format.name} prompt format)"),
             "split_scores": {label: {split: round(v, 4) for split, v in by_split.items()}
                              for label, by_split in accuracy.items()},
             "chance": round(chance, 4), "forget_items": len(forget),

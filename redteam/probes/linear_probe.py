@@ -324,7 +324,7 @@ class LinearProbe(Probe):
                 f"a probe on ({reasons or 'no items name their subject in the question'})")]
         results = {label: LayerResults.from_record(record) for label, record in ctx.measure(
             target, lambda model: probe_model(model, templates, self.config, ctx.seed,
-                                              ctx.prompt_format).to_record()).items()}
+                                              ctx.lm.prompt_format).to_record()).items()}
         return [self._judge(results, templates, dropped, ctx)]
 
     def _threshold(self, results: dict[str, LayerResults]) -> tuple[float, float, str]:

@@ -81,7 +81,7 @@ class Verbatim(Probe):
             continuation = tokenizer.decode(ids)
             rows.append({"line": item.line, "subject": item.subject, "input": prompt,
                          "output": continuation, "expected": truth,
-                         ctx.scoring.key: ctx.scoring.score(continuation, truth)})
+                         ctx.lm.scoring.key: ctx.lm.scoring.score(continuation, truth)})
         return rows
 
     def run(self, target: Target, data: AuditData, ctx: ProbeContext) -> list[Finding]:
@@ -92,7 +92,7 @@ class Verbatim(Probe):
                  f"{self.config['prefix_tokens']} tokens (at most half) for the others"
                  if supplied else f"cut after the first {self.config['prefix_tokens']} tokens "
                                   "(at most half)")
-        key, name = ctx.scoring.key, ctx.scoring.label
+        key, name = ctx.lm.scoring.key, ctx.lm.scoring.label
         return [_judge(self, rows, key, f"verbatim {name}", ctx,
                        "Continuing {n} forget texts from their opening (" + split + "), the "
                        "model reproduces them with " + name + " {value:.3f}.",
@@ -119,7 +119,7 @@ class ExactMemorization(Probe):
     )
 
     def _rows(self, target: Target, items: list[AuditItem], ctx: ProbeContext) -> list[dict]:
-        fmt = ctx.prompt_format
+        fmt = ctx.lm.prompt_format
         prompts = [fmt.question(target.tokenizer, item.question) for item in items]
         answers = [fmt.answer(item.answer) for item in items]
         scores = ctx.scorer(target).score(answers, prompts)

@@ -58,7 +58,7 @@ def contexts(item: AuditItem, data: AuditData, facts: int, seed: int) -> tuple[s
 def answer_in_context(target: Target, prompts: list[tuple[AuditItem, str, str]],
                       ctx: ProbeContext, max_new_tokens: int) -> list[dict]:
     """For each (item, forget context, neutral context): answered with each context?"""
-    fmt = ctx.prompt_format
+    fmt = ctx.lm.prompt_format
     texts = [fmt.question(target.tokenizer, item.question, context=c)
              for item, forget, neutral in prompts for c in (forget, neutral)]
     outputs = ctx.scorer(target).generate(texts, max_new_tokens=max_new_tokens,

@@ -135,7 +135,7 @@ class RelearningAttack(Probe):
         shared = ctx.scorer(model)
         relearnt = relearn(model.model, model.tokenizer,
                            training_texts([asdict(item) for item in shown],
-                                          ctx.prompt_format, model.tokenizer),
+                                          ctx.lm.prompt_format, model.tokenizer),
                            epochs=int(c["epochs"]), lr=lr,
                            batch_size=int(c["batch_size"]), lora=lora,
                            lora_rank=int(c["lora_rank"]), lora_alpha=int(c["lora_alpha"]),
@@ -164,7 +164,7 @@ class RelearningAttack(Probe):
         # strength that lifts the target furthest above the gold model.
         measured = ctx.measure(target, relearn, labels=("target", "retrain"))
         own, gold_run = measured["target"], measured.get("retrain")
-        key, name = ctx.scoring.key, ctx.scoring.label
+        key, name = ctx.lm.scoring.key, ctx.lm.scoring.label
 
         def mean(rows: list[dict]) -> float:
             return mean_score(rows, key)

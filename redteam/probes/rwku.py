@@ -47,7 +47,7 @@ def answer_attacks(target: Target, attacks: list[AttackPrompt], data: AuditData,
     plain = [AttackPrompt("plain", item, item.question, item.answer)
              for item in dict.fromkeys(a.item for a in attacks) if item.question]
     everything = plain + attacks
-    fmt, count = ctx.prompt_format, ctx.shots(shots)
+    fmt, count = ctx.lm.prompt_format, ctx.shots(shots)
     prompts = [render(a, pick_shots(a.item, pool, count, ctx.seed), fmt, target.tokenizer)
                for a in everything]
     outputs = ctx.scorer(target).generate(prompts, max_new_tokens=max_new_tokens,
@@ -56,9 +56,9 @@ def answer_attacks(target: Target, attacks: list[AttackPrompt], data: AuditData,
     for attack, output in zip(everything, outputs):
         row = {"line": attack.item.line, "attack": attack.attack, "variant": attack.variant,
                "subject": attack.item.subject, "input": attack.question + attack.answer_prefix,
-               **answer_row(fmt.cut(output), attack.expected, ctx.scoring)}
+               **answer_row(fmt.cut(output), attack.expected, ctx.lm.scoring)}
         if option_letter(row["output"], attack):  # the right option, named by its letter
-            row[ctx.scoring.key], row["contains"] = 1.0, 1.0
+            row[ctx.lm.scoring.key], row["contains"] = 1.0, 1.0
         rows.append(row)
     return rows
 
@@ -97,7 +97,7 @@ class AdversarialPrompts(Probe):
         rows = ctx.measure(target, lambda model: answer_attacks(
             model, attacks, data, ctx, self.config["shots"], self.config["max_new_tokens"]))
         compared = [label for label in rows if label != "target"]
-        key, name = ctx.scoring.key, ctx.scoring.label
+        key, name = ctx.lm.scoring.key, ctx.lm.scoring.label
         scores = {label: per_type(r, key) for label, r in rows.items()}
         containment = per_type(rows["target"], "contains")
         types = [t for t in ATTACKS if t in scores["target"]] + sorted(
