@@ -54,6 +54,8 @@ def list_probes(suite: str | None) -> None:
             click.echo(f"  {'':36} goal: {info['goal']}")
             needs = needs or info["data"] or "-"
             click.echo(f"  {'':36} needs: {needs}; ref: {'; '.join(info['references'])}")
+            if info["model_access"]:
+                click.echo(f"  {'':36} model access: {', '.join(info['model_access'])}")
             for setting, accepts in info["settings"].items():
                 click.echo(f"  {'':36} {setting} = {info['defaults'][setting]!r} ({accepts})")
             if info["severity_rule"]:
@@ -142,12 +144,14 @@ def audit(model: Path | str, suite: str, data, reference, retrain, prompts, judg
 
 class _ReportCommands(click.Group):
     """``redteam report RUN_DIR`` renders a run (the hidden ``render``); ``redteam report diff A
-    B`` compares two."""
+    B`` compares two. A first argument that names no subcommand is the run folder of
+    ``render``, resolved in ``resolve_command`` (Click's hook for choosing the subcommand), so
+    the arguments reach it as given."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if args and args[0] not in self.commands and not args[0].startswith("-"):
-            args = ["render", *args]
-        return super().parse_args(ctx, args)
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        if args and args[0] not in self.commands:
+            return "render", self.commands["render"], args
+        return super().resolve_command(ctx, args)
 
 
 @cli.group(cls=_ReportCommands)
