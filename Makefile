@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test docs vllm bench bench-demo bench-reference gpu-check lint venv clean browser
+.PHONY: demo test docs vllm served-check bench bench-demo bench-reference gpu-check lint venv clean browser
 
 # The stack (~6 GB) installs with uv, which fetches and unpacks in parallel (a fresh install:
 # about 40 s, against about 65 s with pip); pip does it where uv cannot be had. Neither
@@ -65,7 +65,7 @@ test: $(STAMP) $(VLLM_STAMP) browser docs
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
-bench: $(STAMP)
+bench: $(STAMP) $(VLLM_STAMP)
 	$(BIN)/python benchmarks/bench_scoring.py
 	$(BIN)/python benchmarks/bench_scoring_memory.py
 	$(BIN)/python benchmarks/bench_audit_overheads.py
@@ -75,6 +75,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_pgd.py
 	$(BIN)/python benchmarks/bench_hysac.py
 	$(BIN)/python benchmarks/bench_concept.py
+	$(BIN)/python benchmarks/bench_served.py
 
 # redteam's figures beside the benchmark authors' own code, end to end on one model: REFERENCES
 # is a folder with checkouts open-unlearning/, tofu/ and muse/ (and extra/, where omegaconf was
@@ -86,6 +87,11 @@ bench-reference: $(STAMP)
 
 bench-demo: $(STAMP)  # where the demo spends its time, from an empty cache (about 9.5 minutes)
 	$(BIN)/python benchmarks/bench_demo.py
+
+# Every unlearning probe's verdict through vLLM beside the in-process one, for the original,
+# retrained and NPO models (SIZE=demo for the demo zoo).
+served-check: $(STAMP) $(VLLM_STAMP)
+	$(BIN)/python benchmarks/served_verdicts.py $(or $(SIZE),test)
 
 gpu-check: $(STAMP)
 	$(BIN)/python benchmarks/gpu_check.py

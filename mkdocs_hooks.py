@@ -57,6 +57,13 @@ def probe_page(cls) -> str:
     needs = "; ".join(f"{split}: {', '.join(f'`{f}`' for f in fields)}"
                       for split, fields in info["needs"].items())
     lines += [f"**Data it needs.** {needs or info['data'] or 'the target only'}", ""]
+    if info["model_access"]:
+        from redteam.core.served import MODEL_ACCESS
+
+        uses = "; ".join(MODEL_ACCESS[name] for name in info["model_access"])
+        lines += [f"**Model access.** {uses[0].upper()}{uses[1:]}: a [served model]"
+                  "(../guides/served-models.md) that does not give it is skipped, naming "
+                  "what is missing.", ""]
     if info["after"]:
         lines += [f"**Runs after** {', '.join(f'[`{a}`]({a}.md)' for a in info['after'])} "
                   "and reuses their results.", ""]

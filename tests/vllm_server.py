@@ -36,7 +36,8 @@ def free_port() -> int:
 class VLLMServer:
     """``python -m vllm.entrypoints.openai.api_server`` serving ``model`` as ``name``."""
 
-    def __init__(self, model: Path, name: str, log: Path, api_key: str | None = None) -> None:
+    def __init__(self, model: Path, name: str, log: Path, api_key: str | None = None,
+                 extra: tuple[str, ...] = ()) -> None:
         self.name, self.log_path = name, log
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
@@ -46,9 +47,10 @@ class VLLMServer:
         self.started = time.monotonic()
         self.process = subprocess.Popen(
             [str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
-             "--served-model-name", name, "--dtype", "float32", "--max-model-len", "512",
+             "--served-model-name", name, "--dtype", "float32",
              "--port", str(self.port), "--host", "127.0.0.1", "--enforce-eager",
-             "--enable-tokenizer-info-endpoint", *(["--api-key", api_key] if api_key else [])],
+             "--enable-tokenizer-info-endpoint", *(["--api-key", api_key] if api_key else []),
+             *extra],
             stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         self.startup_s: float | None = None
 
