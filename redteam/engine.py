@@ -237,6 +237,17 @@ def measured_with(probes: list[Probe], scoring: dict, selection: dict,
 
 
 def kind_of(request: AuditRequest) -> str:
+    """The target's kind, given or detected once; an endpoint serves a causal LM, and only a
+    causal LM is compared with models behind endpoints."""
+    kind = _target_kind(request)
+    for option, model in (("--reference", request.reference), ("--retrain", request.retrain)):
+        if isinstance(model, EndpointSpec) and kind != "causal-lm":
+            raise InputError(f"{option} {model.url}: an endpoint serves a causal LM, and the "
+                             f"target is kind {kind}")
+    return kind
+
+
+def _target_kind(request: AuditRequest) -> str:
     if isinstance(request.model, EndpointSpec):
         if request.kind not in (None, "causal-lm"):
             raise InputError(f"--kind {request.kind}: an endpoint serves a causal LM")

@@ -259,8 +259,9 @@ def pretrained_text_backdoor_zoo(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def vllm_servers(unlearning_zoo, tmp_path_factory) -> dict[str, object]:
-    """vLLM servers of the test zoo's original and NPO models, started together from vLLM's own
+def vllm_servers(unlearning_zoo, format_zoo, tmp_path_factory) -> dict[str, object]:
+    """vLLM servers of the test zoo's original and NPO models and of the original that learnt
+    its questions only through a chat template ("chat"), started together from vLLM's own
     environment (tests/vllm_server.py); the original one requires an API key
     (``REDTEAM_TEST_VLLM_KEY``). Skips when vLLM cannot be installed here."""
     import os
@@ -272,10 +273,12 @@ def vllm_servers(unlearning_zoo, tmp_path_factory) -> dict[str, object]:
         pytest.skip(missing)
     logs = tmp_path_factory.mktemp("vllm")
     os.environ["REDTEAM_TEST_VLLM_KEY"] = "sk-redteam-test-0123456789"
-    servers = {name: VLLMServer(unlearning_zoo[name], name, logs / f"{name}.log",
+    models = {"original": unlearning_zoo["original"], "npo": unlearning_zoo["npo"],
+              "chat": format_zoo["chat"]["original"]}
+    servers = {name: VLLMServer(model, name, logs / f"{name}.log",
                                 api_key=os.environ["REDTEAM_TEST_VLLM_KEY"]
                                 if name == "original" else None)
-               for name in ("original", "npo")}
+               for name, model in models.items()}
     try:
         for server in servers.values():
             server.wait()

@@ -160,3 +160,16 @@ def test_cache_files_are_json_of_the_response(loopback, tmp_path):
         client_of(server, cache_dir=tmp_path).post("/models", {})
     (file,) = tmp_path.rglob("*.json")
     assert json.loads(file.read_text()) == OK
+
+
+def test_only_a_causal_lm_is_compared_with_an_endpoint(tmp_path, capsys):
+    code = main(["audit", str(tmp_path), "--kind", "image-classifier", "--suite", "backdoor",
+                 "--reference", "http://127.0.0.1:9/v1", "--out", str(tmp_path / "run")])
+    assert code == 2 and "--reference http://127.0.0.1:9/v1: an endpoint serves a causal LM, " \
+        "and the target is kind image-classifier" in capsys.readouterr().err
+
+
+def test_an_endpoint_is_not_audited_as_another_kind(capsys):
+    code = main(["audit", "http://127.0.0.1:9/v1", "--kind", "diffusion", "--suite", "concept"])
+    assert code == 2 and "--kind diffusion: an endpoint serves a causal LM" in \
+        capsys.readouterr().err

@@ -42,6 +42,7 @@ def test_capabilities_are_found_by_asking(vllm_servers, loopback):
     assert found.completions and found.echo_logprobs and found.tokenize and found.seed
     assert not found.chat_template  # the test zoo's tokenizer has no chat template
     assert found.access() == {"generation", "token_logprobs", "tokenizer"}
+    assert served_of(vllm_servers["chat"]).capabilities.chat_template
 
 
 def test_the_served_tokenizer_is_the_folders(vllm_servers, unlearning_zoo, loopback):
@@ -176,3 +177,25 @@ def test_a_server_breaking_mid_run_stops_it_resumably(vllm_servers, unlearning_z
     document = json.loads((tmp_path / "run" / "findings.json").read_text())
     assert {f["probe"] for f in document["findings"]} == {"unlearning.membership_inference",
                                                           "unlearning.knowledge_qa"}
+
+
+def test_the_chat_format_is_the_servers_template(vllm_servers, format_zoo, tmp_path, loopback):
+    """A model that learnt its questions only through its chat template is asked through the
+    server's template (rendered by /tokenize): calibration picks the same chat format, with the
+    same example prompt and retain scores, and the verdict is the in-process one."""
+    zoo = format_zoo["chat"]
+    common = dict(suite="unlearning", data=zoo["audit"], quiet=True,
+                  probes=["unlearning.knowledge_qa"])
+    runs = {}
+    for label, model in (("local", zoo["original"]),
+                         ("served", spec(vllm_servers["chat"], tmp_path / "cache"))):
+        result = run_audit(AuditRequest(model=model, out=tmp_path / label, **common))
+        document = json.loads((tmp_path / label / "findings.json").read_text())
+        runs[label] = (result.findings[0], document["run"]["prompt_format"])
+    (local, local_format), (served, served_format) = runs["local"], runs["served"]
+    assert served_format["name"] == local_format["name"] and served_format["name"].startswith(
+        "chat")
+    assert served_format["example"] == local_format["example"]
+    assert served_format["calibration"]["candidates"] == local_format["calibration"]["candidates"]
+    assert (served.status, served.metric.value) == (local.status, local.metric.value) == \
+        ("fail", local.metric.value)
