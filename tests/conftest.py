@@ -256,35 +256,3 @@ def pretrained_text_backdoor_zoo(tmp_path_factory) -> dict[str, Path]:
 
     return build_pretrained_text_backdoor_zoo(tmp_path_factory.mktemp("pretrained-headlines"),
                                               size="test")
-
-
-@pytest.fixture(scope="session")
-def vllm_servers(unlearning_zoo, format_zoo, tmp_path_factory) -> dict[str, object]:
-    """vLLM servers of the test zoo's original and NPO models and of the original that learnt
-    its questions only through a chat template ("chat"), started together from vLLM's own
-    environment (tests/vllm_server.py); the original one requires an API key
-    (``REDTEAM_TEST_VLLM_KEY``). Skips when vLLM cannot be installed here."""
-    import os
-
-    from tests.vllm_server import VLLMServer, vllm_missing
-
-    missing = vllm_missing()
-    if missing:
-        pytest.skip(missing)
-    logs = tmp_path_factory.mktemp("vllm")
-    os.environ["REDTEAM_TEST_VLLM_KEY"] = "sk-redteam-test-0123456789"
-    models = {"original": unlearning_zoo["original"], "npo": unlearning_zoo["npo"],
-              "chat": format_zoo["chat"]["original"]}
-    servers = {name: VLLMServer(model, name, logs / f"{name}.log",
-                                api_key=os.environ["REDTEAM_TEST_VLLM_KEY"]
-                                if name == "original" else None)
-               for name, model in models.items()}
-    try:
-        for server in servers.values():
-            server.wait()
-        print("\nvLLM start-up: " + ", ".join(f"{name} {server.startup_s:.0f} s"
-                                              for name, server in servers.items()))
-        yield servers
-    finally:
-        for server in servers.values():
-            server.stop()

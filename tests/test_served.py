@@ -19,11 +19,41 @@ from redteam.core.served import ServedModel, ServedScorer, ServedTokenizer
 from redteam.engine import AuditRequest, ModelCache, run_audit
 from redteam.targets import EndpointSpec, load_target
 from tests.endpoint_faults import fault_server, json_reply
+from tests.vllm_server import VLLMServer, vllm_missing
 
 KEY_ENV = "REDTEAM_TEST_VLLM_KEY"
 WEIGHT_PROBES = {"unlearning.linear_probe", "unlearning.parametric_traces",
                  "unlearning.relearning_attack"}
 FIGURE_TOLERANCE = 0.02  # absolute, on every figure both paths measured
+
+
+@pytest.fixture(scope="module")
+def vllm_servers(unlearning_zoo, format_zoo, tmp_path_factory) -> dict[str, object]:
+    """vLLM servers of the test zoo's original and NPO models and of the original that learnt
+    its questions only through a chat template ("chat"), started together from vLLM's own
+    environment (tests/vllm_server.py), and stopped after this module's tests; the original one
+    requires an API key (``REDTEAM_TEST_VLLM_KEY``). Skips when vLLM cannot be installed here."""
+    missing = vllm_missing()
+    if missing:
+        pytest.skip(missing)
+    logs = tmp_path_factory.mktemp("vllm")
+    os.environ[KEY_ENV] = "sk-redteam-test-0123456789"
+    models = {"original": unlearning_zoo["original"], "npo": unlearning_zoo["npo"],
+              "chat": format_zoo["chat"]["original"]}
+    servers = {name: VLLMServer(model, name, logs / f"{name}.log",
+                                api_key=os.environ[KEY_ENV]
+                                if name == "original" else None)
+               for name, model in models.items()}
+    try:
+        for server in servers.values():
+            server.wait()
+        print("\nvLLM start-up: " + ", ".join(f"{name} {server.startup_s:.0f} s"
+                                              for name, server in servers.items()))
+        yield servers
+    finally:
+        for server in servers.values():
+            server.stop()
+        os.environ.pop(KEY_ENV, None)
 
 
 def spec(server, cache: Path | None = None, **kwargs) -> EndpointSpec:
