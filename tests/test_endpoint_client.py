@@ -173,3 +173,13 @@ def test_an_endpoint_is_not_audited_as_another_kind(capsys):
     code = main(["audit", "http://127.0.0.1:9/v1", "--kind", "diffusion", "--suite", "concept"])
     assert code == 2 and "--kind diffusion: an endpoint serves a causal LM" in \
         capsys.readouterr().err
+
+
+def test_a_certificate_that_does_not_verify_is_refused_without_retries(loopback):
+    """TLS verification stays on: a plain-HTTP server reached as https fails the handshake,
+    once, in one line."""
+    with fault_server(lambda *_: json_reply(OK)) as server:
+        url = server.url.replace("http://", "https://")
+        with pytest.raises(EndpointError, match="TLS failed") as caught:
+            EndpointClient(url, retries=3, backoff_s=0.01).get("/models")
+        assert "after" not in str(caught.value) and len(server.requests) == 0

@@ -189,6 +189,8 @@ class EndpointClient:
                 problem = f"no answer within {self.timeout_s:g} s"
             except (urllib.error.URLError, ConnectionError, OSError) as exc:
                 reason = getattr(exc, "reason", exc)
+                if isinstance(reason, ssl.SSLError):  # a certificate is not retried
+                    raise EndpointError(f"{url}: TLS failed ({reason})") from None
                 problem = f"cannot connect ({getattr(reason, 'strerror', None) or reason})"
             if attempt < self.retries:
                 time.sleep(wait)
