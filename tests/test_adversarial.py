@@ -47,9 +47,13 @@ def test_evaluation_set_is_balanced_and_deterministic(digits):
 
 def test_adversarial_suite_reports_monotone_curves_and_fails_the_undefended_model(
         backdoor_zoo, tmp_path):
-    # Each verdict is taken at a budget an undefended classifier is known not to withstand:
-    # 8/255 for the iterative L-inf attacks, 32/255 for one FGSM step, L2 2.0 for the L2 ones.
-    settings = {"adversarial.pgd_linf": dict(SMALL), "adversarial.autoattack": {"max_images": 12},
+    # Each verdict is taken at a budget an undefended classifier is known not to withstand,
+    # with room: builds of the zoo differ by a few images (PGD-L∞ at 8/255 kept 15 % of 48 on
+    # one build, under 12.5 % on another), so the iterative L-inf attacks are judged at 16/255,
+    # one FGSM step at 32/255, the L2 ones at L2 2.0.
+    settings = {"adversarial.pgd_linf": {**SMALL, "reference_epsilon": 16 / 255},
+                "adversarial.autoattack": {"max_images": 12, "epsilons": [16 / 255],
+                                           "reference_epsilon": 16 / 255},
                 "adversarial.fgsm": {"max_images": 48, "reference_epsilon": 32 / 255,
                                      "epsilons": [*SMALL["epsilons"], 32 / 255]}}
     l2 = {"max_images": 48, "epsilons": [0.25, 0.5, 1.0, 2.0], "reference_epsilon": 2.0}
