@@ -256,6 +256,8 @@ class ServedTokenizer:
         return {"input_ids": self.encode(text, add_special_tokens)}
 
     def decode(self, ids, skip_special_tokens: bool = False, **_: Any) -> str:
+        """``ids`` as text, as the server's ``/detokenize`` gives it: with the special tokens
+        (it takes no ``skip_special_tokens``), which the probes' data texts do not hold."""
         ids = [int(i) for i in ids]
         return self.served.detokenize(ids) if ids else ""
 
