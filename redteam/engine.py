@@ -330,10 +330,11 @@ class EventLog:
 def run_probe(probe: FindingSource, target: Target, data: AuditData | None,
               ctx: ProbeContext, events: EventLog) -> list[Finding]:
     """Run one probe (or a command's step); a crash becomes an ``error`` finding and the run
-    goes on."""
+    goes on. One that a served model cannot give what it uses, or whose data is missing, is
+    skipped, saying why."""
     events.write("probe_start", probe=probe.name)
     started = time.perf_counter()
-    reason = probe.missing_data(data)
+    reason = missing_access(probe, target, ctx) or probe.missing_data(data)
     if reason:
         findings = [probe.skipped(reason)]
     else:
@@ -445,11 +446,11 @@ class ModelCache:
     def scorer(self, target: Target, batch_size: int, max_length: int,
                quiet: bool) -> CausalLMScorer | ServedScorer:
         key = (id(target), batch_size, max_length)
-        if key not in self._scorers and target.served is not None:
-            self._scorers[key] = ServedScorer(target.served, target.tokenizer, max_length, quiet)
-        elif key not in self._scorers:
-            self._scorers[key] = CausalLMScorer(target.model, target.tokenizer, batch_size,
-                                                max_length, quiet)
+        if key not in self._scorers:
+            self._scorers[key] = (
+                ServedScorer(target.served, target.tokenizer, max_length, quiet)
+                if target.served is not None else
+                CausalLMScorer(target.model, target.tokenizer, batch_size, max_length, quiet))
         self._scorers[key].quiet = quiet
         return self._scorers[key]
 
@@ -820,14 +821,6 @@ def run_probes(probes: list[FindingSource], target: Target, data, template: Prob
         if isinstance(probe, Probe) and target.kind not in probe.kinds:
             not_applicable[probe.name] = f"does not apply to kind {target.kind}"
             continue
-        lacking = missing_access(probe, target, template)
-        if lacking:
-            produced = [probe.skipped(lacking)]
-            events.write("probe_end", probe=probe.name, status="skipped", severity="info",
-                         duration_s=0.0, finding=produced[0].to_dict())
-            findings.extend(produced)
-            results[probe.name] = ProbeResult(produced)
-            continue
         if probe.name in finished:
             events.write("probe_reused", probe=probe.name)
             findings.extend(finished[probe.name])
@@ -842,14 +835,14 @@ def run_probes(probes: list[FindingSource], target: Target, data, template: Prob
     return findings, not_applicable
 
 
-def missing_access(probe: FindingSource, target: Target, template: ProbeContext) -> str:
+def missing_access(probe: FindingSource, target: Target, ctx: ProbeContext) -> str:
     """Why ``probe`` cannot run on a served model (what it uses that the endpoint of the target
     or of a comparison model does not give), or ''."""
-    for label, model in (("the target", target), ("the reference model", template.reference),
-                         ("the retrained model", template.retrain)):
+    for label, model in (("the target", target), ("the reference model", ctx.reference),
+                         ("the retrained model", ctx.retrain)):
         if model is None:
             continue
-        lacking = [MODEL_ACCESS[name] for name in getattr(probe, "model_access", ())
+        lacking = [MODEL_ACCESS[name] for name in probe.model_access
                    if name not in model.access]
         if lacking:
             return (f"needs {' and '.join(lacking)}, which {label}'s endpoint "

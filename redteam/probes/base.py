@@ -222,6 +222,9 @@ class FindingSource:
     # nothing if the model answers none of its retain questions in the prompt format used, and
     # the engine reports it as inconclusive instead (redteam.core.answers).
     judges_answers: ClassVar[bool] = False
+    # What of the model it uses (redteam.core.served.MODEL_ACCESS): a model behind an endpoint
+    # gives only some of it, and the engine skips a probe it cannot serve, naming what is missing.
+    model_access: ClassVar[tuple[str, ...]] = ()
     config: dict[str, Any]
 
     def missing_data(self, data: Any) -> str | None:
@@ -299,9 +302,6 @@ class Probe(FindingSource):
     data: ClassVar[str] = ""  # what --data is, for probes whose data is not the audit JSONL
     tags: ClassVar[tuple[str, ...]] = ()
     defaults: ClassVar[dict[str, Any]] = {}  # name -> Setting (redteam.core.settings)
-    # What of the model it uses (redteam.core.served.MODEL_ACCESS): a model behind an endpoint
-    # gives only some of it, and the engine skips a probe it cannot serve, naming what is missing.
-    model_access: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         """``config`` overrides the declared defaults; each value is checked by type and range
